@@ -1,0 +1,246 @@
+"""The Python face of the LearningMarket contract: every call, view and event, typed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth_abi import encode
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_address, keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+
+from ..errors import ChainError, ConfigError
+from .records import (
+    Commit,
+    CommitState,
+    Finalized,
+    ProjectCreated,
+    ProjectInfo,
+    ProjectParams,
+    Reveal,
+    RoundInfo,
+    RoundStatus,
+)
+from .reverts import RevertDecoder
+from .sender import Receipt, TxSender, revert_data
+
+
+def checksum(address: str, what: str = "address") -> str:
+    """`address` checksummed, or a ConfigError naming what was malformed."""
+    if not isinstance(address, str) or not is_address(address):
+        raise ConfigError(f"malformed {what} {address!r}: expected a 0x-prefixed 20-byte hex address")
+    return to_checksum_address(address)
+
+
+def commitment_of(project_id: int, round_: int, trainer: str, cid: str, digest: bytes, salt: bytes) -> bytes:
+    """The commitment the contract expects (`LearningMarket.commitmentOf`)."""
+    if len(digest) != 32 or len(salt) != 32:
+        raise ValueError("digest and salt are 32 bytes")
+    return keccak(
+        encode(
+            ["uint256", "uint256", "address", "bytes32", "bytes32", "bytes32"],
+            [project_id, round_, to_checksum_address(trainer), keccak(text=cid), digest, salt],
+        )
+    )
+
+
+class MarketClient:
+    """Typed access to one deployed LearningMarket.
+
+    Reads need no account; writes need one (`account=`), signed locally with eth-account and sent
+    as EIP-1559 transactions.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        abi: list[dict[str, Any]],
+        account: LocalAccount | None = None,
+        *,
+        receipt_timeout: float = 120.0,
+    ):
+        self.w3 = w3
+        self.address = checksum(address, "contract address")
+        self.contract = w3.eth.contract(address=self.address, abi=abi)
+        self.decoder = RevertDecoder(abi)
+        self.sender = TxSender(w3, account, self.decoder, receipt_timeout=receipt_timeout) if account else None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def with_account(self, account: LocalAccount) -> MarketClient:
+        """The same contract, sending from `account`."""
+        return MarketClient(self.w3, self.address, self.contract.abi, account)
+
+    @property
+    def account_address(self) -> str:
+        if self.sender is None:
+            raise ConfigError("this command sends a transaction: give an account (--account or --dev-account)")
+        return self.sender.address
+
+    def _send(self, fn: Any, action: str, value: int = 0) -> Receipt:
+        if self.sender is None:
+            raise ConfigError(f"{action} sends a transaction: give an account (--account or --dev-account)")
+        return self.sender.send(fn, value=value, action=action)
+
+    def _call(self, fn: Any, action: str) -> Any:
+        try:
+            return fn.call()
+        except ContractLogicError as exc:
+            raise self.decoder.decode(exc.data, action) from None
+        except ChainError:
+            raise
+        except Exception as exc:  # connection drops mid-call
+            data = revert_data(exc)
+            if data is not None:
+                raise self.decoder.decode(data, action) from None
+            raise ChainError(f"{action}: the node did not answer ({type(exc).__name__}: {exc})") from exc
+
+    @property
+    def block_number(self) -> int:
+        return int(self.w3.eth.block_number)
+
+    # ------------------------------------------------------------------ writes
+
+    def create_project(self, params: ProjectParams) -> tuple[int, Receipt]:
+        """Create a project, escrowing its budget; returns (project id, receipt)."""
+        fn = self.contract.functions.createProject(params.as_tuple())
+        value = params.budget if int(params.token, 16) == 0 else 0
+        rcpt = self._send(fn, "createProject", value=value)
+        events = self.contract.events.ProjectCreated().process_receipt({"logs": rcpt.logs}, errors=DISCARD)
+        return int(events[0]["args"]["projectId"]), rcpt
+
+    def register(self, project_id: int, stake: int = 0, *, token: bool = False) -> Receipt:
+        return self._send(self.contract.functions.register(project_id), "register", value=0 if token else stake)
+
+    def commit(self, project_id: int, round_: int, commitment: bytes) -> Receipt:
+        return self._send(self.contract.functions.commit(project_id, round_, commitment), "commit")
+
+    def reveal(self, project_id: int, round_: int, cid: str, digest: bytes, salt: bytes) -> Receipt:
+        return self._send(self.contract.functions.reveal(project_id, round_, cid, digest, salt), "reveal")
+
+    def finalize_round(
+        self, project_id: int, round_: int, model_cid: str, record_cid: str, root: bytes, allocation: int
+    ) -> Receipt:
+        fn = self.contract.functions.finalizeRound(project_id, round_, model_cid, record_cid, root, allocation)
+        return self._send(fn, "finalizeRound")
+
+    def dispute(self, project_id: int, round_: int, evidence_cid: str, bond: int = 0, *, token: bool = False) -> Receipt:
+        fn = self.contract.functions.dispute(project_id, round_, evidence_cid)
+        return self._send(fn, "dispute", value=0 if token else bond)
+
+    def resolve_dispute(self, project_id: int, round_: int, upheld: bool, reason_cid: str) -> Receipt:
+        fn = self.contract.functions.resolveDispute(project_id, round_, upheld, reason_cid)
+        return self._send(fn, "resolveDispute")
+
+    def claim(self, project_id: int, round_: int, trainer: str, cumulative: int, proof: list[bytes]) -> Receipt:
+        fn = self.contract.functions.claim(project_id, round_, checksum(trainer, "trainer"), cumulative, proof)
+        return self._send(fn, "claim")
+
+    def end_project(self, project_id: int) -> Receipt:
+        return self._send(self.contract.functions.endProject(project_id), "endProject")
+
+    def withdraw_stake(self, project_id: int) -> Receipt:
+        return self._send(self.contract.functions.withdrawStake(project_id), "withdrawStake")
+
+    def withdraw_credit(self, project_id: int) -> Receipt:
+        return self._send(self.contract.functions.withdrawCredit(project_id), "withdrawCredit")
+
+    def slash_stake(self, project_id: int, trainer: str, reason_cid: str) -> Receipt:
+        fn = self.contract.functions.slashStake(project_id, checksum(trainer, "trainer"), reason_cid)
+        return self._send(fn, "slashStake")
+
+    def transfer_project_ownership(self, project_id: int, new_owner: str) -> Receipt:
+        fn = self.contract.functions.transferProjectOwnership(project_id, checksum(new_owner, "new owner"))
+        return self._send(fn, "transferProjectOwnership")
+
+    def accept_project_ownership(self, project_id: int) -> Receipt:
+        return self._send(self.contract.functions.acceptProjectOwnership(project_id), "acceptProjectOwnership")
+
+    # ------------------------------------------------------------------ views
+
+    def project_count(self) -> int:
+        return int(self._call(self.contract.functions.projectCount(), "projectCount"))
+
+    def project(self, project_id: int) -> ProjectInfo:
+        p = self._call(self.contract.functions.getProject(project_id), "getProject")
+        return ProjectInfo(project_id, *p)
+
+    def round(self, project_id: int, round_: int) -> RoundInfo:
+        r = self._call(self.contract.functions.getRound(project_id, round_), "getRound")
+        return RoundInfo(project_id, round_, r[0], RoundStatus(r[1]), r[2], r[3], "0x" + bytes(r[4]).hex())
+
+    def commitment_state(self, project_id: int, round_: int, trainer: str) -> CommitState:
+        fn = self.contract.functions.commitmentState(project_id, round_, checksum(trainer, "trainer"))
+        return CommitState(self._call(fn, "commitmentState"))
+
+    def registration(self, project_id: int, trainer: str) -> tuple[bool, int]:
+        fn = self.contract.functions.registration(project_id, checksum(trainer, "trainer"))
+        registered, stake = self._call(fn, "registration")
+        return bool(registered), int(stake)
+
+    def claimed_by(self, project_id: int, trainer: str) -> int:
+        fn = self.contract.functions.claimedBy(project_id, checksum(trainer, "trainer"))
+        return int(self._call(fn, "claimedBy"))
+
+    def credit_of(self, project_id: int, account: str) -> int:
+        fn = self.contract.functions.creditOf(project_id, checksum(account, "account"))
+        return int(self._call(fn, "creditOf"))
+
+    # ------------------------------------------------------------------ events
+
+    def _logs(self, event: str, from_block: int, **filters: Any) -> list[Any]:
+        try:
+            return list(
+                getattr(self.contract.events, event)().get_logs(
+                    from_block=from_block, to_block="latest", argument_filters=filters or None
+                )
+            )
+        except Exception as exc:
+            raise ChainError(f"reading {event} events failed: {exc}") from exc
+
+    def project_created(self, project_id: int, from_block: int = 0) -> ProjectCreated:
+        logs = self._logs("ProjectCreated", from_block, projectId=project_id)
+        if not logs:
+            raise ChainError(f"no ProjectCreated event for project {project_id}: check the project id")
+        a = logs[0]["args"]
+        return ProjectCreated(
+            project_id, a["owner"], a["token"], int(a["budget"]), a["params"][-1], logs[0]["blockNumber"]
+        )
+
+    def commits(self, project_id: int, round_: int, from_block: int = 0) -> list[Commit]:
+        logs = self._logs("UpdateCommitted", from_block, projectId=project_id, round=round_)
+        return [
+            Commit(project_id, round_, e["args"]["trainer"], bytes(e["args"]["commitment"]), e["blockNumber"], e["logIndex"])
+            for e in logs
+        ]
+
+    def reveals(self, project_id: int, round_: int, from_block: int = 0) -> list[Reveal]:
+        logs = self._logs("UpdateRevealed", from_block, projectId=project_id, round=round_)
+        return [
+            Reveal(
+                project_id, round_, e["args"]["trainer"], e["args"]["cid"], bytes(e["args"]["digest"]),
+                e["blockNumber"], e["logIndex"],
+            )
+            for e in logs
+        ]
+
+    def finalized(self, project_id: int, from_block: int = 0) -> list[Finalized]:
+        logs = self._logs("RoundFinalized", from_block, projectId=project_id)
+        return [
+            Finalized(
+                project_id, int(e["args"]["round"]), e["args"]["modelCID"], e["args"]["recordCID"],
+                bytes(e["args"]["rewardsRoot"]), int(e["args"]["allocation"]), e["blockNumber"],
+            )
+            for e in logs
+        ]
+
+    def trainers(self, project_id: int, from_block: int = 0) -> list[str]:
+        """Registered trainers, in registration order (read from events, never from a loop on chain)."""
+        return [e["args"]["trainer"] for e in self._logs("TrainerRegistered", from_block, projectId=project_id)]
+
+    def events(self, event: str, project_id: int, from_block: int = 0) -> list[dict[str, Any]]:
+        """Raw decoded events of one kind for a project (for status and audit views)."""
+        return [dict(e["args"]) | {"blockNumber": e["blockNumber"]} for e in self._logs(event, from_block, projectId=project_id)]

@@ -1,0 +1,337 @@
+"""`market`: run the local stack, deploy, and act as a project owner, arbiter or auditor.
+
+Every command reads `market.toml` (or --config) with flags on top, prints one line on error with a
+meaningful exit code, and takes --json for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from .chain import ETH, MarketClient, connect
+from .clikit import (
+    AccountOpt,
+    ConfigOpt,
+    DeploymentOpt,
+    DevAccountOpt,
+    JsonOpt,
+    RpcOpt,
+    console,
+    emit_json,
+    handle_errors,
+    pick_account,
+)
+from .config import Settings, load_settings
+from .deployment import Deployment, deploy
+from .errors import ConfigError
+from .project_file import ProjectFile
+from .stack import Stack
+
+app = typer.Typer(
+    name="market",
+    help="Blockchain-audited collaborative learning marketplace: local stack, deployment, projects, disputes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+stack_app = typer.Typer(
+    help="Start, stop and inspect the local stack (anvil + IPFS daemon).", no_args_is_help=True, rich_markup_mode="markdown"
+)
+project_app = typer.Typer(
+    help="Create, inspect and end projects (the owner's commands).", no_args_is_help=True, rich_markup_mode="markdown"
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(project_app, name="project")
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    return load_settings(config).merged(**flags)
+
+
+def _client(s: Settings, account: str | None = None, dev: int | None = None, need_account: bool = False) -> MarketClient:
+    w3 = connect(s.rpc)
+    dep = Deployment.load(s.deployment)
+    acct = pick_account(account, dev, s.keystore, int(w3.eth.chain_id)) if need_account else None
+    return dep.client(w3, acct)
+
+
+def open_settings_store(s: Settings) -> Any:
+    """The content store named by the settings (`ipfs` key): an IPFS API multiaddr/URL or embedded:DIR."""
+    from .storage import open_store
+
+    url = s.ipfs
+    return open_store(f"ipfs:{url}" if url.startswith("/ip4") else url)
+
+
+# ---------------------------------------------------------------------- stack
+
+
+def _stack(s: Settings, with_ipfs: bool = True) -> Stack:
+    return Stack(
+        state_dir=s.state,
+        anvil_port=s.anvil_port,
+        ipfs_api_port=s.ipfs_api_port,
+        block_time=s.block_time,
+        with_ipfs=with_ipfs,
+    )
+
+
+@stack_app.command("up")
+@handle_errors
+def stack_up(
+    state: Path = typer.Option(None, "--state", help="Directory for chain state, IPFS repo, PIDs and logs (default .market)."),
+    anvil_port: int = typer.Option(None, help="anvil's port on 127.0.0.1."),
+    ipfs_port: int = typer.Option(None, help="The IPFS RPC API port on 127.0.0.1."),
+    block_time: float = typer.Option(None, help="Mine a block every N seconds (default: one block per transaction)."),
+    no_ipfs: bool = typer.Option(False, "--no-ipfs", help="Start only the chain."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Start anvil (and the IPFS daemon) on loopback; idempotent; state survives `down`/`up`."""
+    s = _settings(config, state=state, anvil_port=anvil_port, ipfs_api_port=ipfs_port, block_time=block_time)
+    st = _stack(s, with_ipfs=not no_ipfs)
+    with console.status("starting the local stack...") if not as_json else _null():
+        status = st.up()
+    if as_json:
+        emit_json(status)
+    else:
+        _print_status(status)
+
+
+@stack_app.command("down")
+@handle_errors
+def stack_down(
+    state: Path = typer.Option(None, "--state", help="The stack's state directory."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stop every process the stack started, by PID. Chain state and IPFS repo are kept."""
+    s = _settings(config, state=state)
+    stopped = _stack(s).down()
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("status")
+@handle_errors
+def stack_status(
+    state: Path = typer.Option(None, "--state", help="The stack's state directory."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show what runs, on which ports, with which PIDs. Exit 4 if anything is down."""
+    s = _settings(config, state=state)
+    status = _stack(s).status()
+    if as_json:
+        emit_json(status)
+    else:
+        _print_status(status)
+    if not all(v.get("running") for v in status.values()):
+        raise typer.Exit(4)
+
+
+def _print_status(status: dict[str, dict[str, Any]]) -> None:
+    t = Table("service", "running", "pid", "endpoint")
+    for name, v in status.items():
+        t.add_row(name, "[green]yes[/]" if v.get("running") else "[red]no[/]", str(v.get("pid") or "-"), str(v.get("url", "-")))
+    console.print(t)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------- deploy
+
+
+@app.command("deploy")
+@handle_errors
+def deploy_cmd(
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compile (cached) and deploy LearningMarket; write the deployment file other commands read."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    if s.rpc == "embedded":
+        raise ConfigError("an embedded chain lives inside one process: deploy to a node (`market stack up`) instead")
+    w3 = connect(s.rpc)
+    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id))
+    dep = deploy(w3, acct, s.rpc)
+    dep.save(s.deployment)
+    if as_json:
+        emit_json(dep)
+    else:
+        console.print(f"LearningMarket deployed at [bold]{dep.address}[/] (chain {dep.chain_id}, block {dep.block_number}); wrote {s.deployment}")
+
+
+# ---------------------------------------------------------------------- projects
+
+
+@project_app.command("create")
+@handle_errors
+def project_create(
+    file: Path = typer.Argument(..., help="Project TOML: [project] terms, [model] spec, [validation] policy."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a project and escrow its whole budget (rounds x reward per round).
+
+    The model spec ([model] + [validation]) is published on IPFS and its CID recorded on chain.
+    """
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    pf = ProjectFile.load(file)
+    client = _client(s, account, dev_account, need_account=True)
+    if pf.project.token.upper() != "ETH":
+        raise ConfigError("ERC-20 projects are created from Python (MarketClient) for now: approve the budget first")
+    spec_cid = pf.spec_cid or publish_spec(s, pf)
+    params = pf.params(spec_cid)
+    project_id, rcpt = client.create_project(params)
+    out = {"project_id": project_id, "spec_cid": spec_cid, "budget": params.budget, "tx": rcpt.tx_hash, "gas_used": rcpt.gas_used}
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"project [bold]{project_id}[/] created; budget {params.budget} wei escrowed; spec {spec_cid}")
+
+
+def publish_spec(s: Settings, pf: ProjectFile) -> str:
+    """Upload the model spec and validation policy to the content store; return its CID."""
+    store = open_settings_store(s)
+    try:
+        return str(store.add(json.dumps({"model": pf.model, "validation": pf.validation}, sort_keys=True).encode()))
+    finally:
+        store.close()
+
+
+@project_app.command("status")
+@handle_errors
+def project_status(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rounds, trainers, escrow, allocated and claimed amounts of a project."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s)
+    info = client.project(project_id)
+    rounds = [client.round(project_id, r) for r in range(min(info.current_round + 1, info.num_rounds))]
+    trainers = client.trainers(project_id)
+    out = {
+        "project": info,
+        "block": client.block_number,
+        "escrow_balance": client.w3.eth.get_balance(client.address) if info.token == ETH else None,
+        "trainers": trainers,
+        "rounds": rounds,
+    }
+    if as_json:
+        emit_json(out)
+        return
+    console.print(
+        f"project {project_id}: owner {info.owner}; round {info.current_round}/{info.num_rounds}"
+        f"{' (ended)' if info.ended else ''}; block {out['block']}"
+    )
+    console.print(
+        f"budget {info.budget}  allocated {info.allocated}  claimed {info.claimed}  unallocated {info.unallocated}"
+        f"  stakes held {info.stakes_held}"
+    )
+    if not info.ended and info.current_round < info.num_rounds:
+        console.print(f"open round {info.current_round}: commits until block {info.commit_deadline}, reveals until {info.reveal_deadline}")
+    t = Table("round", "status", "finalized at", "allocation", "root")
+    for r in rounds:
+        t.add_row(str(r.round), r.status.name.lower(), str(r.finalized_at or "-"), str(r.allocation), r.rewards_root[:18] + "...")
+    console.print(t)
+    console.print(f"{len(trainers)} trainer(s): " + ", ".join(trainers))
+
+
+@project_app.command("end")
+@handle_errors
+def project_end(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """End a project after its last challenge window; only the unallocated budget returns to the owner."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    returned = client.project(project_id).unallocated
+    rcpt = client.end_project(project_id)
+    if as_json:
+        emit_json({"project_id": project_id, "returned": returned, "tx": rcpt.tx_hash})
+    else:
+        console.print(f"project {project_id} ended; {returned} returned to the owner")
+
+
+@app.command("dispute")
+@handle_errors
+def dispute_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Argument(..., metavar="ROUND", help="The finalized round to dispute."),
+    evidence: str = typer.Option(..., "--evidence", help="IPFS CID of the evidence (e.g. a failing audit report)."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Dispute a round inside its challenge window (owner or registered trainer; posts the bond)."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    info = client.project(project_id)
+    rcpt = client.dispute(project_id, round_, evidence, info.dispute_bond, token=info.token != ETH)
+    if as_json:
+        emit_json({"project_id": project_id, "round": round_, "bond": info.dispute_bond, "tx": rcpt.tx_hash})
+    else:
+        console.print(f"round {round_} of project {project_id} disputed (bond {info.dispute_bond}); the arbiter decides")
+
+
+@app.command("resolve")
+@handle_errors
+def resolve_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Argument(..., metavar="ROUND", help="The disputed round."),
+    uphold: bool = typer.Option(..., "--uphold/--dismiss", help="Uphold (void the round) or dismiss the dispute."),
+    reason: str = typer.Option(..., "--reason", help="IPFS CID of the arbiter's reasoning."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Settle a dispute as the project's arbiter."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    rcpt = client.resolve_dispute(project_id, round_, uphold, reason)
+    if as_json:
+        emit_json({"project_id": project_id, "round": round_, "upheld": uphold, "tx": rcpt.tx_hash})
+    else:
+        console.print(f"dispute on round {round_} {'upheld: round voided' if uphold else 'dismissed'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,79 @@
+"""Deploying LearningMarket and the deployment file every other command reads."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from .chain import MarketClient, RevertDecoder, TxSender, checksum
+from .compiler import load_artifact
+from .errors import DeploymentError
+
+
+@dataclass(frozen=True)
+class Deployment:
+    chain_id: int
+    address: str
+    block_number: int
+    tx_hash: str
+    deployer: str
+    compiler: str
+    source_hash: str
+    rpc: str
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        path = Path(path)
+        if not path.exists():
+            raise DeploymentError(f"no deployment file at {path}: run `market deploy` first (or pass --deployment)")
+        try:
+            data = json.loads(path.read_text())
+            dep = cls(**data)
+            checksum(dep.address, "contract address")
+        except Exception as exc:
+            raise DeploymentError(f"malformed deployment file {path} ({exc}): run `market deploy` again") from None
+        return dep
+
+    def client(self, w3: Web3, account: LocalAccount | None = None) -> MarketClient:
+        """A client for this deployment, after checking the chain really holds it."""
+        chain_id = int(w3.eth.chain_id)
+        if chain_id != self.chain_id:
+            raise DeploymentError(
+                f"the deployment is on chain {self.chain_id} but the node is chain {chain_id}: pass the right --rpc"
+            )
+        if len(w3.eth.get_code(self.address)) == 0:
+            raise DeploymentError(
+                f"no contract at {self.address} on this chain (was the chain restarted without --state?):"
+                " run `market deploy` again"
+            )
+        return MarketClient(w3, self.address, load_artifact("LearningMarket").abi, account)
+
+
+def deploy(w3: Web3, account: LocalAccount, rpc: str = "") -> Deployment:
+    """Deploy LearningMarket from `account`."""
+    art = load_artifact("LearningMarket")
+    factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+    sender = TxSender(w3, account, RevertDecoder(art.abi))
+    rcpt = sender.send(factory.constructor(), action="deploy LearningMarket")
+    receipt = w3.eth.get_transaction_receipt(rcpt.tx_hash)
+    address = receipt["contractAddress"]
+    return Deployment(
+        chain_id=int(w3.eth.chain_id),
+        address=str(address),
+        block_number=rcpt.block_number,
+        tx_hash=rcpt.tx_hash,
+        deployer=str(account.address),
+        compiler=art.compiler,
+        source_hash=art.source_hash,
+        rpc=rpc,
+    )

@@ -1,0 +1,433 @@
+"""Model architectures and the tensor plumbing trainers and the aggregator share.
+
+A round publishes a `ModelSpec`; both sides call `build_model(spec)` (or `init_model(spec, seed)`
+for the reproducible initial weights) and so agree on the `state_dict()` layout every update is
+keyed and ordered by (see docs/CONVENTIONS.md: an update is a float32 delta per state entry, and
+a stack of n updates is `[n, d]`, rows being `flatten(update)`).
+
+Architectures are either a registered name (`mnist_cnn`, `digits_mlp`, `logreg`, or one added
+with `register_model`) or a `package.module:factory` path loaded with importlib, the way Flower
+loads its `ServerApp`/`ClientApp`. A factory is called with the spec's `arch_kwargs`, plus
+`input_shape` and `num_classes` when its signature accepts them. Importing a path runs that
+module's code: a trainer should only build paths it trusts (`allow_import=False` refuses them).
+
+Every model must be free of BatchNorm (running statistics do not average as deltas) and hold
+only float32 state; `build_model` checks both, and checks one forward pass maps
+`[1, *input_shape]` to `[1, num_classes]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import nn
+
+from market.errors import ConfigError, UpdateRejected
+
+__all__ = [
+    "ModelSpec",
+    "ModelFactory",
+    "register_model",
+    "model_names",
+    "load_factory",
+    "build_model",
+    "init_model",
+    "tensor_spec",
+    "flatten",
+    "unflatten",
+    "stack_updates",
+    "state_delta",
+    "apply_delta",
+    "evaluate",
+    "MnistCNN",
+]
+
+ModelFactory = Callable[..., nn.Module]
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_PATH_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class ModelSpec(BaseModel):
+    """What model a round trains: published by the aggregator, rebuilt by every trainer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: A registered name (`mnist_cnn`) or a `package.module:factory` path.
+    architecture: str
+    #: Keyword arguments for the factory (JSON values only, so the spec can travel on chain/IPFS).
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: Shape of one sample, without the batch dimension: `(1, 28, 28)`, `(64,)`.
+    input_shape: tuple[int, ...]
+    num_classes: int = Field(ge=2)
+    #: CID of the initial global weights (safetensors); None: `init_model(spec, seed)` weights.
+    initial_weights_cid: str | None = None
+    #: Name of the task's dataset (`mnist5k`, `digits`, or free text for private data).
+    dataset: str | None = None
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture_form(cls, v: str) -> str:
+        if not (_NAME_RE.match(v) or _PATH_RE.match(v)):
+            raise ValueError(
+                f"architecture {v!r} is neither a model name (lower_snake_case) nor a "
+                "'package.module:factory' path; use one of those forms"
+            )
+        return v
+
+    @field_validator("input_shape")
+    @classmethod
+    def _positive_shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(d <= 0 for d in v):
+            raise ValueError(f"input_shape {v} must be a non-empty tuple of positive sizes")
+        return v
+
+    @field_validator("arch_kwargs")
+    @classmethod
+    def _json_kwargs(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"arch_kwargs must hold JSON values only ({e})") from e
+        return v
+
+    @property
+    def is_import_path(self) -> bool:
+        """True when `architecture` names user code (`package.module:factory`)."""
+        return ":" in self.architecture
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in architectures
+
+
+def _features(input_shape: Sequence[int]) -> int:
+    return math.prod(input_shape)
+
+
+class MnistCNN(nn.Module):
+    """Two 3x3 conv layers (16, 32 channels) with 2x2 max-pooling, then a small MLP head.
+
+    ~106k parameters for 1x28x28; one epoch of MNIST-5k takes a few seconds on two CPU cores.
+    """
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
+                 channels: Sequence[int] = (16, 32), hidden: int = 64):
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"mnist_cnn needs input_shape (C, H, W), got {tuple(input_shape)}; "
+                "use digits_mlp or logreg for flat features"
+            )
+        c, h, w = input_shape
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(c, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        flat = c2 * (h // 4) * (w // 4)
+        if flat == 0:
+            raise ConfigError(f"mnist_cnn needs H and W of at least 4, got {h}x{w}")
+        self.fc1 = nn.Linear(flat, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = F.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc2(x)
+
+
+def _mnist_cnn(input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
+               channels: Sequence[int] = (16, 32), hidden: int = 64) -> nn.Module:
+    return MnistCNN(input_shape, num_classes, channels=channels, hidden=hidden)
+
+
+def _digits_mlp(input_shape: Sequence[int] = (64,), num_classes: int = 10,
+                hidden: int | Sequence[int] = 64) -> nn.Module:
+    widths = [hidden] if isinstance(hidden, int) else list(hidden)
+    layers: list[nn.Module] = [nn.Flatten()]
+    prev = _features(input_shape)
+    for w in widths:
+        layers += [nn.Linear(prev, int(w)), nn.ReLU()]
+        prev = int(w)
+    layers.append(nn.Linear(prev, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _logreg(input_shape: Sequence[int] = (64,), num_classes: int = 10,
+            in_features: int | None = None, out_features: int | None = None) -> nn.Module:
+    fin = in_features if in_features is not None else _features(input_shape)
+    fout = out_features if out_features is not None else num_classes
+    return nn.Sequential(nn.Flatten(), nn.Linear(fin, fout))
+
+
+_REGISTRY: dict[str, ModelFactory] = {
+    "mnist_cnn": _mnist_cnn,
+    "digits_mlp": _digits_mlp,
+    "logreg": _logreg,
+}
+
+
+def register_model(name: str, factory: ModelFactory | None = None) -> Any:
+    """Register `factory` under `name`; usable as a decorator (`@register_model("mine")`)."""
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"model name {name!r} is not lower_snake_case; pick a name like 'my_net'")
+
+    def _register(f: ModelFactory) -> ModelFactory:
+        if name in _REGISTRY and _REGISTRY[name] is not f:
+            raise ConfigError(f"model name {name!r} is already registered; pick another name")
+        _REGISTRY[name] = f
+        return f
+
+    return _register(factory) if factory is not None else _register
+
+
+def model_names() -> list[str]:
+    """Registered architecture names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def load_factory(path: str) -> ModelFactory:
+    """Import `package.module:factory` (the attribute part may be dotted) and return it."""
+    if not _PATH_RE.match(path):
+        raise ConfigError(
+            f"{path!r} is not a 'package.module:factory' path; write e.g. 'mypkg.nets:build'"
+        )
+    module_name, attr = path.split(":", 1)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"cannot import module {module_name!r} for architecture {path!r} ({e}); "
+            "install it or put its directory on PYTHONPATH"
+        ) from e
+    except Exception as e:  # the module itself raised while importing
+        raise ConfigError(
+            f"importing module {module_name!r} for architecture {path!r} failed: "
+            f"{type(e).__name__}: {e}; fix that module"
+        ) from e
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as e:
+            raise ConfigError(
+                f"module {module_name!r} has no attribute {attr!r}; check the name after ':'"
+            ) from e
+    if not callable(obj):
+        raise ConfigError(f"{path!r} is a {type(obj).__name__}, not a callable model factory; "
+                          "point it at a function or nn.Module class")
+    return obj  # type: ignore[no-any-return]
+
+
+def _resolve(spec: ModelSpec, allow_import: bool) -> ModelFactory:
+    if spec.is_import_path:
+        if not allow_import:
+            raise ConfigError(
+                f"architecture {spec.architecture!r} is user code and importing it is disabled; "
+                "enable user model imports only for code you trust"
+            )
+        return load_factory(spec.architecture)
+    try:
+        return _REGISTRY[spec.architecture]
+    except KeyError:
+        raise ConfigError(
+            f"unknown architecture {spec.architecture!r}; use one of {', '.join(model_names())} "
+            "or a 'package.module:factory' path"
+        ) from None
+
+
+def _call_factory(factory: ModelFactory, spec: ModelSpec) -> Any:
+    kwargs = dict(spec.arch_kwargs)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins without a signature: pass only arch_kwargs
+        params = {}  # type: ignore[assignment]
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    for key, value in (("input_shape", spec.input_shape), ("num_classes", spec.num_classes)):
+        if key not in kwargs and (var_kw or key in params):
+            kwargs[key] = value
+    try:
+        return factory(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as e:
+        raise ConfigError(
+            f"architecture {spec.architecture!r} rejected arch_kwargs "
+            f"{sorted(spec.arch_kwargs)}: {e}; fix the spec's arch_kwargs"
+        ) from e
+
+
+def _check_model(model: Any, spec: ModelSpec, forward_check: bool) -> nn.Module:
+    arch = spec.architecture
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"architecture {arch!r} returned a {type(model).__name__}, "
+                          "not a torch.nn.Module; make the factory return a module")
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            raise ConfigError(
+                f"architecture {arch!r} has BatchNorm at {name or '<root>'!r}; running statistics "
+                "do not average as deltas: use GroupNorm/LayerNorm or no normalisation"
+            )
+    state = model.state_dict()
+    if not state:
+        raise ConfigError(f"architecture {arch!r} has no parameters; a model must have weights")
+    bad = {k: str(v.dtype) for k, v in state.items() if v.dtype != torch.float32}
+    if bad:
+        raise ConfigError(f"architecture {arch!r} has non-float32 state {bad}; "
+                          "every state_dict entry must be float32")
+    if forward_check:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros((1, *spec.input_shape)))
+        except Exception as e:
+            raise ConfigError(
+                f"architecture {arch!r} cannot take input of shape {(1, *spec.input_shape)}: "
+                f"{type(e).__name__}: {e}; fix input_shape or the model"
+            ) from e
+        finally:
+            model.train(was_training)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, spec.num_classes):
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"architecture {arch!r} outputs {shape} for one sample, expected "
+                              f"(1, {spec.num_classes}); fix num_classes or the model's head")
+    return model
+
+
+def build_model(spec: ModelSpec, *, allow_import: bool = True,
+                forward_check: bool = True) -> nn.Module:
+    """Instantiate the spec's architecture (weights from the current torch RNG) and check it."""
+    factory = _resolve(spec, allow_import)
+    return _check_model(_call_factory(factory, spec), spec, forward_check)
+
+
+def init_model(spec: ModelSpec, seed: int, *, allow_import: bool = True) -> nn.Module:
+    """`build_model` with weights drawn from `seed`: the same seed gives bit-identical weights.
+
+    The global torch RNG is left as it was.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec, allow_import=allow_import)
+
+
+# ---------------------------------------------------------------------------------------------
+# State and update plumbing
+
+TensorSpec = dict[str, tuple[tuple[int, ...], str]]
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def tensor_spec(model: nn.Module | Mapping[str, torch.Tensor]) -> TensorSpec:
+    """`{name: (shape, dtype)}` in `state_dict()` order, dtype as a string like `"float32"`."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    return {k: (tuple(v.shape), _dtype_name(v.dtype)) for k, v in state.items()}
+
+
+def _mismatch(detail: str) -> UpdateRejected:
+    return UpdateRejected("layout_mismatch", detail)
+
+
+def _check_same_layout(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+                       what: str) -> None:
+    if a.keys() != b.keys():
+        missing = sorted(set(b) - set(a))
+        extra = sorted(set(a) - set(b))
+        raise _mismatch(f"{what}: missing tensors {missing}, unexpected tensors {extra}; "
+                        "both must have the model's state_dict keys")
+    for k, v in a.items():
+        if v.shape != b[k].shape:
+            raise _mismatch(f"{what}: tensor {k!r} has shape {tuple(v.shape)}, expected "
+                            f"{tuple(b[k].shape)}; both must come from the same model spec")
+
+
+def flatten(state: Mapping[str, torch.Tensor], keys: Iterable[str] | None = None) -> torch.Tensor:
+    """Concatenate the tensors named by `keys` (default: `state`'s order) into a float32 `[d]`."""
+    order = list(state) if keys is None else list(keys)
+    parts = []
+    for k in order:
+        try:
+            t = state[k]
+        except KeyError:
+            raise _mismatch(f"tensor {k!r} is missing; an update must hold every model tensor") \
+                from None
+        parts.append(t.detach().reshape(-1).to(torch.float32))
+    if not parts:
+        return torch.zeros(0, dtype=torch.float32)
+    return torch.cat(parts)
+
+
+def unflatten(vec: torch.Tensor, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of `flatten`: split `[d]` into tensors shaped (and typed) as `like`; copies."""
+    if vec.dim() != 1:
+        raise _mismatch(f"expected a flat vector, got shape {tuple(vec.shape)}; pass one row")
+    sizes = [v.numel() for v in like.values()]
+    if vec.numel() != sum(sizes):
+        raise _mismatch(f"vector has {vec.numel()} values, the model has {sum(sizes)}; "
+                        "use the model spec the vector was made for")
+    out: dict[str, torch.Tensor] = {}
+    for (k, ref), chunk in zip(like.items(), torch.split(vec.detach(), sizes), strict=True):
+        out[k] = chunk.reshape(ref.shape).to(ref.dtype, copy=True)
+    return out
+
+
+def stack_updates(updates: Sequence[Mapping[str, torch.Tensor]],
+                  keys: Iterable[str] | None = None) -> torch.Tensor:
+    """Stack n updates into a float32 `[n, d]`, each row `flatten(update, keys)`."""
+    if not updates:
+        raise _mismatch("no updates to stack; pass at least one")
+    order = list(updates[0]) if keys is None else list(keys)
+    return torch.stack([flatten(u, order) for u in updates])
+
+
+def state_delta(new: Mapping[str, torch.Tensor],
+                old: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`new - old` per tensor, in `old`'s order (the update convention: local minus global)."""
+    _check_same_layout(new, old, "state_delta")
+    return {k: (new[k].detach() - o.detach()).to(torch.float32) for k, o in old.items()}
+
+
+def apply_delta(state: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor],
+                lr: float = 1.0) -> dict[str, torch.Tensor]:
+    """`state + lr * delta` per tensor, as a new dict in `state`'s order."""
+    _check_same_layout(delta, state, "apply_delta")
+    return {k: torch.add(s.detach(), delta[k].detach().to(s.dtype), alpha=lr)
+            for k, s in state.items()}
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             batch_size: int = 1024) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of `model` on `(x, y)`, in eval mode without gradients."""
+    n = int(y.shape[0])
+    if n == 0 or x.shape[0] != n:
+        raise ConfigError(f"cannot evaluate on x with {x.shape[0]} rows and y with {n} labels; "
+                          "pass a non-empty dataset with one label per row")
+    if batch_size <= 0:
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64)
+    loss = torch.zeros((), dtype=torch.float64)
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+                out = model(xb)
+                loss += F.cross_entropy(out, yb, reduction="sum").double()
+                correct += (out.argmax(dim=1) == yb).sum()
+    finally:
+        model.train(was_training)
+    return correct.item() / n, loss.item() / n

@@ -1,0 +1,108 @@
+"""The project file an owner writes (TOML) and its translation to contract parameters.
+
+```toml
+[project]
+rounds = 5
+reward_per_round = "1 ether"     # or an integer of wei / token base units
+token = "ETH"                    # or an ERC-20 address
+stake = "0.1 ether"              # optional, per trainer
+dispute_bond = "0.05 ether"      # optional
+commit_window = 20               # blocks
+reveal_window = 20
+challenge_window = 10
+aggregator = "dev:1"             # an address, or dev:N for anvil's dev account N (local chains only)
+arbiter = "dev:2"
+
+[model]                          # the model spec, published on IPFS; its CID goes on chain
+architecture = "mnist_cnn"
+dataset = "mnist5k"
+seed = 0
+
+[validation]                     # published with the spec; the aggregator enforces it
+max_update_bytes = 50_000_000
+max_norm = 100.0
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .accounts import dev_account
+from .chain import ETH, ProjectParams, checksum
+from .config import parse_amount, read_toml
+from .errors import ConfigError
+
+
+def resolve_address(value: str, what: str) -> str:
+    """An address, or `dev:N` for anvil's dev account N."""
+    if isinstance(value, str) and value.startswith("dev:"):
+        try:
+            return str(dev_account(int(value[4:])).address)
+        except ValueError:
+            raise ConfigError(f"{what}: {value!r} is not dev:N with N a number") from None
+    return checksum(value, what)
+
+
+class ProjectSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(gt=0, le=2**32 - 1)
+    reward_per_round: int | str
+    token: str = "ETH"
+    stake: int | str = 0
+    dispute_bond: int | str = 0
+    commit_window: int = Field(gt=0, le=2**32 - 1)
+    reveal_window: int = Field(gt=0, le=2**32 - 1)
+    challenge_window: int = Field(gt=0, le=2**32 - 1)
+    aggregator: str
+    arbiter: str
+
+    @field_validator("challenge_window")
+    @classmethod
+    def _fits(cls, v: int, info: Any) -> int:
+        data = info.data
+        if "commit_window" in data and "reveal_window" in data and v > data["commit_window"] + data["reveal_window"]:
+            raise ValueError("must be <= commit_window + reveal_window (a round cannot close before the last one settles)")
+        return v
+
+
+class ProjectFile(BaseModel):
+    """A parsed, validated project file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectSection
+    model: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    spec_cid: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> ProjectFile:
+        data = read_toml(path)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+
+    def params(self, spec_cid: str, decimals: int = 18) -> ProjectParams:
+        p = self.project
+        token = ETH if p.token.upper() == "ETH" else checksum(p.token, "token")
+        return ProjectParams(
+            aggregator=resolve_address(p.aggregator, "aggregator"),
+            arbiter=resolve_address(p.arbiter, "arbiter"),
+            num_rounds=p.rounds,
+            reward_per_round=parse_amount(p.reward_per_round, "reward_per_round", decimals),
+            commit_window=p.commit_window,
+            reveal_window=p.reveal_window,
+            challenge_window=p.challenge_window,
+            spec_cid=spec_cid,
+            token=token,
+            stake=parse_amount(p.stake, "stake", decimals),
+            dispute_bond=parse_amount(p.dispute_bond, "dispute_bond", decimals),
+        )
