@@ -73,4 +73,4 @@ class Anvil:
 
     def mine(self, blocks: int = 1) -> None:
         """Mine `blocks` empty blocks (anvil_mine): lets tests skip past deadlines."""
-        rpc_call(self.url, "anvil_mine", [hex(blocks)])
+        rpc_call(self.url, "anvil_mine", [hex(blocks)], timeout=60.0)

@@ -51,12 +51,12 @@ contract LearningMarket is ReentrancyGuard {
         string specCID; // IPFS CID of the model spec (architecture, initial weights, validation policy)
     }
 
+    /// @dev Packed so that finalizeRound writes two project slots (round pointer, allocation).
     struct Project {
         // slot 0
         address owner;
-        uint32 numRounds;
         uint32 currentRound; // the round open for commits; == numRounds once every round is finalized
-        bool ended;
+        uint64 openedAt; // block at which currentRound opened
         // slot 1
         address token;
         uint32 commitWindow;
@@ -64,7 +64,8 @@ contract LearningMarket is ReentrancyGuard {
         uint32 challengeWindow;
         // slot 2
         address aggregator;
-        uint64 openedAt; // block at which currentRound opened
+        uint32 numRounds;
+        bool ended;
         // slot 3
         address arbiter;
         // slot 4
@@ -73,10 +74,10 @@ contract LearningMarket is ReentrancyGuard {
         uint128 rewardPerRound;
         uint128 stake;
         // slot 6
-        uint128 budget; // deposited by the owner
         uint128 unallocated; // budget + forfeits - allocated - returned
-        // slot 7
         uint128 allocated; // rewards of finalized, non-voided rounds
+        // slot 7
+        uint128 budget; // deposited by the owner
         uint128 claimed; // rewards paid out
         // slot 8
         uint128 disputeBond;
@@ -302,7 +303,9 @@ contract LearningMarket is ReentrancyGuard {
     function commit(uint256 projectId, uint256 round, bytes32 commitment) external {
         Project storage p = _project(projectId);
         if (_registration[projectId][msg.sender] == 0) revert NotRegistered(projectId, msg.sender);
-        if (round != p.currentRound || p.ended) revert RoundNotOpen(projectId, round, p.currentRound);
+        // currentRound == numRounds once every round is finalized (and always after end): that
+        // round does not exist, so it is never open.
+        if (round != p.currentRound || round >= p.numRounds) revert RoundNotOpen(projectId, round, p.currentRound);
         uint256 deadline = uint256(p.openedAt) + p.commitWindow;
         if (block.number > deadline) revert CommitClosed(projectId, round, deadline);
         if (commitment == bytes32(0) || commitment == REVEALED) revert InvalidParams("commitment");
@@ -320,7 +323,7 @@ contract LearningMarket is ReentrancyGuard {
     /// @param salt The secret salt used in the commitment.
     function reveal(uint256 projectId, uint256 round, string calldata cid, bytes32 digest, bytes32 salt) external {
         Project storage p = _project(projectId);
-        if (round != p.currentRound || p.ended) revert RoundNotOpen(projectId, round, p.currentRound);
+        if (round != p.currentRound || round >= p.numRounds) revert RoundNotOpen(projectId, round, p.currentRound);
         uint256 commitDeadline = uint256(p.openedAt) + p.commitWindow;
         if (block.number <= commitDeadline) revert RevealNotOpen(projectId, round, commitDeadline);
         uint256 revealDeadline = commitDeadline + p.revealWindow;
@@ -357,7 +360,9 @@ contract LearningMarket is ReentrancyGuard {
         uint256 payout = cumulative - already;
         // A root cannot pay out more than the project allocated up to its round, whatever the
         // aggregator put in it: the escrow of other projects is never at risk.
-        uint256 available = uint256(r.cumulativeAllocated) - p.claimed;
+        // Claims through newer roots may already exceed an older round's cumulative allocation.
+        uint256 cap = r.cumulativeAllocated;
+        uint256 available = cap > p.claimed ? cap - p.claimed : 0;
         if (payout > available) revert ClaimExceedsAllocation(projectId, payout, available);
 
         _claimed[projectId][trainer] = cumulative;
@@ -415,14 +420,13 @@ contract LearningMarket is ReentrancyGuard {
         Project storage p = _project(projectId);
         if (msg.sender != p.aggregator) revert NotAggregator(projectId, msg.sender);
         uint256 current = p.currentRound;
-        if (round != current || p.ended) revert RoundNotOpen(projectId, round, current);
+        if (round != current || current >= p.numRounds) revert RoundNotOpen(projectId, round, current);
         uint256 revealDeadline = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
         if (block.number <= revealDeadline) revert RevealStillOpen(projectId, round, revealDeadline);
         if (round > 0) _requireSettled(projectId, p, round - 1);
         if (rewardsRoot == bytes32(0)) revert EmptyRoot();
         if (bytes(modelCID).length == 0 || bytes(recordCID).length == 0) revert InvalidParams("CIDs must be set");
-        uint256 available = uint256(p.unallocated) - uint256(p.rewardPerRound) * (p.numRounds - round - 1);
-        if (allocation > available) revert AllocationTooLarge(allocation, available);
+        _requireAllocatable(p, round, allocation);
 
         uint128 allocated = p.allocated + uint128(allocation);
         p.allocated = allocated;
@@ -587,6 +591,16 @@ contract LearningMarket is ReentrancyGuard {
             uint256 closesAt = uint256(prev.finalizedAt) + p.challengeWindow;
             if (block.number <= closesAt) revert ChallengeWindowOpen(projectId, round, closesAt);
         }
+    }
+
+    /// @dev At most what is left after reserving `rewardPerRound` for each later round. Rounds store
+    /// allocations as uint104: the budget fits, but slashed stakes and forfeited bonds can lift
+    /// `unallocated` above that, so the running total is also kept storable (never truncated).
+    function _requireAllocatable(Project storage p, uint256 round, uint256 allocation) internal view {
+        uint256 available = uint256(p.unallocated) - uint256(p.rewardPerRound) * (p.numRounds - round - 1);
+        uint256 room = type(uint104).max - uint256(p.allocated);
+        if (available > room) available = room;
+        if (allocation > available) revert AllocationTooLarge(allocation, available);
     }
 
     function _requireClaimable(uint256 projectId, Project storage p, Round storage r, uint256 round) internal view {

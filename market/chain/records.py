@@ -63,22 +63,22 @@ class ProjectParams:
 class ProjectInfo:
     project_id: int
     owner: str
-    num_rounds: int
     current_round: int
-    ended: bool
+    opened_at: int
     token: str
     commit_window: int
     reveal_window: int
     challenge_window: int
     aggregator: str
-    opened_at: int
+    num_rounds: int
+    ended: bool
     arbiter: str
     pending_owner: str
     reward_per_round: int
     stake: int
-    budget: int
     unallocated: int
     allocated: int
+    budget: int
     claimed: int
     dispute_bond: int
     stakes_held: int

@@ -9,7 +9,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
-from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from ..errors import ChainError, InsufficientFunds, TransactionError
 from .reverts import RevertDecoder
@@ -102,7 +102,7 @@ class TxSender:
             estimated = gas or fn.estimate_gas(base_tx)
         except ContractLogicError as exc:
             raise self.decoder.decode(exc.data, action) from None
-        except ValueError as exc:
+        except (ValueError, Web3RPCError) as exc:
             raise self._value_error(exc, action) from None
         except Exception as exc:
             data = revert_data(exc)
@@ -134,7 +134,7 @@ class TxSender:
             try:
                 tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
                 break
-            except ValueError as exc:
+            except (ValueError, Web3RPCError) as exc:
                 if "nonce" in str(exc).lower() and attempt == 0:
                     self._resync()
                     continue
@@ -168,8 +168,10 @@ class TxSender:
         return TransactionError(f"{action}: transaction 0x{bytes(rcpt['transactionHash']).hex()} reverted")
 
     @staticmethod
-    def _value_error(exc: ValueError, action: str) -> ChainError:
+    def _value_error(exc: Exception, action: str) -> ChainError:
         msg = exc.args[0] if exc.args else exc
+        if isinstance(exc, Web3RPCError) and isinstance(exc.rpc_response, dict):
+            msg = exc.rpc_response.get("error", msg)
         text = msg.get("message", str(msg)) if isinstance(msg, dict) else str(msg)
         if "insufficient funds" in text.lower():
             return InsufficientFunds(f"{action}: the sender cannot pay value + gas ({text}): fund the account")

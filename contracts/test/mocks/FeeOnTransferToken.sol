@@ -6,9 +6,14 @@ import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 /// @notice An ERC-20 that burns `feeBps` of every transfer, so the recipient gets less than the
 /// amount sent: the market must refuse it rather than account for money it does not hold.
 contract FeeOnTransferToken is ERC20 {
-    uint256 public immutable feeBps;
+    uint256 public feeBps;
 
     constructor(uint256 feeBps_) ERC20("Fee Token", "FEE") {
+        feeBps = feeBps_;
+    }
+
+    /// @notice Turn the fee on or off later (a token can start charging after a project exists).
+    function setFee(uint256 feeBps_) external {
         feeBps = feeBps_;
     }
 

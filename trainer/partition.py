@@ -1,0 +1,235 @@
+"""Partitioners that deal one dataset out to simulated trainers, and label noise for poor data.
+
+Every partitioner takes the labels (or, for label-blind ones, just the sample count), the number
+of trainers and a seed, and returns one sorted int64 index array per trainer. Guarantees, for any
+seed: deterministic; every sample goes to exactly one trainer; no trainer is empty (this needs at
+least as many samples as trainers, else `PartitionError`).
+
+- `iid`: a random permutation cut into near-equal parts.
+- `dirichlet` (label skew): for each class, proportions over trainers drawn from
+  Dirichlet(alpha); small alpha gives trainers few classes, large alpha approaches IID.
+- `pathological`: each trainer holds `classes_per_trainer` classes (McMahan et al.'s shards,
+  without shards spanning two classes); every class is held by someone.
+- `quantity_skew`: IID labels, unequal sizes: Dirichlet(alpha) or power-law proportions.
+
+A trainer left empty by the random draw is given one sample taken from the largest trainer
+(for `pathological`, from a trainer holding one of its classes when possible).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.data import Dataset
+from trainer.errors import PartitionError
+
+__all__ = [
+    "Partition",
+    "PARTITIONERS",
+    "iid",
+    "dirichlet",
+    "pathological",
+    "quantity_skew",
+    "partition",
+    "split_by_partition",
+    "flip_labels_noise",
+    "with_label_noise",
+]
+
+Partition = list[np.ndarray]
+Labels = np.ndarray | torch.Tensor | Sequence[int]
+
+
+def _labels(labels: Labels) -> np.ndarray:
+    y = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if y.ndim != 1 or (y.size and y.dtype.kind not in "iu"):
+        raise PartitionError(f"labels must be a 1-D integer array, got {y.dtype} {y.shape}")
+    if y.size and y.min() < 0:
+        raise PartitionError("labels must be non-negative class indices")
+    return y.astype(np.int64, copy=False)
+
+
+def _check(n: int, n_trainers: int) -> None:
+    if n_trainers < 1:
+        raise PartitionError(f"n_trainers must be at least 1, got {n_trainers}")
+    if n < n_trainers:
+        raise PartitionError(f"{n} samples cannot give each of {n_trainers} trainers at least one; "
+                             "use fewer trainers or more data")
+
+
+def _finish(parts: list[list[np.ndarray]] | list[np.ndarray], n: int,
+            prefer: Callable[[int], list[int]] | None = None) -> Partition:
+    out = [np.sort(np.concatenate(p) if isinstance(p, list) else p).astype(np.int64)
+           for p in parts]
+    for i, p in enumerate(out):
+        if p.size:
+            continue
+        donors = prefer(i) if prefer is not None else []
+        donors = [d for d in donors if out[d].size > 1] or list(range(len(out)))
+        donor = max(donors, key=lambda j: (out[j].size, -j))
+        out[i], out[donor] = out[donor][-1:], out[donor][:-1]
+    assert sum(p.size for p in out) == n
+    return out
+
+
+def iid(n_or_labels: int | Labels, n_trainers: int, *, seed: int = 0) -> Partition:
+    """Near-equal random parts (sizes differ by at most one)."""
+    n = n_or_labels if isinstance(n_or_labels, int) else len(_labels(n_or_labels))
+    _check(n, n_trainers)
+    perm = np.random.default_rng(seed).permutation(n)
+    return _finish(list(np.array_split(perm, n_trainers)), n)
+
+
+def _proportions(rng: np.random.Generator, alpha: float, k: int) -> np.ndarray:
+    p = rng.dirichlet(np.full(k, alpha))
+    if not np.all(np.isfinite(p)) or p.sum() <= 0:  # every gamma draw underflowed
+        p = np.zeros(k)
+        p[rng.integers(k)] = 1.0
+    return p
+
+
+def _cut(idx: np.ndarray, p: np.ndarray) -> list[np.ndarray]:
+    bounds = (np.cumsum(p)[:-1] * len(idx)).astype(np.int64)
+    return np.split(idx, np.clip(bounds, 0, len(idx)))
+
+
+def dirichlet(labels: Labels, n_trainers: int, *, alpha: float = 0.5, seed: int = 0) -> Partition:
+    """Label skew: each class spread over trainers by Dirichlet(alpha) proportions."""
+    y = _labels(labels)
+    _check(len(y), n_trainers)
+    if not alpha > 0:
+        raise PartitionError(f"alpha must be positive, got {alpha}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_trainers)]
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        for t, chunk in enumerate(_cut(idx, _proportions(rng, alpha, n_trainers))):
+            parts[t].append(chunk)
+    return _finish([p or [np.zeros(0, np.int64)] for p in parts], len(y))
+
+
+def pathological(labels: Labels, n_trainers: int, *, classes_per_trainer: int = 2,
+                 seed: int = 0) -> Partition:
+    """Each trainer holds `classes_per_trainer` classes; each class is split among its holders.
+
+    Classes are dealt round-robin over a random class order, so every present class has a
+    holder when `n_trainers * classes_per_trainer >= number of classes`.
+    """
+    y = _labels(labels)
+    _check(len(y), n_trainers)
+    present = np.unique(y)
+    k = classes_per_trainer
+    if not 1 <= k <= len(present):
+        raise PartitionError(f"classes_per_trainer must be in [1, {len(present)}] (the classes "
+                             f"present), got {k}")
+    if n_trainers * k < len(present):
+        raise PartitionError(f"{n_trainers} trainers x {k} classes cannot cover "
+                             f"{len(present)} classes; raise classes_per_trainer or trainers")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(present)
+    held = [[int(order[(t * k + j) % len(order)]) for j in range(k)] for t in range(n_trainers)]
+    holders: dict[int, list[int]] = {int(c): [] for c in present}
+    for t, cs in enumerate(held):
+        for c in cs:
+            holders[c].append(t)
+    parts: list[list[np.ndarray]] = [[np.zeros(0, np.int64)] for _ in range(n_trainers)]
+    for c, ts in holders.items():
+        idx = rng.permutation(np.flatnonzero(y == c))
+        ts_shuffled = [ts[i] for i in rng.permutation(len(ts))]
+        for t, chunk in zip(ts_shuffled, np.array_split(idx, len(ts)), strict=True):
+            parts[t].append(chunk)
+
+    def prefer(i: int) -> list[int]:
+        return sorted({t for c in held[i] for t in holders[c] if t != i})
+
+    return _finish(parts, len(y), prefer)
+
+
+def quantity_skew(n_or_labels: int | Labels, n_trainers: int, *, alpha: float | None = 1.0,
+                  exponent: float | None = None, seed: int = 0) -> Partition:
+    """IID samples in unequal amounts.
+
+    Sizes follow Dirichlet(alpha) proportions, or, with `exponent`, a power law: the trainer of
+    rank r (random ranks) gets a share proportional to r**-exponent. Each trainer gets at least
+    one sample.
+    """
+    n = n_or_labels if isinstance(n_or_labels, int) else len(_labels(n_or_labels))
+    _check(n, n_trainers)
+    rng = np.random.default_rng(seed)
+    if exponent is not None:
+        if not exponent >= 0:
+            raise PartitionError(f"exponent must be non-negative, got {exponent}")
+        shares = np.arange(1, n_trainers + 1, dtype=np.float64) ** -exponent
+        p = shares[rng.permutation(n_trainers)]
+        p /= p.sum()
+    else:
+        if alpha is None or not alpha > 0:
+            raise PartitionError(f"alpha must be positive, got {alpha}")
+        p = _proportions(rng, alpha, n_trainers)
+    spare = n - n_trainers  # one sample each first, the rest by p (largest remainder)
+    raw = p * spare
+    sizes = np.floor(raw).astype(np.int64)
+    rest = spare - int(sizes.sum())
+    sizes[np.argsort(-(raw - sizes), kind="stable")[:rest]] += 1
+    sizes += 1
+    perm = rng.permutation(n)
+    return _finish(list(np.split(perm, np.cumsum(sizes)[:-1])), n)
+
+
+PARTITIONERS: dict[str, Callable[..., Partition]] = {
+    "iid": iid,
+    "dirichlet": dirichlet,
+    "pathological": pathological,
+    "quantity_skew": quantity_skew,
+}
+
+
+def partition(labels: Labels, n_trainers: int, scheme: str = "iid", *, seed: int = 0,
+              **params: Any) -> Partition:
+    """Dispatch by name: `partition(y, 10, "dirichlet", alpha=0.3, seed=1)`."""
+    try:
+        fn = PARTITIONERS[scheme]
+    except KeyError:
+        raise PartitionError(f"unknown partition scheme {scheme!r}; use one of "
+                             f"{', '.join(PARTITIONERS)}") from None
+    try:
+        return fn(labels, n_trainers, seed=seed, **params)
+    except TypeError as e:
+        raise PartitionError(f"bad parameters {sorted(params)} for scheme {scheme!r}: {e}") from e
+
+
+def split_by_partition(ds: Dataset, parts: Partition) -> list[Dataset]:
+    """One `Dataset` per trainer, named `<name>/t<i>`."""
+    return [ds.subset(p, name=f"{ds.name}/t{i}") for i, p in enumerate(parts)]
+
+
+def flip_labels_noise(labels: Labels, fraction: float, num_classes: int, *,
+                      seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Flip `round(fraction * N)` labels, chosen at random, each to a uniformly random *other* class.
+
+    Returns the new int64 labels and the sorted indices that were flipped. The input is not
+    modified.
+    """
+    y = _labels(labels)
+    if not 0.0 <= fraction <= 1.0:
+        raise PartitionError(f"noise fraction must be in [0, 1], got {fraction}")
+    if num_classes < 2:
+        raise PartitionError("label noise needs at least two classes")
+    if y.size and y.max() >= num_classes:
+        raise PartitionError(f"label {int(y.max())} is not below num_classes={num_classes}")
+    rng = np.random.default_rng(seed)
+    k = int(round(fraction * len(y)))
+    chosen = np.sort(rng.choice(len(y), size=k, replace=False))
+    noisy = y.copy()
+    noisy[chosen] = (y[chosen] + rng.integers(1, num_classes, size=k)) % num_classes
+    return torch.from_numpy(noisy), chosen
+
+
+def with_label_noise(ds: Dataset, fraction: float, *, seed: int = 0) -> Dataset:
+    """`ds` with `fraction` of its labels flipped to other classes (see `flip_labels_noise`)."""
+    noisy, _ = flip_labels_noise(ds.y, fraction, ds.num_classes, seed=seed)
+    return ds.with_labels(noisy)
