@@ -76,14 +76,17 @@ def compile_contracts(
     if not sources:
         raise CompileError(f"no Solidity sources under {source_dir}")
     binary = _solc_binary()
-    version = compiler_version()
-    digest = _source_hash(sources, version)
+    # The cache key uses solc-js's package version (cheap to read); the full version string is
+    # asked of the compiler only when compiling.
+    pkg_version = json.loads((paths.NODE_MODULES / "solc" / "package.json").read_text())["version"]
+    digest = _source_hash(sources, pkg_version)
     manifest = build_dir / "manifest.json"
     if not force and manifest.exists():
         cached = json.loads(manifest.read_text())
         if cached.get("source_hash") == digest:
             return {n: Artifact(**json.loads((build_dir / f"{n}.json").read_text())) for n in cached["contracts"]}
 
+    version = compiler_version()
     standard_input = {
         "language": "Solidity",
         "sources": {name: {"urls": [str(p)]} for name, p in sources.items()},

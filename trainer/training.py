@@ -36,7 +36,7 @@ from torch import nn
 from market.errors import ConfigError as MarketConfigError
 from market.models import ModelSpec, build_model, flatten, init_model
 from trainer.data import Dataset, fit_to_spec
-from trainer.errors import ConfigError, ModelSpecError, TrainingError
+from trainer.errors import ConfigError, EmptyDataset, ModelSpecError, TrainingError
 
 __all__ = [
     "TrainConfig",
@@ -177,8 +177,6 @@ def train_local(model: ModelSpec | nn.Module, global_state: Mapping[str, torch.T
         dataset = fit_to_spec(dataset, model, reshape=False)
     n = len(dataset)
     if n == 0:
-        from trainer.errors import EmptyDataset
-
         raise EmptyDataset(f"dataset {dataset.name!r} has no samples; nothing to train on")
     net = _prepare_model(model, global_state, cfg.seed)
     start = {k: v.detach().clone() for k, v in net.state_dict().items()}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Set up, then run every test: Foundry (unit, fuzz, invariant), Slither, and pytest (unit tests
+# and integration tests that start a real anvil node and a real IPFS daemon).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+status=0
+printf '\033[1m==> forge test\033[0m\n'
+./scripts/forge-test.sh || status=1
+printf '\033[1m==> slither\033[0m\n'
+./scripts/slither.sh || status=1
+printf '\033[1m==> pytest\033[0m\n'
+.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@" || status=1
+exit $status
