@@ -165,13 +165,31 @@ def _optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def train_local(model: ModelSpec | nn.Module, global_state: Mapping[str, torch.Tensor] | None,
                 dataset: Dataset, config: TrainConfig | None = None, *,
                 overrides: Mapping[str, Any] | None = None,
-                progress: ProgressCallback | None = None) -> TrainResult:
+                progress: ProgressCallback | None = None,
+                num_threads: int | None = None) -> TrainResult:
     """Train from `global_state` on `dataset`; return the delta (trained minus global).
 
     `model` is a `ModelSpec` (built here; the dataset is checked against it) or a module used
     as a template (deep-copied: the caller's module is not changed). `global_state` None starts
-    from the spec's `init_model(spec, seed)` weights, or the module's own.
+    from the spec's `init_model(spec, seed)` weights, or the module's own. `num_threads` sets
+    torch's intra-op threads for this call only (restored after); pin it for deltas that are
+    bit-identical across machines with different core counts, or 1 on a busy machine.
     """
+    if num_threads is None:
+        return _train(model, global_state, dataset, config, overrides, progress)
+    if num_threads < 1:
+        raise ConfigError(f"num_threads must be at least 1, got {num_threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        return _train(model, global_state, dataset, config, overrides, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(model: ModelSpec | nn.Module, global_state: Mapping[str, torch.Tensor] | None,
+           dataset: Dataset, config: TrainConfig | None, overrides: Mapping[str, Any] | None,
+           progress: ProgressCallback | None) -> TrainResult:
     cfg = (config or TrainConfig()).with_overrides(overrides)
     if isinstance(model, ModelSpec):
         dataset = fit_to_spec(dataset, model, reshape=False)

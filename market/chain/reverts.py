@@ -38,7 +38,10 @@ class RevertDecoder:
 
     def decode(self, data: bytes | str | None, action: str) -> ContractRevert:
         if isinstance(data, str):
-            data = bytes.fromhex(data.removeprefix("0x")) if data.startswith("0x") else None
+            if not data.startswith("0x"):
+                # already-decoded text (the embedded chain decodes string arguments itself)
+                return ContractRevert(f"{action} reverted: {data}", None, {"message": data})
+            data = bytes.fromhex(data[2:])
         if not data or len(data) < 4:
             return ContractRevert(f"{action} reverted without a reason", None, {})
         entry = self._errors.get(data[:4])

@@ -30,7 +30,7 @@ class Receipt:
         return self.gas_used * self.effective_gas_price
 
 
-def revert_data(exc: BaseException) -> bytes | None:
+def revert_data(exc: BaseException) -> bytes | str | None:
     """Revert data from the embedded eth-tester chain, whose TransactionFailed carries it as the
     repr of a bytes object after "execution reverted: " (web3 does not translate it)."""
     if type(exc).__name__ != "TransactionFailed" or not exc.args:
@@ -43,7 +43,8 @@ def revert_data(exc: BaseException) -> bytes | None:
     if text.startswith(prefix) and text[len(prefix):].startswith(("b'", 'b"')):
         value = ast.literal_eval(text[len(prefix):])
         return value if isinstance(value, bytes) else None
-    return b""
+    # eth-tester already decoded a string argument into text
+    return text.removeprefix(prefix)
 
 
 class TxSender:
