@@ -1,0 +1,69 @@
+"""The trainer's per-round submission state, persisted before every transaction.
+
+A trainer killed between commit and reveal must reveal the same (cid, digest, salt) after a
+restart, and must never commit twice; so the salt and the stage are on disk before the
+transaction that needs them is sent, and every write is atomic (temp file + rename + fsync).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from pathlib import Path
+
+
+class Stage(str, Enum):
+    PREPARED = "prepared"  # uploaded; salt chosen; nothing sent yet
+    COMMITTING = "committing"  # commit transaction about to be / being sent
+    COMMITTED = "committed"
+    REVEALING = "revealing"
+    REVEALED = "revealed"
+
+
+@dataclass(frozen=True)
+class RoundState:
+    project_id: int
+    round: int
+    trainer: str
+    cid: str
+    digest: str  # 0x-hex sha256
+    salt: str  # 0x-hex, secret until reveal
+    stage: Stage
+    commit_tx: str | None = None
+    reveal_tx: str | None = None
+
+    def at(self, stage: Stage, **kw: str | None) -> RoundState:
+        return replace(self, stage=stage, **kw)
+
+
+class StateStore:
+    """One JSON file per (project, round, trainer) under `directory`."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+
+    def _path(self, project_id: int, round_: int, trainer: str) -> Path:
+        return self.directory / f"p{project_id}" / f"{trainer.lower()}-r{round_}.json"
+
+    def load(self, project_id: int, round_: int, trainer: str) -> RoundState | None:
+        path = self._path(project_id, round_, trainer)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data["stage"] = Stage(data["stage"])
+        return RoundState(**data)
+
+    def save(self, state: RoundState) -> RoundState:
+        path = self._path(state.project_id, state.round, state.trainer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        data = asdict(state) | {"stage": state.stage.value}
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)  # the salt is a secret until reveal
+        tmp.replace(path)
+        return state
