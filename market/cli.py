@@ -23,6 +23,7 @@ from .clikit import (
     RpcOpt,
     console,
     emit_json,
+    err_console,
     handle_errors,
     pick_account,
 )
@@ -112,7 +113,7 @@ def stack_down(
 ) -> None:
     """Stop every process the stack started, by PID. Chain state and IPFS repo are kept."""
     s = _settings(config, state=state)
-    stopped = _stack(s).down()
+    stopped = Stack.from_state(s.state).down()
     if as_json:
         emit_json({"stopped": stopped})
     else:
@@ -128,7 +129,7 @@ def stack_status(
 ) -> None:
     """Show what runs, on which ports, with which PIDs. Exit 4 if anything is down."""
     s = _settings(config, state=state)
-    status = _stack(s).status()
+    status = Stack.from_state(s.state, anvil_port=s.anvil_port, ipfs_api_port=s.ipfs_api_port).status()
     if as_json:
         emit_json(status)
     else:
@@ -332,6 +333,20 @@ def resolve_cmd(
     else:
         console.print(f"dispute on round {round_} {'upheld: round voided' if uphold else 'dismissed'}")
 
+
+def _load_plugins() -> None:
+    """Commands other packages offer under `market` (entry-point group `market.commands`), so that
+    `market audit` can run the aggregator's replay without `market` importing `aggregator`."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="market.commands"):
+        try:
+            app.command(ep.name)(handle_errors(ep.load()))
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+            err_console.print(f"[yellow]warning:[/] plugin command {ep.name!r} could not be loaded: {exc}")
+
+
+_load_plugins()
 
 if __name__ == "__main__":
     app()

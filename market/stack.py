@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .anvil import Anvil
+from .ipfsnode import IpfsNode
 
 
 @dataclass
@@ -22,9 +24,7 @@ class Stack:
         return Anvil(self.state_dir, port=self.anvil_port, block_time=self.block_time)
 
     @property
-    def ipfs(self) -> Any:
-        from .ipfsnode import IpfsNode
-
+    def ipfs(self) -> IpfsNode:
         return IpfsNode(
             self.state_dir / "ipfs",
             api_port=self.ipfs_api_port,
@@ -32,7 +32,26 @@ class Stack:
             rpc_port=self.ipfs_api_port + 2,
         )
 
+    @classmethod
+    def from_state(cls, state_dir: Path, **defaults: Any) -> Stack:
+        """The stack last started in `state_dir` (its ports are remembered in stack.json)."""
+        saved = state_dir / "stack.json"
+        if saved.exists():
+            defaults = {**defaults, **json.loads(saved.read_text())}
+        return cls(state_dir=state_dir, **defaults)
+
     def up(self) -> dict[str, dict[str, Any]]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "stack.json").write_text(
+            json.dumps(
+                {
+                    "anvil_port": self.anvil_port,
+                    "ipfs_api_port": self.ipfs_api_port,
+                    "block_time": self.block_time,
+                    "with_ipfs": self.with_ipfs,
+                }
+            )
+        )
         self.anvil.start()
         if self.with_ipfs:
             node = self.ipfs
@@ -42,7 +61,9 @@ class Stack:
 
     def down(self) -> list[str]:
         stopped = []
-        if self.with_ipfs and self.ipfs.stop():
+        node = self.ipfs
+        if node.is_running():
+            node.stop()
             stopped.append("ipfs")
         if self.anvil.stop():
             stopped.append("anvil")
@@ -54,6 +75,6 @@ class Stack:
             "anvil": {"running": a.process.pid is not None and a.healthy(), "pid": a.process.pid, "url": a.url}
         }
         if self.with_ipfs:
-            st = self.ipfs.status()
-            out["ipfs"] = st if isinstance(st, dict) else dict(st.__dict__)
+            st = asdict(self.ipfs.status())
+            out["ipfs"] = st | {"url": st["api_url"], "repo_dir": str(st["repo_dir"])}
         return out

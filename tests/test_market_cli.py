@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from market.anvil import Anvil
-
 from .conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -46,9 +44,10 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["chain_id"] == 31337
     yield {"rpc": rpc, "dep": dep, "dir": str(d), "state": str(d / "st"), "pid": str(status["anvil"]["pid"])}
-    from market.process import ManagedProcess, pid_alive
+    from market.process import pid_alive
 
-    assert ManagedProcess("anvil", d / "st").stop()
+    down = run("stack", "down", "--state", str(d / "st"), "--json")
+    assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == ["anvil"], down.stderr
     assert not pid_alive(int(status["anvil"]["pid"]))
 
 
@@ -172,5 +171,8 @@ def test_stack_up_is_idempotent_and_down_stops_by_pid(tmp_path: Path) -> None:
     assert json.loads(b.stdout)["anvil"]["pid"] == pid
     from market.process import pid_alive
 
-    assert Anvil(tmp_path / "s", port=int(port)).stop()
+    st = run("stack", "status", "--state", str(tmp_path / "s"), "--json")
+    assert st.returncode == 0, st.stderr  # started with --no-ipfs: status remembers and checks anvil only
+    assert json.loads(st.stdout)["anvil"]["pid"] == pid and "ipfs" not in json.loads(st.stdout)
+    assert run("stack", "down", "--state", str(tmp_path / "s")).returncode == 0
     assert not pid_alive(pid)
