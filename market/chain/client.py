@@ -243,4 +243,7 @@ class MarketClient:
 
     def events(self, event: str, project_id: int, from_block: int = 0) -> list[dict[str, Any]]:
         """Raw decoded events of one kind for a project (for status and audit views)."""
-        return [dict(e["args"]) | {"blockNumber": e["blockNumber"]} for e in self._logs(event, from_block, projectId=project_id)]
+        return [
+            dict(e["args"]) | {"blockNumber": e["blockNumber"], "transactionHash": "0x" + bytes(e["transactionHash"]).hex()}
+            for e in self._logs(event, from_block, projectId=project_id)
+        ]
