@@ -6,7 +6,6 @@ meaningful exit code, and takes --json for scripts.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +213,10 @@ def project_create(
 
 
 def publish_spec(s: Settings, pf: ProjectFile) -> str:
-    """Upload the model spec and validation policy to the content store; return its CID."""
+    """Upload the initial weights (if needed) and the project spec; return the spec's CID."""
     store = open_settings_store(s)
     try:
-        return str(store.add(json.dumps({"model": pf.model, "validation": pf.validation}, sort_keys=True).encode()))
+        return str(store.add(pf.spec(store).to_bytes()))
     finally:
         store.close()
 

@@ -14,13 +14,19 @@ aggregator = "dev:1"             # an address, or dev:N for anvil's dev account 
 arbiter = "dev:2"
 
 [model]                          # the model spec, published on IPFS; its CID goes on chain
-architecture = "mnist_cnn"
+architecture = "mnist_cnn"       # a registered name or package.module:factory
+input_shape = [1, 28, 28]
+num_classes = 10
 dataset = "mnist5k"
-seed = 0
+seed = 0                         # initial weights drawn from this seed unless initial_weights_cid is given
 
 [validation]                     # published with the spec; the aggregator enforces it
 max_update_bytes = 50_000_000
 max_norm = 100.0
+
+[hyperparams]                    # round 0's training defaults (later rounds: from round records)
+epochs = 1
+lr = 0.05
 ```
 """
 
@@ -35,6 +41,7 @@ from .accounts import dev_account
 from .chain import ETH, ProjectParams, checksum
 from .config import parse_amount, read_toml
 from .errors import ConfigError
+from .round_record import ProjectSpec, ValidationPolicy
 
 
 def resolve_address(value: str, what: str) -> str:
@@ -78,7 +85,28 @@ class ProjectFile(BaseModel):
     project: ProjectSection
     model: dict[str, Any] = Field(default_factory=dict)
     validation: dict[str, Any] = Field(default_factory=dict)
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
     spec_cid: str | None = None
+
+    def spec(self, store: Any) -> ProjectSpec:
+        """The project spec; initial weights drawn from `[model].seed` and uploaded when the file
+        names no `initial_weights_cid`. Weights files of initial models carry project id 0."""
+        from .codec import ModelHeader, encode_model
+        from .models import ModelSpec, init_model
+
+        table = dict(self.model)
+        seed = int(table.pop("seed", 0))
+        try:
+            model = ModelSpec.model_validate(table)
+            policy = ValidationPolicy.model_validate(self.validation)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"[model]/[validation]: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        if model.initial_weights_cid is None:
+            net = init_model(model, seed)
+            blob = encode_model(net.state_dict(), ModelHeader(project_id=0, round=0, architecture=model.architecture))
+            model = model.model_copy(update={"initial_weights_cid": store.add(blob)})
+        return ProjectSpec(model=model, validation=policy, hyperparams=self.hyperparams)
 
     @classmethod
     def load(cls, path: Path) -> ProjectFile:
