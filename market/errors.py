@@ -95,3 +95,25 @@ class UpdateRejected(MarketError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class StorageUnavailable(StorageError):
+    """The storage backend (an IPFS node's RPC API) does not answer."""
+
+
+class InvalidCid(StorageError):
+    """A string that should be a CID does not decode as one."""
+
+
+class ContentTooLarge(StorageError):
+    """Content is larger than the caller allowed (`max_bytes`)."""
+
+
+class MalformedContent(UpdateRejected):
+    """Bytes that should hold a safetensors update or model do not parse as one.
+
+    Its `reason` is always `malformed`; `detail` says what is wrong.
+    """
+
+    def __init__(self, detail: str):
+        super().__init__("malformed", detail)

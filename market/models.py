@@ -34,21 +34,21 @@ from torch import nn
 from market.errors import ConfigError, UpdateRejected
 
 __all__ = [
-    "ModelSpec",
+    "MnistCNN",
     "ModelFactory",
-    "register_model",
-    "model_names",
-    "load_factory",
+    "ModelSpec",
+    "apply_delta",
     "build_model",
-    "init_model",
-    "tensor_spec",
+    "evaluate",
     "flatten",
-    "unflatten",
+    "init_model",
+    "load_factory",
+    "model_names",
+    "register_model",
     "stack_updates",
     "state_delta",
-    "apply_delta",
-    "evaluate",
-    "MnistCNN",
+    "tensor_spec",
+    "unflatten",
 ]
 
 ModelFactory = Callable[..., nn.Module]

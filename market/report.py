@@ -37,7 +37,7 @@ class ProjectReport:
         return list(seen)
 
     def accuracy(self) -> list[tuple[int, float]]:
-        return [(r.round, r.metrics.get("accuracy", float("nan"))) for r in self.records]
+        return [(r.round, r.metrics.get("accuracy_after", r.metrics.get("accuracy", float("nan")))) for r in self.records]
 
     def final_cumulative(self) -> dict[str, int]:
         valid = [r for r in self.records if r.round not in self.voided]

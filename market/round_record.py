@@ -105,6 +105,11 @@ class RoundRecord(BaseModel):
     rewards_root: str  # 0x-hex
     proofs: dict[str, list[str]]
     metrics: dict[str, float]
+    #: The aggregator's own settings for this round, beyond rule/filters/scorer: the server
+    #: learning rate applied, the adaptation policy and its state in and out, the thread count.
+    #: `hyperparams` stays for trainers only (they refuse unknown keys). Optional: a record
+    #: without it is still valid.
+    aggregation: dict[str, Any] = Field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json"))

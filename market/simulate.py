@@ -85,11 +85,14 @@ class Scenario(BaseModel):
     validation: str | None = None
     reward_per_round: str = "1 ether"
     stake: str = "0.01 ether"
-    commit_window: int = 14
-    reveal_window: int = 10
-    challenge_window: int = 6
-    block_time: float = 1.0
-    epochs: int = 1
+    # Windows in blocks. Every transaction mines a block, so the commit window must hold every
+    # trainer's registration and commit; the scenario's clock fast-forwards once all have acted.
+    commit_window: int = 60
+    reveal_window: int = 40
+    challenge_window: int = 10
+    #: Seconds the clock waits for stragglers in a phase before ticking one block per second.
+    grace: float = 90.0
+    epochs: int = 2
     lr: float = 0.05
     batch_size: int = 32
     timeout: float = 900.0
@@ -210,7 +213,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
     state = out_dir / "state"
     logs = out_dir / "logs"
     logs.mkdir(parents=True)
-    stack = Stack(state_dir=state / "stack", anvil_port=_free_port(), ipfs_api_port=_pick_ipfs_port(), block_time=scenario.block_time)
+    stack = Stack(state_dir=state / "stack", anvil_port=_free_port(), ipfs_api_port=_pick_ipfs_port())
     procs = _Procs(logs)
     try:
         with console.status("starting anvil and the IPFS daemon..."):
@@ -253,7 +256,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
                 argv += ["--label-noise", str(plan.label_noise)]
             procs.start(label, argv)
 
-        _watch(owner, store, project_id, scenario, procs, console, live, started)
+        clock = Clock(stack.anvil, owner, project_id, scenario, expected=len(scenario.trainers))
+        _watch(owner, store, project_id, scenario, procs, console, live, started, clock)
         codes = procs.codes()
         failed = {k: v for k, v in codes.items() if v != 0}
         if failed:
@@ -297,8 +301,53 @@ def _port_free(port: int) -> bool:
             return False
 
 
+class Clock:
+    """The scenario's time: anvil mines a block per transaction, and the clock mines the rest.
+
+    A phase (commit, reveal) is fast-forwarded to its deadline as soon as every trainer has acted
+    in it; otherwise the clock waits `grace` seconds for stragglers (a trainer process still
+    importing torch), then ticks one block per second, as a real chain would. Outside those phases
+    (waiting for the aggregator, challenge windows before claims) it ticks one block per second.
+    """
+
+    def __init__(self, anvil: Any, client: MarketClient, project_id: int, scenario: Scenario, expected: int):
+        self.anvil, self.client, self.project_id = anvil, client, project_id
+        self.scenario, self.expected = scenario, expected
+        self.phase: tuple[int, str] | None = None
+        self.phase_started = time.monotonic()
+        self.last_tick = 0.0
+
+    def step(self) -> None:
+        info = self.client.project(self.project_id)
+        block = self.client.block_number
+        r = info.current_round
+        if info.ended or r >= info.num_rounds:
+            phase, done = (r, "after"), False
+        elif block <= info.commit_deadline:
+            phase, done = (r, "commit"), len(self.client.commits(self.project_id, r)) >= self.expected
+            if done:
+                self.anvil.mine(info.commit_deadline - block + 1)
+                return
+        elif block <= info.reveal_deadline:
+            committed = len(self.client.commits(self.project_id, r))
+            phase, done = (r, "reveal"), len(self.client.reveals(self.project_id, r)) >= committed
+            if done:
+                self.anvil.mine(info.reveal_deadline - block + 1)
+                return
+        else:
+            phase, done = (r, "aggregate"), False
+        if phase != self.phase:
+            self.phase, self.phase_started = phase, time.monotonic()
+        waiting_for_people = phase[1] in ("commit", "reveal")
+        if waiting_for_people and time.monotonic() - self.phase_started < self.scenario.grace:
+            return
+        if time.monotonic() - self.last_tick >= 1.0:
+            self.anvil.mine(1)
+            self.last_tick = time.monotonic()
+
+
 def _watch(client: MarketClient, store: Any, project_id: int, scenario: Scenario, procs: _Procs,
-           console: Console, live: bool, started: float) -> None:
+           console: Console, live: bool, started: float, clock: Clock) -> None:
     """Poll the chain until every process has exited; show a live table of the rounds."""
     from .protocol import load_record
 
@@ -314,7 +363,7 @@ def _watch(client: MarketClient, store: Any, project_id: int, scenario: Scenario
         t.add_column("accuracy", justify="right")
         for f in client.finalized(project_id):
             if f.round not in accuracy:
-                accuracy[f.round] = load_record(store, f.record_cid).metrics.get("accuracy", float("nan"))
+                accuracy[f.round] = load_record(store, f.record_cid).metrics.get("accuracy_after", float("nan"))
         for r in range(scenario.rounds):
             if r < info.current_round:
                 state = "finalized"
@@ -336,13 +385,16 @@ def _watch(client: MarketClient, store: Any, project_id: int, scenario: Scenario
             while procs.running():
                 if time.monotonic() > deadline:
                     raise SimulationError(f"the scenario did not finish within {scenario.timeout:.0f} s")
-                time.sleep(1.5)
+                for _ in range(3):
+                    clock.step()
+                    time.sleep(0.5)
                 view.update(table())
     else:
         while procs.running():
             if time.monotonic() > deadline:
                 raise SimulationError(f"the scenario did not finish within {scenario.timeout:.0f} s")
-            time.sleep(1.5)
+            clock.step()
+            time.sleep(0.5)
 
 
 # ---------------------------------------------------------------------- grids

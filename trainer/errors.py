@@ -19,6 +19,13 @@ __all__ = [
     "ShapeMismatch",
     "EmptyDataset",
     "TrainingError",
+    "SubmissionError",
+    "NotRegistered",
+    "RoundMismatch",
+    "DeadlinePassed",
+    "InvalidUpdate",
+    "UnknownProject",
+    "WaitTimeout",
 ]
 
 
@@ -78,3 +85,42 @@ class TrainingError(TrainerError):
     """Local training failed, e.g. diverged to NaN/inf."""
 
     exit_code = 12
+
+
+class SubmissionError(TrainerError):
+    """An update could not be submitted (commit or reveal)."""
+
+    exit_code = 12
+
+
+class NotRegistered(SubmissionError):
+    """The account is not a registered trainer of the project."""
+
+
+class RoundMismatch(SubmissionError):
+    """The round asked for is not the open one."""
+
+
+class DeadlinePassed(SubmissionError):
+    """A commit or reveal deadline has passed."""
+
+    exit_code = 13
+
+
+class InvalidUpdate(TrainerError):
+    """An update file is missing, malformed, for another project/round/model, or fails validation
+    against the project's spec: it is refused before anything is uploaded or committed."""
+
+    exit_code = 9
+
+
+class UnknownProject(TrainerError):
+    """No project with this id exists on the deployment."""
+
+    exit_code = 14
+
+
+class WaitTimeout(SubmissionError):
+    """Waiting for a block, a deadline or the next round took longer than allowed."""
+
+    exit_code = 15

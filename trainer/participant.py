@@ -12,16 +12,17 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from market.chain import CommitState, MarketClient, commitment_of
-from market.protocol import is_settled, load_record, load_spec, round_base
+from market.chain import CommitState, MarketClient, checksum, commitment_of
+from market.errors import ChainError
+from market.protocol import SPEC_MAX_BYTES, is_settled, load_record, round_base
 from market.round_record import ProjectSpec
 
-from .errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError
+from .errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
 from .state import RoundState, Stage, StateStore
 
 
@@ -66,13 +67,16 @@ class Participant:
         *,
         poll_interval: float = 0.5,
         on_wait: Callable[[str, int, int], None] | None = None,
+        address: str | None = None,
     ):
+        """`address` lets a client without an account read this trainer's view (status, rewards);
+        every method that sends a transaction needs the client's account to be that address."""
         self.client = client
         self.store = store
         self.states = StateStore(state_dir)
         self.poll_interval = poll_interval
         self.on_wait = on_wait
-        self.address = client.account_address
+        self.address = checksum(address, "trainer address") if address else client.account_address
 
     # ------------------------------------------------------------------ joining
 
@@ -88,7 +92,7 @@ class Participant:
     # ------------------------------------------------------------------ the round's inputs
 
     def spec(self, project_id: int) -> ProjectSpec:
-        return load_spec(self.client, self.store, project_id)
+        return load_project_spec(self.client, self.store, project_id)
 
     def context(self, project_id: int) -> RoundContext:
         """The open round, its global model and its hyper-parameters."""
@@ -104,9 +108,15 @@ class Participant:
     # ------------------------------------------------------------------ submitting
 
     def prepare(self, project_id: int, round_: int, update: bytes) -> RoundState:
-        """Upload the update and choose the salt; idempotent for a round already prepared."""
+        """Upload the update and choose the salt; idempotent for a round already prepared.
+
+        Once a commit may have been sent (stage COMMITTING or later) the stored state wins, whatever
+        `update` is: the chain holds that commitment. A state that was only PREPARED (nothing sent)
+        is replaced when `update` differs, so a retrained update is not silently dropped.
+        """
         existing = self.states.load(project_id, round_, self.address)
-        if existing is not None:
+        digest = "0x" + hashlib.sha256(update).hexdigest()
+        if existing is not None and (existing.stage != Stage.PREPARED or existing.digest == digest):
             return existing
         cid = self.store.add(update)
         state = RoundState(
@@ -114,7 +124,7 @@ class Participant:
             round=round_,
             trainer=self.address,
             cid=cid,
-            digest="0x" + hashlib.sha256(update).hexdigest(),
+            digest=digest,
             salt="0x" + os.urandom(32).hex(),
             stage=Stage.PREPARED,
         )
@@ -125,7 +135,10 @@ class Participant:
         pid, r = state.project_id, state.round
         on_chain = self.client.commitment_state(pid, r, self.address)
         if on_chain != CommitState.NONE:
-            return self.states.save(state.at(Stage.COMMITTED)) if state.stage in (Stage.PREPARED, Stage.COMMITTING) else state
+            if state.stage not in (Stage.PREPARED, Stage.COMMITTING):
+                return state
+            self._check_commitment_is_ours(state)
+            return self.states.save(state.at(Stage.COMMITTED))
         info = self.client.project(pid)
         if info.current_round != r:
             raise RoundMismatch(f"round {r} is not open (the open round is {info.current_round}): train on the current model")
@@ -138,6 +151,17 @@ class Participant:
         commitment = commitment_of(pid, r, self.address, state.cid, _b(state.digest), _b(state.salt))
         rcpt = self.client.commit(pid, r, commitment)
         return self.states.save(state.at(Stage.COMMITTED, commit_tx=rcpt.tx_hash))
+
+    def _check_commitment_is_ours(self, state: RoundState) -> None:
+        """The commitment on chain is this state's (a crash after sending), not another one's."""
+        pid, r = state.project_id, state.round
+        ours = commitment_of(pid, r, self.address, state.cid, _b(state.digest), _b(state.salt))
+        mine = [c for c in self.client.commits(pid, r) if c.trainer.lower() == self.address.lower()]
+        if mine and mine[0].commitment != ours:
+            raise SubmissionError(
+                f"{self.address} already committed another update to round {r} of project {pid}"
+                f" (its salt is not in {self.states.directory}): it cannot be revealed from here; wait for the next round"
+            )
 
     def reveal(self, state: RoundState, *, timeout: float = 600.0) -> RoundState:
         """Wait for the commit deadline to pass, then reveal (once)."""
@@ -166,7 +190,7 @@ class Participant:
             state = self.reveal(state, timeout=timeout)
         return state
 
-    def resume(self, project_id: int) -> RoundState | None:
+    def resume(self, project_id: int, *, timeout: float = 600.0) -> RoundState | None:
         """Finish a submission interrupted in the open round, if any."""
         info = self.client.project(project_id)
         state = self.states.load(project_id, info.current_round, self.address)
@@ -174,7 +198,7 @@ class Participant:
             return state
         if state.stage in (Stage.PREPARED, Stage.COMMITTING):
             state = self.commit(state)
-        return self.reveal(state)
+        return self.reveal(state, timeout=timeout)
 
     def wait_for_block(self, block: int, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -185,7 +209,7 @@ class Participant:
             if self.on_wait:
                 self.on_wait(what, now, block)
             if time.monotonic() > deadline:
-                raise SubmissionError(
+                raise WaitTimeout(
                     f"waited {timeout:.0f} s for block {block} ({what}); the chain is at {now}: is it mining?"
                 )
             time.sleep(self.poll_interval)
@@ -213,6 +237,21 @@ class Participant:
             return 0
         self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof)
         return c.amount
+
+
+def load_project_spec(client: MarketClient, store: Any, project_id: int) -> ProjectSpec:
+    """The project's spec, from the `specCID` of its ProjectCreated event.
+
+    (`market.protocol.load_spec` goes through `MarketClient.project_created`, which indexes the
+    decoded `params` struct with [-1]; web3 7 decodes structs as AttributeDicts, so that fails
+    with KeyError. This reads the field by name, and by position for a tuple.)
+    """
+    events = client.events("ProjectCreated", project_id)
+    if not events:
+        raise ChainError(f"no ProjectCreated event for project {project_id}: check the project id and --deployment")
+    params = events[0]["params"]
+    cid = params["specCID"] if isinstance(params, Mapping) else params[-1]
+    return ProjectSpec.from_bytes(store.cat(str(cid), max_bytes=SPEC_MAX_BYTES))
 
 
 def _b(hexstr: str) -> bytes:

@@ -13,7 +13,8 @@ least as many samples as trainers, else `PartitionError`).
 - `quantity_skew`: IID labels, unequal sizes: Dirichlet(alpha) or power-law proportions.
 
 A trainer left empty by the random draw is given one sample taken from the largest trainer
-(for `pathological`, from a trainer holding one of its classes when possible).
+(for `pathological`, a sample of one of its own classes when another holder can spare one, so it
+keeps exactly its classes whenever every class has at least as many samples as holders).
 """
 
 from __future__ import annotations
@@ -28,15 +29,15 @@ from trainer.data import Dataset
 from trainer.errors import PartitionError
 
 __all__ = [
-    "Partition",
     "PARTITIONERS",
-    "iid",
+    "Partition",
     "dirichlet",
+    "flip_labels_noise",
+    "iid",
+    "partition",
     "pathological",
     "quantity_skew",
-    "partition",
     "split_by_partition",
-    "flip_labels_noise",
     "with_label_noise",
 ]
 
@@ -62,16 +63,25 @@ def _check(n: int, n_trainers: int) -> None:
 
 
 def _finish(parts: list[list[np.ndarray]] | list[np.ndarray], n: int,
-            prefer: Callable[[int], list[int]] | None = None) -> Partition:
+            pick: Callable[[int, list[np.ndarray]], tuple[int, int] | None] | None = None
+            ) -> Partition:
+    """Sorted int64 arrays; each empty trainer gets one sample from a donor.
+
+    `pick(i, out)` may choose `(donor, position)`; otherwise the largest trainer gives its last
+    sample (it has at least two, since there are at least as many samples as trainers).
+    """
     out = [np.sort(np.concatenate(p) if isinstance(p, list) else p).astype(np.int64)
            for p in parts]
     for i, p in enumerate(out):
         if p.size:
             continue
-        donors = prefer(i) if prefer is not None else []
-        donors = [d for d in donors if out[d].size > 1] or list(range(len(out)))
-        donor = max(donors, key=lambda j: (out[j].size, -j))
-        out[i], out[donor] = out[donor][-1:], out[donor][:-1]
+        choice = pick(i, out) if pick is not None else None
+        if choice is None:
+            donor = max(range(len(out)), key=lambda j: (out[j].size, -j))
+            choice = (donor, out[donor].size - 1)
+        donor, pos = choice
+        out[i] = out[donor][pos:pos + 1]
+        out[donor] = np.delete(out[donor], pos)
     assert sum(p.size for p in out) == n
     return out
 
@@ -143,10 +153,19 @@ def pathological(labels: Labels, n_trainers: int, *, classes_per_trainer: int = 
         for t, chunk in zip(ts_shuffled, np.array_split(idx, len(ts)), strict=True):
             parts[t].append(chunk)
 
-    def prefer(i: int) -> list[int]:
-        return sorted({t for c in held[i] for t in holders[c] if t != i})
+    def pick(i: int, out: list[np.ndarray]) -> tuple[int, int] | None:
+        # a sample of one of i's classes, from the fullest holder that can spare one
+        best: tuple[int, int, int] | None = None
+        for c in held[i]:
+            for t in holders[c]:
+                if t == i or out[t].size < 2:
+                    continue
+                hits = np.flatnonzero(y[out[t]] == c)
+                if hits.size and (best is None or out[t].size > best[0]):
+                    best = (out[t].size, t, int(hits[-1]))
+        return None if best is None else (best[1], best[2])
 
-    return _finish(parts, len(y), prefer)
+    return _finish(parts, len(y), pick)
 
 
 def quantity_skew(n_or_labels: int | Labels, n_trainers: int, *, alpha: float | None = 1.0,
@@ -222,7 +241,7 @@ def flip_labels_noise(labels: Labels, fraction: float, num_classes: int, *,
     if y.size and y.max() >= num_classes:
         raise PartitionError(f"label {int(y.max())} is not below num_classes={num_classes}")
     rng = np.random.default_rng(seed)
-    k = int(round(fraction * len(y)))
+    k = round(fraction * len(y))
     chosen = np.sort(rng.choice(len(y), size=k, replace=False))
     noisy = y.copy()
     noisy[chosen] = (y[chosen] + rng.integers(1, num_classes, size=k)) % num_classes

@@ -39,10 +39,10 @@ from trainer.data import Dataset, fit_to_spec
 from trainer.errors import ConfigError, EmptyDataset, ModelSpecError, TrainingError
 
 __all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "TrainProgress",
     "ProgressCallback",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainResult",
     "train_local",
 ]
 

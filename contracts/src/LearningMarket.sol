@@ -19,8 +19,13 @@ import {Address} from "@openzeppelin/contracts/utils/Address.sol";
 /// serves many projects whose roles must not leak into each other. Ownership of a project is
 /// handed over in two steps, as Ownable2Step does.
 ///
-/// Slither notes (accepted, low): `timestamp`-free by design (every deadline is a block number);
-/// strict equalities on enum states are intended.
+/// Slither notes: `scripts/slither.sh` (slither 0.11.6, all 102 detectors, OpenZeppelin filtered)
+/// reports no finding of any impact for this file; the only results are informational ones inside
+/// OpenZeppelin (assembly, pragma ranges, solc-version). By design, should a detector change: every
+/// deadline is a block number (no `timestamp`); strict equalities compare enum states, roles and
+/// commitments, never balances; `_pullExact` compares balances around `transferFrom` on purpose
+/// (fee-on-transfer tokens are refused); payments go out last, after the state update, from
+/// nonReentrant functions, to the account the state names (pull payments only).
 contract LearningMarket is ReentrancyGuard {
     using SafeERC20 for IERC20;
 
@@ -402,7 +407,8 @@ contract LearningMarket is ReentrancyGuard {
     /// rewards root, allocate this round's reward, and open the next round.
     /// @dev Allowed after the reveal deadline, once the previous round is settled (challenge window
     /// over and no dispute pending). `allocation` may be below the round's share (what is not paid
-    /// rolls over) and at most what is left after reserving `rewardPerRound` for each later round.
+    /// rolls over) and at most what is left after reserving `rewardPerRound` for each later round
+    /// (and never more than keeps the project's total allocation within uint104).
     /// @param projectId The project.
     /// @param round The open round.
     /// @param modelCID CID of the new global model.

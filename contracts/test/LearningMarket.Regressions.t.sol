@@ -5,8 +5,8 @@ import {MarketFixture} from "./utils/MarketFixture.sol";
 import {MerkleBuilder} from "./utils/MerkleBuilder.sol";
 import {LearningMarket} from "../src/LearningMarket.sol";
 
-/// @notice Regression tests for the defects found while writing this suite (each failed against the
-/// original contract: see the report in the test names' comments).
+/// @notice Regression tests for the defects found while writing this suite; each failed against the
+/// contract as first written (the comment on each test says how).
 contract RegressionsTest is MarketFixture {
     using MerkleBuilder for MerkleBuilder.Tree;
 
@@ -23,6 +23,18 @@ contract RegressionsTest is MarketFixture {
         vm.prank(alice);
         vm.expectRevert(abi.encodeWithSelector(LearningMarket.RoundNotOpen.selector, pid, ROUNDS, ROUNDS));
         market.commit(pid, ROUNDS, c);
+    }
+
+    /// Same for reveal: the round after the last one is never open.
+    function test_reveal_afterLastRound_revertsRoundNotOpen() public {
+        uint256 pid = _createEth();
+        for (uint256 r = 0; r < ROUNDS; r++) {
+            _finalizeNext(pid, keccak256(abi.encode(r)), 0);
+        }
+        _rollToReveal(pid);
+        vm.prank(alice);
+        vm.expectRevert(abi.encodeWithSelector(LearningMarket.RoundNotOpen.selector, pid, ROUNDS, ROUNDS));
+        market.reveal(pid, ROUNDS, "x", bytes32(0), bytes32(0));
     }
 
     /// The original panicked with an arithmetic underflow (0x11) computing the reserve for later

@@ -206,8 +206,11 @@ class MarketClient:
         if not logs:
             raise ChainError(f"no ProjectCreated event for project {project_id}: check the project id")
         a = logs[0]["args"]
+        params = a["params"]
+        # web3 decodes the params struct as a mapping of named fields (a tuple on older versions)
+        spec_cid = params["specCID"] if hasattr(params, "keys") else params[-1]
         return ProjectCreated(
-            project_id, a["owner"], a["token"], int(a["budget"]), a["params"][-1], logs[0]["blockNumber"]
+            project_id, a["owner"], a["token"], int(a["budget"]), spec_cid, logs[0]["blockNumber"]
         )
 
     def commits(self, project_id: int, round_: int, from_block: int = 0) -> list[Commit]:

@@ -3,12 +3,10 @@ pragma solidity ^0.8.24;
 
 import {Vm} from "./Vm.sol";
 
-/// @notice Minimal stand-in for forge-std's Test: the cheatcode handle, failing assertions (they
-/// revert, which forge reports as a failed test or a broken invariant), `bound`, `makeAddr`, and
-/// the target/exclude lists forge reads for invariant campaigns.
-abstract contract Test {
-    bool public IS_TEST = true;
-
+/// @notice Minimal stand-in for forge-std: the cheatcode handle, failing assertions (they revert,
+/// which forge reports as a failed test or a broken invariant), `bound` and `makeAddr`. Invariant
+/// handlers inherit this; test contracts inherit Test below.
+abstract contract TestBase {
     Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
 
     // ---------------------------------------------------------------- assertions
@@ -82,6 +80,11 @@ abstract contract Test {
         a = vm.addr(uint256(keccak256(bytes(name))));
         vm.label(a, name);
     }
+}
+
+/// @notice A test contract: TestBase plus the target lists forge reads for invariant campaigns.
+abstract contract Test is TestBase {
+    bool public IS_TEST = true;
 
     // ---------------------------------------------------------------- invariant targets
 

@@ -1,0 +1,87 @@
+"""The `audit` command, offered by both CLIs: `aggregator audit PROJECT` and, through the
+`market.commands` entry-point group, `market audit PROJECT` (so `market` never imports
+`aggregator`). Exit 0 when every round matches, 1 on any mismatch (each one named on stderr),
+the usual codes for configuration, chain and storage errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from market.clikit import ConfigOpt, DeploymentOpt, JsonOpt, RpcOpt, console, emit_json, err_console
+from market.config import Settings, load_settings
+
+__all__ = ["EXIT_MISMATCH", "audit", "open_settings_store"]
+
+#: Exit code when the audit finds a mismatch (the rebuild ran, the published round is wrong).
+EXIT_MISMATCH = 1
+
+
+def open_settings_store(s: Settings) -> Any:
+    """The store the settings' `ipfs` key names: an API multiaddr, an http URL or embedded:DIR."""
+    from market.storage import open_store
+
+    url = s.ipfs
+    return open_store(f"ipfs:{url}" if url.startswith("/") else url)
+
+
+RoundsOpt = typer.Option(None, "--round", help="Audit only this round (repeatable).")
+IpfsOpt = typer.Option(None, "--ipfs", help="IPFS API (multiaddr or URL) or embedded:DIR; default from the config.")
+UserModelsOpt = typer.Option(
+    False, "--allow-user-models", help="Build `package.module:factory` architectures (runs their code)."
+)
+
+
+def _mark(ok: bool | None) -> str:
+    return "[green]ok[/]" if ok else "[bold red]MISMATCH[/]"
+
+
+def audit(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rounds: list[int] = RoundsOpt,
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    ipfs: str = IpfsOpt,
+    allow_user_models: bool = UserModelsOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rebuild every finalized round from chain + IPFS alone; check the model digest, verdicts,
+    scores, rewards and Merkle root. Exit 1 on any mismatch."""
+    from aggregator.audit import audit_project
+    from market.chain import connect
+    from market.deployment import Deployment
+
+    s = load_settings(config).merged(rpc=rpc, deployment=deployment, ipfs=ipfs)
+    client = Deployment.load(s.deployment).client(connect(s.rpc))
+    store = open_settings_store(s)
+    try:
+        results = audit_project(client, store, project_id, rounds=rounds or None, allow_user_models=allow_user_models)
+    finally:
+        store.close()
+    problems = [p for r in results for p in r.problems]
+    if as_json:
+        emit_json({"project_id": project_id, "ok": not problems, "rounds": [r.to_json() for r in results]})
+    else:
+        table = Table("round", "status", "inputs", "accepted", "allocation", "model", "verdicts", "scores",
+                      "rewards", "root", "verdict", title=f"audit of project {project_id}")
+        for r in results:
+            c = r.checks
+            table.add_row(
+                str(r.round), r.status, str(r.inputs), str(r.accepted), str(r.allocation),
+                _mark(c.get("model")), _mark(c.get("verdicts")), _mark(c.get("scores")),
+                _mark(c.get("rewards")), _mark(c.get("root")),
+                "[green]PASS[/]" if r.ok else "[bold red]FAIL[/]",
+            )
+        console.print(table)
+        if not results:
+            console.print(f"project {project_id} has no finalized round yet: nothing to audit")
+    if problems:
+        for p in problems:
+            err_console.print(f"[bold red]mismatch:[/] {p}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_MISMATCH)
+    if not as_json and results:
+        console.print(f"all {len(results)} round(s) of project {project_id} reproduce exactly")

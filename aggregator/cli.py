@@ -1,0 +1,154 @@
+"""`aggregator`: serve a project as its aggregator, audit it, and show the service's progress.
+
+Configuration: the TOML file `market.toml` (or --config, or $MARKET_CONFIG): its `[market]`
+table says where the node, deployment, IPFS API and state directory are; its `[aggregator]`
+table holds the aggregator's settings (see `aggregator.settings`); flags go on top. Errors print
+one line and exit with a meaningful code (2 configuration, 5 chain, 6 revert, 7 deployment, 8
+storage, 10 protocol, 20-26 aggregator, 70 internal; `audit` exits 1 on a mismatch).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from aggregator.audit_cli import audit, open_settings_store
+from market.clikit import (
+    AccountOpt,
+    ConfigOpt,
+    DeploymentOpt,
+    DevAccountOpt,
+    JsonOpt,
+    RpcOpt,
+    console,
+    emit_json,
+    handle_errors,
+    pick_account,
+)
+from market.config import CONFIG_ENV, Settings, load_settings, read_toml
+
+app = typer.Typer(
+    name="aggregator",
+    help="The aggregator of an audited learning market: serve a project's rounds, audit them, show progress.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+StateOpt = typer.Option(None, "--state", help="State directory (the journal lives in STATE/aggregator/).")
+IpfsOpt = typer.Option(None, "--ipfs", help="IPFS API (multiaddr or URL) or embedded:DIR; default from the config.")
+
+
+def _config_path(config: Path | None) -> Path | None:
+    if config is not None:
+        return config
+    if CONFIG_ENV in os.environ:
+        return Path(os.environ[CONFIG_ENV])
+    return Path("market.toml") if Path("market.toml").exists() else None
+
+
+def _settings(config: Path | None, **flags: Any) -> tuple[Settings, Any]:
+    from aggregator.settings import load_aggregator_settings
+
+    market = load_settings(config).merged(**flags)
+    path = _config_path(config)
+    table = read_toml(path).get("aggregator") if path is not None and path.exists() else None
+    return market, load_aggregator_settings(table, path or "defaults")
+
+
+def _journal(s: Settings, client: Any, project_id: int) -> Any:
+    from aggregator.journal import Journal
+
+    return Journal.for_project(s.state, int(client.w3.eth.chain_id), client.address, project_id)
+
+
+@app.command("serve")
+@handle_errors
+def serve(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rule: str = typer.Option(None, "--rule", help="Aggregation rule spec, e.g. trimmed_mean:beta=0.2 or krum:f=1,clip=median."),
+    scorer: str = typer.Option(None, "--scorer", help="Contribution scorer: auto, exact_shapley, gtg_shapley[:eps=..], leave_one_out."),
+    server_lr: float = typer.Option(None, "--server-lr", help="Server learning rate of round 0 (adapted on plateau)."),
+    validation: str = typer.Option(None, "--validation", help="Validation set: digits|mnist5k[:size=N,seed=S] or a .npz path."),
+    poll: float = typer.Option(None, "--poll", help="Seconds between chain polls."),
+    once: bool = typer.Option(False, "--once", help="Finish at most one round (waiting for it if needed), then exit."),
+    until_done: bool = typer.Option(False, "--until-done", help="Exit when the project has no open round."),
+    json_log: bool = typer.Option(False, "--json-log", help="Log JSON objects, one per line, on stderr."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    ipfs: str = IpfsOpt,
+    state: Path = StateOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Follow a project as its aggregator: run each round (fetch, validate, filter, aggregate,
+    score, reward, adapt, publish) and finalize it on chain exactly once. Restartable."""
+    from aggregator.service import AggregatorService, setup_logging
+    from market.chain import connect
+    from market.deployment import Deployment
+
+    s, agg = _settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs, state=state)
+    agg = agg.merged(rule=rule, scorer=scorer, server_lr=server_lr, validation=validation, poll=poll)
+    setup_logging(json_log)
+    w3 = connect(s.rpc)
+    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id))
+    client = Deployment.load(s.deployment).client(w3, acct)
+    store = open_settings_store(s)
+    try:
+        service = AggregatorService(client, store, project_id, agg, _journal(s, client, project_id))
+        service.check_role()
+        n = service.run(once=once, until_done=until_done)
+        rows = service.status()
+    finally:
+        store.close()
+    if as_json:
+        emit_json({"project_id": project_id, "finalized_now": n, "rounds": rows})
+    else:
+        console.print(f"finalized {n} round(s) of project {project_id}")
+
+
+@app.command("status")
+@handle_errors
+def status(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    state: Path = StateOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rounds done per the local journal beside the chain's view."""
+    from aggregator.journal import Journal
+    from aggregator.service import round_status
+    from market.chain import connect
+    from market.deployment import Deployment
+
+    s, _ = _settings(config, rpc=rpc, deployment=deployment, state=state)
+    client = Deployment.load(s.deployment).client(connect(s.rpc))
+    journal: Journal = _journal(s, client, project_id)
+    rows = round_status(client, journal, project_id)
+    if as_json:
+        emit_json({"project_id": project_id, "journal": str(journal.directory), "rounds": rows})
+        return
+    done_chain = sum(1 for r in rows if r["chain_record_cid"])
+    done_journal = sum(1 for r in rows if r["journal"] == "finalized")
+    console.print(f"project {project_id}: {done_chain} round(s) finalized on chain, {done_journal} per the journal ({journal.directory})")
+    t = Table("round", "chain", "allocation", "journal", "record (chain)", "same")
+    for r in rows:
+        same = "-" if r["agree"] is None else ("[green]yes[/]" if r["agree"] else "[red]no[/]")
+        t.add_row(str(r["round"]), r["chain"], str(r["allocation"] if r["allocation"] is not None else "-"),
+                  r["journal"] or "-", r["chain_record_cid"] or "-", same)
+    console.print(t)
+
+
+app.command("audit")(handle_errors(audit))
+
+
+if __name__ == "__main__":
+    app()

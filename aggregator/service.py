@@ -1,0 +1,497 @@
+"""`aggregator serve`: follow one project on the chain and finalize each round exactly once.
+
+The service polls the chain (every `poll` seconds). Round r runs when it is the project's open
+round, its reveal deadline has passed and round r-1 is settled (challenge window over, no
+dispute pending). Running it means: `pipeline.load_context` (chain) -> `pipeline.compute_round`
+(pure) -> `pipeline.publish_round` (store) -> `finalizeRound` (chain), with the local journal
+advanced after every stage.
+
+Restartable and idempotent. The state is the chain plus the journal (`aggregator.journal`):
+
+- every compute stage is re-run after a restart; it is a deterministic function of chain data,
+  content-addressed bytes and config, so it gives the same bytes and CIDs, and the allocation is
+  the one journalled when the round first ran;
+- fetched update bytes are journalled, so an update is never lost once fetched;
+- publishing is content-addressed (adding the same bytes again is a no-op);
+- before sending `finalizeRound` the chain is asked whether round r is already finalized, and
+  a finalize that reverts with `RoundNotOpen` because the round was finalized meanwhile counts
+  as done. So a kill at any instant (even between sending the transaction and journalling its
+  receipt) never finalizes twice.
+
+Outages (the IPFS node or the RPC node not answering) pause the service with one log line and
+retries with exponential backoff; it resumes where it stopped.
+
+Fault injection for tests: `AGGREGATOR_CRASH_AT=<stage>` makes the process `os._exit(137)` right
+after that stage (`fetch`, `validate`, `filter`, `aggregate`, `score`, `reward`, `adapt`,
+`publish`, `finalize_sent`, `finalize`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from aggregator.errors import AggregatorError
+from aggregator.filters import FilterConfig
+from aggregator.journal import Journal, RoundEntry, Stage
+from aggregator.pipeline import (
+    STAGES,
+    RoundConfig,
+    compute_round,
+    load_context,
+    publish_round,
+)
+from aggregator.rules import make_rule
+from aggregator.scoring import make_scorer
+from aggregator.settings import AggregatorSettings, SettingsError
+from aggregator.valset import BUILTINS, ValidationSet, load_validation_set
+from market.chain import Finalized, MarketClient, ProjectInfo, RoundStatus
+from market.errors import (
+    ChainError,
+    ContentTooLarge,
+    ContractRevert,
+    InsufficientFunds,
+    IntegrityError,
+    InvalidCid,
+    StorageError,
+)
+from market.protocol import load_spec
+from market.round_record import ProjectSpec
+from market.storage import Store, same_multihash
+
+__all__ = [
+    "CRASH_ENV",
+    "CRASH_STAGES",
+    "AggregatorService",
+    "Step",
+    "config_from_settings",
+    "outage_kind",
+    "round_status",
+    "setup_logging",
+]
+
+CRASH_ENV = "AGGREGATOR_CRASH_AT"
+CRASH_STAGES = (*STAGES, "publish", "finalize_sent", "finalize")
+_STAGE_OF = {
+    "fetch": Stage.FETCHED,
+    "validate": Stage.VALIDATED,
+    "filter": Stage.FILTERED,
+    "aggregate": Stage.AGGREGATED,
+    "score": Stage.SCORED,
+    "reward": Stage.REWARDED,
+    "adapt": Stage.ADAPTED,
+}
+
+log = logging.getLogger("aggregator")
+
+
+# ---------------------------------------------------------------------------------------------
+# logging
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}) or {})
+        return json.dumps(out, default=str)
+
+
+def setup_logging(json_log: bool = False, level: int = logging.INFO) -> None:
+    """One line per event on stderr: `time level message`, or JSON objects with --json-log."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        _JsonFormatter() if json_log else logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    )
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _info(msg: str, **fields: Any) -> None:
+    log.info(msg, extra={"fields": fields})
+
+
+def _warn(msg: str, **fields: Any) -> None:
+    log.warning(msg, extra={"fields": fields})
+
+
+# ---------------------------------------------------------------------------------------------
+# crash hook and outages
+
+
+def crash_point(stage: str) -> None:
+    """`os._exit(137)` right after `stage` if $AGGREGATOR_CRASH_AT names it (fault injection)."""
+    if os.environ.get(CRASH_ENV) == stage:
+        _warn(f"crash injected after stage {stage} ({CRASH_ENV})", stage=stage, event="crash")
+        for h in log.handlers:
+            h.flush()
+        sys.stderr.flush()
+        os._exit(137)
+
+
+def outage_kind(exc: BaseException) -> str | None:
+    """"ipfs" or "rpc" when `exc` means a service is not answering (worth waiting for), else None."""
+    if isinstance(exc, ContractRevert | InsufficientFunds):
+        return None
+    if isinstance(exc, StorageError):
+        return None if isinstance(exc, IntegrityError | InvalidCid | ContentTooLarge) else "ipfs"
+    if isinstance(exc, ChainError):
+        return "rpc"
+    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError | TimeoutError):
+        return "rpc"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def config_from_settings(s: AggregatorSettings) -> RoundConfig:
+    """The RoundConfig the settings describe, checked (rule, scorer and filter names) up front."""
+    try:
+        filters = FilterConfig(**s.filters)
+    except TypeError as exc:
+        raise SettingsError(f"aggregator.filters: {exc}; see aggregator.filters.FilterConfig for the keys") from None
+    make_rule(s.rule)
+    if s.scorer.strip().lower() != "auto":
+        make_scorer(s.scorer)
+    return RoundConfig(
+        rule=s.rule,
+        filters=filters,
+        scorer=s.scorer,
+        server_lr=s.server_lr,
+        adapt=s.adapt,
+        threads=s.threads,
+        allow_user_models=s.allow_user_models,
+        fetch_workers=s.fetch_workers,
+        fetch_timeout=s.fetch_timeout,
+        fetch_attempts=s.fetch_attempts,
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one poll did: `done` (no open round), `waiting` (with why) or `finalized` (round)."""
+
+    kind: str
+    round: int | None = None
+    message: str = ""
+    record_cid: str | None = None
+
+
+#: Rounds store allocations as uint104 (the contract caps the running total there too).
+_UINT104_MAX = (1 << 104) - 1
+#: Reverts that only mean "too early": wait and try again.
+_TOO_EARLY = frozenset({"RevealStillOpen", "ChallengeWindowOpen", "PreviousRoundUnsettled"})
+
+
+def available_for(info: ProjectInfo, round_: int) -> int:
+    """What the contract lets round `round_` allocate: unallocated minus later rounds' shares
+    (`LearningMarket._requireAllocatable`)."""
+    later = info.num_rounds - round_ - 1
+    available = int(info.unallocated) - int(info.reward_per_round) * later
+    return max(0, min(available, _UINT104_MAX - int(info.allocated)))
+
+
+class AggregatorService:
+    """Follows project `project_id` as its aggregator (the client's account)."""
+
+    def __init__(
+        self,
+        client: MarketClient,
+        store: Store,
+        project_id: int,
+        settings: AggregatorSettings,
+        journal: Journal,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.client = client
+        self.store = store
+        self.project_id = project_id
+        self.settings = settings
+        self.config = config_from_settings(settings)
+        self.journal = journal
+        self.sleep = sleep
+        self._spec: ProjectSpec | None = None
+        self._valset: ValidationSet | None = None
+        self._validation_cid: str | None = None
+        self._last_wait = ""
+
+    # -- inputs that do not change during the project -------------------------------------------
+
+    @property
+    def spec(self) -> ProjectSpec:
+        if self._spec is None:
+            self._spec = load_spec(self.client, self.store, self.project_id)
+        return self._spec
+
+    def validation(self) -> tuple[ValidationSet, str]:
+        """The validation set (config, else the spec's built-in dataset) and its published CID."""
+        if self._valset is None:
+            text = self.settings.validation
+            if text is None:
+                dataset = self.spec.model.dataset
+                if dataset not in BUILTINS:
+                    raise SettingsError(
+                        f"the spec's dataset {dataset!r} is not built in: give --validation NAME:size=N,seed=S or a .npz path"
+                    )
+                text = f"{dataset}:size=500,seed=0"
+            self._valset = load_validation_set(text, self.spec.model)
+        if self._validation_cid is None:
+            self._validation_cid = self.store.add(self._valset.to_npz())
+            _info(f"validation set {self._valset.source} ({len(self._valset)} samples) published as {self._validation_cid}",
+                  event="validation_set", cid=self._validation_cid)
+        return self._valset, self._validation_cid
+
+    def check_role(self) -> ProjectInfo:
+        info = self.client.project(self.project_id)
+        me = self.client.account_address
+        if info.aggregator.lower() != me.lower():
+            raise AggregatorError(
+                f"{me} is not the aggregator of project {self.project_id} ({info.aggregator} is): "
+                "use that account (--account/--dev-account)"
+            )
+        return info
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False, until_done: bool = False, max_polls: int | None = None) -> int:
+        """Poll and run rounds. `once`: return after one round is finalized (or the project has
+        none open); `until_done`: return when the project has no open round. Returns the number of
+        rounds this call finalized."""
+        finalized = 0
+        outage: str | None = None
+        backoff = self.settings.poll
+        polls = 0
+        while True:
+            polls += 1
+            try:
+                step = self.poll()
+            except Exception as exc:
+                kind = outage_kind(exc)
+                if kind is None:
+                    raise
+                if outage is None:
+                    what = "IPFS node" if kind == "ipfs" else "RPC node"
+                    _warn(f"paused: the {what} does not answer ({_one_line(exc)}); retrying with backoff",
+                          event="outage", service=kind)
+                    backoff = self.settings.poll
+                outage = kind
+                self.sleep(backoff)
+                backoff = min(self.settings.max_backoff, backoff * 2)
+                continue
+            if outage is not None:
+                _info(f"resumed: the {'IPFS' if outage == 'ipfs' else 'RPC'} node answers again", event="resumed")
+                outage = None
+            if step.kind == "finalized":
+                finalized += 1
+                if once:
+                    return finalized
+                continue
+            if step.kind == "done":
+                if step.message != self._last_wait:
+                    _info(step.message, event="done")
+                    self._last_wait = step.message
+                if once or until_done:
+                    return finalized
+            if max_polls is not None and polls >= max_polls:
+                return finalized
+            self.sleep(self.settings.poll)
+
+    def poll(self) -> Step:
+        """Look at the chain once; run the open round if it is ready."""
+        info = self.check_role()
+        reconciled = self._reconcile_journal(info)
+        if reconciled is not None:
+            return reconciled
+        if info.ended or info.current_round >= info.num_rounds:
+            return Step("done", None, f"project {self.project_id} has no open round ({info.num_rounds} finalized)")
+        r = info.current_round
+        now = self.client.block_number
+        key, wait = self._wait_reason(info, r, now)
+        if wait:
+            if key != self._last_wait:  # one line per reason, not one per poll
+                _info(wait, event="waiting", round=r, block=now)
+                self._last_wait = key
+            return Step("waiting", r, wait)
+        self._last_wait = ""
+        try:
+            return self.run_round(r, info, now)
+        except ContractRevert as exc:
+            if exc.name not in _TOO_EARLY:
+                raise
+            _warn(f"round {r}: the contract says it is too early ({exc}); waiting", event="too_early", round=r)
+            return Step("waiting", r, str(exc))
+
+    def _reconcile_journal(self, info: ProjectInfo) -> Step | None:
+        """A round the journal left unfinished but the chain has finalized (killed after sending
+        `finalizeRound`, before journalling it): journal it now, once."""
+        for entry in self.journal.rounds():
+            if entry.round < info.current_round and entry.stage != Stage.FINALIZED:
+                return self._reconcile(entry, entry.round, entry.record_cid)
+        return None
+
+    def _wait_reason(self, info: ProjectInfo, r: int, now: int) -> tuple[str, str]:
+        """(a key that changes only with the reason, the message), or ("", "") when ready. The
+        finalize lands in a later block than `now`, but gas is estimated at `now`: wait until
+        `now` itself is past each deadline."""
+        if now <= info.reveal_deadline:
+            return (f"reveal-{r}", f"round {r}: waiting for the reveal deadline (block {info.reveal_deadline}, now {now})")
+        if r > 0:
+            prev = self.client.round(self.project_id, r - 1)
+            if prev.status == RoundStatus.DISPUTED:
+                return (f"dispute-{r}", f"round {r}: round {r - 1} is disputed; waiting for the arbiter")
+            closes = prev.finalized_at + info.challenge_window
+            if prev.status == RoundStatus.FINALIZED and now <= closes:
+                return (f"challenge-{r}", f"round {r}: waiting for round {r - 1}'s challenge window "
+                                          f"(closes at block {closes}, now {now})")
+        return ("", "")
+
+    # -- one round --------------------------------------------------------------------------
+
+    def _finalized_event(self, r: int) -> Finalized | None:
+        for f in self.client.finalized(self.project_id):
+            if f.round == r:
+                return f
+        return None
+
+    def _reconcile(self, entry: RoundEntry, r: int, ours: str | None) -> Step:
+        """Round r is finalized on chain: journal it (once) and say whether it is ours."""
+        ev = self._finalized_event(r)
+        notes = list(entry.notes)
+        if ev is not None and ours is not None and not same_multihash(ev.record_cid, ours):
+            note = f"round {r} was finalized with record {ev.record_cid}, not ours ({ours})"
+            _warn(note, event="foreign_finalize", round=r)
+            notes.append(note)
+        entry = self.journal.advance(
+            entry, Stage.FINALIZED, notes=notes,
+            finalize_block=ev.block_number if ev else entry.finalize_block,
+            record_cid=entry.record_cid or (ev.record_cid if ev else None),
+            model_cid=entry.model_cid or (ev.model_cid if ev else None),
+        )
+        _info(f"round {r} is already finalized on chain (record {entry.record_cid}); nothing to send",
+              event="already_finalized", round=r)
+        return Step("finalized", r, "already finalized", entry.record_cid)
+
+    def run_round(self, r: int, info: ProjectInfo | None = None, now: int | None = None) -> Step:
+        info = info or self.client.project(self.project_id)
+        now = self.client.block_number if now is None else now
+        entry = self.journal.load(self.project_id, r)
+        if self.client.round(self.project_id, r).status != RoundStatus.NONE:
+            entry = entry or self.journal.save(RoundEntry(self.project_id, r, Stage.STARTED))
+            return self._reconcile(entry, r, entry.record_cid)
+        if entry is not None and entry.stage == Stage.FINALIZED:
+            _warn(f"the journal says round {r} is finalized but the chain does not: running it again",
+                  event="journal_ahead", round=r)
+            entry = self.journal.save(RoundEntry(self.project_id, r, Stage.STARTED, entry.snapshot_block, entry.available))
+        resumed = entry is not None
+        entry = self.journal.begin(self.project_id, r, now, available_for(info, r))
+        _info(f"round {r}: {'resuming from stage ' + entry.stage.value if resumed else 'starting'}"
+              f" (allocation available {entry.available} at block {entry.snapshot_block})",
+              event="round_start", round=r, stage=entry.stage.value)
+
+        valset, validation_cid = self.validation()
+        assert entry.available is not None
+        ctx = load_context(self.client, self.store, self.project_id, r, entry.available, spec=self.spec)
+
+        state = {"entry": entry}
+
+        def on_stage(name: str) -> None:
+            state["entry"] = self.journal.advance(state["entry"], _STAGE_OF[name])
+            crash_point(name)
+
+        computed = compute_round(ctx, self.store, self.config, valset, validation_cid, cache=self.journal, on_stage=on_stage)
+        entry = state["entry"]
+        published = publish_round(self.store, computed)
+        notes = list(entry.notes)
+        if entry.record_cid and entry.record_cid != published.record_cid:
+            note = f"recomputed record {published.record_cid} differs from the journalled {entry.record_cid}"
+            _warn(note, event="nondeterminism", round=r)
+            notes.append(note)
+        entry = self.journal.advance(
+            entry, Stage.PUBLISHED, model_cid=published.model_cid, record_cid=published.record_cid,
+            model_digest=computed.model_digest, notes=notes,
+        )
+        rec = published.record
+        accepted = sum(1 for v in rec.verdicts if v.accepted)
+        _info(f"round {r}: {accepted}/{len(rec.verdicts)} accepted, allocation {rec.allocation}, "
+              f"accuracy {rec.metrics['accuracy_before']:.4f} -> {rec.metrics['accuracy_after']:.4f}; "
+              f"model {published.model_cid}, record {published.record_cid}",
+              event="published", round=r, model_cid=published.model_cid, record_cid=published.record_cid,
+              allocation=rec.allocation)
+        crash_point("publish")
+
+        # finalize exactly once: ask the chain first; a RoundNotOpen after sending means it landed
+        if self.client.round(self.project_id, r).status != RoundStatus.NONE:
+            return self._reconcile(entry, r, published.record_cid)
+        entry = self.journal.advance(entry, Stage.FINALIZE_SENDING)
+        try:
+            rcpt = self.client.finalize_round(
+                self.project_id, r, published.model_cid, published.record_cid, computed.root, computed.allocation
+            )
+        except ContractRevert as exc:
+            if exc.name == "RoundNotOpen" and self._finalized_event(r) is not None:
+                return self._reconcile(entry, r, published.record_cid)
+            raise
+        crash_point("finalize_sent")
+        entry = self.journal.advance(entry, Stage.FINALIZED, finalize_tx=rcpt.tx_hash, finalize_block=rcpt.block_number)
+        _info(f"round {r} finalized in block {rcpt.block_number} (tx {rcpt.tx_hash})",
+              event="finalized", round=r, tx=rcpt.tx_hash, block=rcpt.block_number)
+        crash_point("finalize")
+        return Step("finalized", r, "finalized", published.record_cid)
+
+    # -- status -----------------------------------------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        return round_status(self.client, self.journal, self.project_id)
+
+
+def round_status(client: MarketClient, journal: Journal, project_id: int) -> list[dict[str, Any]]:
+    """Per round: the chain's status and record CID beside the journal's stage and CIDs."""
+    from aggregator.journal import JournalError
+
+    info = client.project(project_id)
+    events = {f.round: f for f in client.finalized(project_id)}
+    rows = []
+    for r in range(info.num_rounds):
+        note = ""
+        try:
+            entry = journal.load(project_id, r)
+        except JournalError as exc:
+            entry, note = None, str(exc)
+        ev = events.get(r)
+        if ev is not None:
+            chain_status = client.round(project_id, r).status.name.lower()
+        else:
+            chain_status = "open" if r == info.current_round and not info.ended else "-"
+        agree = None
+        if ev is not None and entry is not None and entry.record_cid:
+            agree = same_multihash(ev.record_cid, entry.record_cid)
+        rows.append({
+            "round": r,
+            "chain": chain_status,
+            "chain_record_cid": ev.record_cid if ev else None,
+            "allocation": ev.allocation if ev else None,
+            "journal": entry.stage.value if entry else None,
+            "journal_record_cid": entry.record_cid if entry else None,
+            "finalize_tx": entry.finalize_tx if entry else None,
+            "agree": agree,
+            "note": note or ("; ".join(entry.notes) if entry and entry.notes else ""),
+        })
+    return rows
+
+
+def _one_line(exc: BaseException) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

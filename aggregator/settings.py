@@ -1,0 +1,103 @@
+"""The aggregator's configuration: the `[aggregator]` table of the TOML config file (the same
+file whose `[market]` table says where the node, deployment and IPFS API are), flags on top.
+
+```toml
+[aggregator]
+rule = "trimmed_mean:beta=0.2"      # any aggregator.rules spec; clip=median for norm clipping
+scorer = "gtg"                      # any aggregator.scoring spec
+server_lr = 1.0                     # new model = base + server_lr * aggregate (round 0's value)
+validation = "digits:size=500,seed=0"   # or a path to an .npz with x and y
+poll = 2.0                          # seconds between chain polls
+fetch_workers = 4                   # parallel update downloads
+fetch_timeout = 30.0                # seconds per download
+threads = 1                         # torch/BLAS threads during a round (fixed: results are bytes-exact)
+allow_user_models = false           # build `package.module:factory` architectures (runs their code)
+
+[aggregator.filters]                # aggregator.filters settings (see that module)
+[aggregator.adapt]                  # plateau adaptation of the server learning rate and local epochs
+patience = 2
+min_delta = 0.005
+lr_factor = 0.5
+min_server_lr = 0.05
+epochs_step = 1
+max_epochs = 5
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from aggregator.errors import AggregatorError
+
+__all__ = ["AdaptPolicy", "AggregatorSettings", "SettingsError", "load_aggregator_settings"]
+
+
+class SettingsError(AggregatorError):
+    """The `[aggregator]` configuration is malformed."""
+
+    exit_code = 2
+
+
+class AdaptPolicy(BaseModel):
+    """Plateau adaptation: when validation accuracy has not improved by `min_delta` for
+    `patience` rounds, the server learning rate is multiplied by `lr_factor` (not below
+    `min_server_lr`) and trainers are asked for `epochs_step` more local epochs (up to
+    `max_epochs`). Published in every record, so a replay applies the same policy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    patience: int = Field(default=2, ge=1)
+    min_delta: float = Field(default=0.005, ge=0)
+    lr_factor: float = Field(default=0.5, gt=0, le=1)
+    min_server_lr: float = Field(default=0.05, gt=0)
+    epochs_step: int = Field(default=1, ge=0)
+    max_epochs: int = Field(default=5, ge=1)
+    #: Local epochs assumed when the round's hyper-parameters name none (the trainers' default).
+    base_epochs: int = Field(default=1, ge=1)
+
+
+class AggregatorSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: str = "trimmed_mean:beta=0.1"
+    scorer: str = "auto"
+    server_lr: float = Field(default=1.0, gt=0)
+    #: None: the spec's dataset (mnist5k or digits) with a 500-sample split, seed 0.
+    validation: str | None = None
+    poll: float = Field(default=2.0, gt=0)
+    fetch_workers: int = Field(default=4, ge=1, le=64)
+    fetch_timeout: float = Field(default=30.0, gt=0)
+    #: Attempts for an update no provider serves yet (ContentNotFound) before rejecting it.
+    fetch_attempts: int = Field(default=3, ge=1)
+    threads: int = Field(default=1, ge=1, le=256)
+    allow_user_models: bool = False
+    filters: dict[str, Any] = Field(default_factory=dict)
+    adapt: AdaptPolicy = AdaptPolicy()
+    #: Longest pause between retries while IPFS or the RPC node is down (seconds).
+    max_backoff: float = Field(default=30.0, gt=0)
+
+    def merged(self, **overrides: Any) -> AggregatorSettings:
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return AggregatorSettings.model_validate(self.model_dump() | clean)
+        except ValidationError as exc:
+            raise _error(exc, "flags") from None
+
+
+def _error(exc: ValidationError, where: str) -> SettingsError:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return SettingsError(f"{where}: aggregator.{loc}: {first['msg']}; fix the [aggregator] table or the flag")
+
+
+def load_aggregator_settings(table: dict[str, Any] | None, where: str | Path = "config") -> AggregatorSettings:
+    """Settings from a parsed `[aggregator]` table (None: defaults)."""
+    try:
+        return AggregatorSettings.model_validate(table or {})
+    except ValidationError as exc:
+        raise _error(exc, str(where)) from None

