@@ -44,7 +44,7 @@ def single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
             from threadpoolctl import ThreadpoolController
 
             _controller = ThreadpoolController()
-        except Exception:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        except Exception:  # noqa: BLE001  # pragma: no cover - threadpoolctl ships with scikit-learn
             _controller = False
     if _controller is False:
         return contextlib.nullcontext()

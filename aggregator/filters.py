@@ -266,9 +266,7 @@ class CopyFilter:
     config: FilterConfig = field(default_factory=FilterConfig)
     name: str = "copy"
 
-    def __call__(
-        self, updates: torch.Tensor, submissions: Sequence[Submission]
-    ) -> list[Verdict]:
+    def __call__(self, updates: torch.Tensor, submissions: Sequence[Submission]) -> list[Verdict]:
         with la.single_threaded_blas():
             return self._run(_batch(updates, submissions))
 
@@ -276,7 +274,10 @@ class CopyFilter:
         cfg = self.config
         out = _finite_verdicts(b)
         cand = np.array(
-            [out[i].accepted and b.norms[i] > 0 and (active is None or active[i]) for i in range(b.n)]
+            [
+                out[i].accepted and b.norms[i] > 0 and (active is None or active[i])
+                for i in range(b.n)
+            ]
         )
         idx = np.nonzero(cand)[0]
         if len(idx) < 2:
@@ -315,9 +316,7 @@ class OutlierFilter:
     config: FilterConfig = field(default_factory=FilterConfig)
     name: str = "outlier"
 
-    def __call__(
-        self, updates: torch.Tensor, submissions: Sequence[Submission]
-    ) -> list[Verdict]:
+    def __call__(self, updates: torch.Tensor, submissions: Sequence[Submission]) -> list[Verdict]:
         with la.single_threaded_blas():
             out, _ = self._run(_batch(updates, submissions))
             return out
@@ -367,7 +366,8 @@ def screen(
         b = _batch(updates, submissions)
         verdicts = FreeRiderFilter(cfg)._run(b, previous or {})
         active = np.array([v.accepted for v in verdicts])
-        copies = CopyFilter(cfg)._run(b)  # against every update: copying a rejected one is a copy too
+        # against every update: copying a rejected one is a copy too
+        copies = CopyFilter(cfg)._run(b)
         for i, v in enumerate(copies):
             if verdicts[i].accepted and not v.accepted:
                 verdicts[i] = v

@@ -50,6 +50,8 @@ from market.errors import (
     IntegrityError,
     InvalidCid,
     MarketError,
+    StorageError,
+    StorageUnavailable,
     UpdateRejected,
 )
 from market.models import build_model, evaluate, flatten, unflatten
@@ -347,6 +349,13 @@ def _fetch_one(
             return Fetched(u, None, "invalid_cid", str(exc))
         except IntegrityError as exc:
             return Fetched(u, None, "digest_mismatch", str(exc))
+        except StorageUnavailable:
+            raise  # the node itself is down: an outage, the round waits
+        except StorageError as exc:
+            # this content only (a directory CID, a transfer that times out, ...): retry, then
+            # reject, so that no trainer can stall the round with a CID the node cannot serve
+            last = str(exc)
+            continue
         if cache is not None:
             cache.cache_update(data)
         return Fetched(u, data)
@@ -364,8 +373,9 @@ def fetch_updates(
     cache: UpdateCache | None = None,
 ) -> list[Fetched]:
     """Fetch every revealed update in parallel (at most `workers` at once), each checked against
-    its revealed sha256 and bounded by `max_bytes`. Content failures become reasons; outages
-    (StorageUnavailable and other StorageErrors) propagate."""
+    its revealed sha256 and bounded by `max_bytes`. Content failures become reasons (after
+    `attempts` tries for content no provider serves); only StorageUnavailable (the node does not
+    answer at all) propagates, as an outage."""
     if not inputs:
         return []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(inputs))), thread_name_prefix="fetch") as pool:

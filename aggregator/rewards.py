@@ -72,9 +72,7 @@ def _normalise(keys: Collection[str], what: str) -> dict[str, str]:
     return out
 
 
-def split_reward(
-    reward: int, scores: Mapping[str, float], accepted: Collection[str]
-) -> Allocation:
+def split_reward(reward: int, scores: Mapping[str, float], accepted: Collection[str]) -> Allocation:
     """Split `reward` wei over the trainers in `scores`, paying only those in `accepted`."""
     if isinstance(reward, bool) or not isinstance(reward, int) or reward < 0:
         raise RewardError(f"the round's reward must be a non-negative int (wei), got {reward!r}")

@@ -98,7 +98,9 @@ class _Stack:
 
     def row(self, i: int) -> np.ndarray:
         r = self.xn[i]
-        return r.copy() if self.scale is None else (r * np.float32(self.scale[i])).astype(np.float32)
+        return (
+            r.copy() if self.scale is None else (r * np.float32(self.scale[i])).astype(np.float32)
+        )
 
     def sorted_reduce(self, reducer: Any, **kw: Any) -> np.ndarray:
         return la.sorted_reduce(self.xn, reducer, scale=self.scale, **kw)
@@ -169,14 +171,14 @@ def capped_weights(
 ) -> np.ndarray:
     """Sample counts capped and renormalised to sum to 1 (float64 `[n]`); uniform when None.
 
-    The cap is `cap` if given, else `cap_factor` times the median count (if given), so one trainer
-    claiming a billion samples weighs at most a few typical trainers.
+    The cap is the smaller of `cap` and `cap_factor` times the median count (each if given), so
+    one trainer claiming a billion samples weighs at most a few typical trainers.
     """
     if weights is None:
         return np.full(n, 1.0 / n)
-    w = la.as_weights(weights, n)
-    assert w is not None
-    w = w.numpy().copy()
+    wt = la.as_weights(weights, n)
+    assert wt is not None
+    w: np.ndarray = wt.numpy().copy()
     bound = math.inf
     if cap is not None:
         bound = float(cap)
@@ -328,9 +330,7 @@ class MultiKrum(Rule):
         sel = tuple(sorted(int(i) for i in order))
         coef = np.zeros(st.n)
         coef[list(sel)] = 1.0 / m
-        return _finish(
-            st.combine(coef), self.name, selected=sel, details={"f": f, "m": m}
-        )
+        return _finish(st.combine(coef), self.name, selected=sel, details={"f": f, "m": m})
 
 
 def _medoid_start(st: _Stack) -> np.ndarray:
@@ -567,7 +567,10 @@ def _extreme_scores(st: _Stack) -> tuple[int, list[float]]:
         np.copyto(v, st.xn[:, s:e].T)
         if sc is not None:
             v *= sc
-        for ext, acc in ((v.max(axis=1, keepdims=True), dmax), (v.min(axis=1, keepdims=True), dmin)):
+        for ext, acc in (
+            (v.max(axis=1, keepdims=True), dmax),
+            (v.min(axis=1, keepdims=True), dmin),
+        ):
             with np.errstate(over="ignore", invalid="ignore"):
                 np.subtract(v, ext, out=t)
                 part = np.einsum("ij,ij->j", t, t).astype(np.float64)

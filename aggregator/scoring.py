@@ -124,7 +124,7 @@ class ExactShapley:
         v = [memo(frozenset(i for i in range(n) if mask >> i & 1)) for mask in range(1 << n)]
         fact = [math.factorial(k) for k in range(n + 1)]
         weight = [fact[s] * fact[n - s - 1] / fact[n] for s in range(n)]
-        pop = [bin(m).count("1") for m in range(1 << n)]
+        pop = [m.bit_count() for m in range(1 << n)]
         scores = {}
         for i, p in enumerate(ps):
             bit = 1 << i
@@ -325,11 +325,13 @@ def make_utility(
     return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights)
 
 
-SCORERS: dict[str, type] = {
-    cls.name: cls for cls in (ExactShapley, GTGShapley, LeaveOneOut)
+SCORERS: dict[str, type] = {cls.name: cls for cls in (ExactShapley, GTGShapley, LeaveOneOut)}
+_ALIASES = {
+    "exact": "exact_shapley",
+    "shapley": "exact_shapley",
+    "gtg": "gtg_shapley",
+    "loo": "leave_one_out",
 }
-_ALIASES = {"exact": "exact_shapley", "shapley": "exact_shapley", "gtg": "gtg_shapley",
-            "loo": "leave_one_out"}
 
 
 def make_scorer(spec: str) -> Any:

@@ -56,12 +56,14 @@ from aggregator.valset import BUILTINS, ValidationSet, load_validation_set
 from market.chain import Finalized, MarketClient, ProjectInfo, RoundStatus
 from market.errors import (
     ChainError,
+    ContentNotFound,
     ContentTooLarge,
     ContractRevert,
     InsufficientFunds,
     IntegrityError,
     InvalidCid,
     StorageError,
+    StorageUnavailable,
 )
 from market.protocol import load_spec
 from market.round_record import ProjectSpec
@@ -145,8 +147,14 @@ def outage_kind(exc: BaseException) -> str | None:
     """"ipfs" or "rpc" when `exc` means a service is not answering (worth waiting for), else None."""
     if isinstance(exc, ContractRevert | InsufficientFunds):
         return None
+    if isinstance(exc, StorageUnavailable | ContentNotFound):
+        return "ipfs"
     if isinstance(exc, StorageError):
-        return None if isinstance(exc, IntegrityError | InvalidCid | ContentTooLarge) else "ipfs"
+        # the node answered late or kept failing ("IPFS node at ... did not ..."), as opposed to
+        # bytes that are wrong (IntegrityError, a malformed spec or record): only the former passes
+        if isinstance(exc, IntegrityError | InvalidCid | ContentTooLarge):
+            return None
+        return "ipfs" if str(exc).startswith("IPFS node at") else None
     if isinstance(exc, ChainError):
         return "rpc"
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError | TimeoutError):

@@ -170,7 +170,7 @@ def _load_flower() -> tuple[types.ModuleType, str]:
     spec = importlib.util.find_spec("flwr")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError("flwr is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / "server" / "strategy" / "aggregate.py"
+    path = Path(next(iter(spec.submodule_search_locations))) / "server" / "strategy" / "aggregate.py"
     stubs = {
         "flwr": types.ModuleType("flwr"),
         "flwr.common": types.ModuleType("flwr.common"),
@@ -279,7 +279,7 @@ def ensure_peer_venv() -> tuple[bool, bool, list[str]]:
     if not PEER_PY.exists():
         py = shutil.which("python3") or sys.executable
         notes.append(f"creating {PEER_VENV} with {py} -m venv")
-        r = subprocess.run([py, "-m", "venv", str(PEER_VENV)], capture_output=True, text=True)
+        r = subprocess.run([py, "-m", "venv", str(PEER_VENV)], capture_output=True, text=True, check=False)
         if r.returncode != 0:
             notes.append("venv creation failed: " + (r.stderr.strip().splitlines() or ["?"])[-1])
             return False, False, notes
@@ -288,12 +288,13 @@ def ensure_peer_venv() -> tuple[bool, bool, list[str]]:
         r = subprocess.run(
             [str(PEER_PY), "-c", f"import importlib.util,sys; sys.exit(importlib.util.find_spec({mod!r}) is None)"],
             capture_output=True,
+            check=False,
         )
         return r.returncode == 0
 
     def pip(*args: str) -> str | None:
         r = subprocess.run(
-            [str(PEER_PY), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, env=env
+            [str(PEER_PY), "-m", "pip", "install", "-q", *args], capture_output=True, text=True, env=env, check=False
         )
         if r.returncode == 0:
             return None
@@ -325,7 +326,7 @@ def run_worker(
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
     cmd = [py, __file__, "--worker", libs, "--n", str(n), "--d", str(d), "--reps", str(reps),
            "--outdir", outdir, "--skip", ",".join(skip)]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT), check=False)
     recs = []
     for line in r.stdout.splitlines():
         try:

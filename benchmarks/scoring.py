@@ -57,7 +57,9 @@ def unpack(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v[: D_IN * CLASSES].view(D_IN, CLASSES), v[D_IN * CLASSES :]
 
 
-def train(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float) -> torch.Tensor:
+def train(
+    v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float
+) -> torch.Tensor:
     v = v.clone().requires_grad_(True)
     for _ in range(epochs):
         w, b = unpack(v)
@@ -106,7 +108,10 @@ def make_task(n: int, seed: int = 0) -> Task:
 
 def utility_of(task: Task):  # type: ignore[no-untyped-def]
     return make_utility(
-        FedAvg(), lambda v: accuracy(v, task.x_val, task.y_val), task.deltas, task.global_vec,
+        FedAvg(),
+        lambda v: accuracy(v, task.x_val, task.y_val),
+        task.deltas,
+        task.global_vec,
         weights=task.counts,
     )
 
@@ -131,19 +136,27 @@ def compare(n: int, scorer: GTGShapley, seeds: list[int]) -> None:
         errs.append(max(abs(a - b) for a, b in zip(ex, approx)))
     u_n = utility_of(task)
     gain = u_n(frozenset(range(n))) - u_n(frozenset())
-    print(f"n={n}: v(empty)={u_n(frozenset()):.3f} v(N)={u_n(frozenset(range(n))):.3f}; "
-          f"trainers (samples@label-noise): {' '.join(task.quality)}")
-    print(f"  exact Shapley   evaluations {exact.evaluations:5d}  time {t_exact * 1000:7.1f} ms  "
-          f"sum {sum(ex):+.4f} (= v(N) - v(empty) {gain:+.4f})")
+    print(
+        f"n={n}: v(empty)={u_n(frozenset()):.3f} v(N)={u_n(frozenset(range(n))):.3f}; "
+        f"trainers (samples@label-noise): {' '.join(task.quality)}"
+    )
+    print(
+        f"  exact Shapley   evaluations {exact.evaluations:5d}  time {t_exact * 1000:7.1f} ms  "
+        f"sum {sum(ex):+.4f} (= v(N) - v(empty) {gain:+.4f})"
+    )
     print(f"  leave-one-out   evaluations {loo.evaluations:5d}  Spearman {rho_loo:+.3f}")
-    print(f"  GTG-Shapley     evaluations mean {statistics.mean(evals):6.1f} (max {max(evals)}, "
-          f"{100 * statistics.mean(evals) / exact.evaluations:.1f}% of exact)  Spearman mean "
-          f"{statistics.mean(rhos):.3f} min {min(rhos):.3f}  max |error| {statistics.mean(errs):.4f}  "
-          f"time {1000 * statistics.mean(times):.1f} ms   [{len(seeds)} seeds]")
+    print(
+        f"  GTG-Shapley     evaluations mean {statistics.mean(evals):6.1f} (max {max(evals)}, "
+        f"{100 * statistics.mean(evals) / exact.evaluations:.1f}% of exact)  Spearman mean "
+        f"{statistics.mean(rhos):.3f} min {min(rhos):.3f}  max |error| {statistics.mean(errs):.4f}  "
+        f"time {1000 * statistics.mean(times):.1f} ms   [{len(seeds)} seeds]"
+    )
     ok = statistics.mean(rhos) >= 0.9 and statistics.mean(evals) <= 0.2 * exact.evaluations
     if n == 10:
-        print(f"  target (Spearman >= 0.9 with <= 20% of exact's evaluations): "
-              f"{'met' if ok else 'MISSED'} (mean over seeds; worst seed Spearman {min(rhos):.3f})")
+        print(
+            f"  target (Spearman >= 0.9 with <= 20% of exact's evaluations): "
+            f"{'met' if ok else 'MISSED'} (mean over seeds; worst seed Spearman {min(rhos):.3f})"
+        )
 
 
 def scored_round(n: int, scorer: GTGShapley) -> None:
@@ -161,7 +174,10 @@ def scored_round(n: int, scorer: GTGShapley) -> None:
     timings["aggregate"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     util = make_utility(
-        FedAvg(), lambda v: accuracy(v, task.x_val, task.y_val), task.deltas[acc], task.global_vec,
+        FedAvg(),
+        lambda v: accuracy(v, task.x_val, task.y_val),
+        task.deltas[acc],
+        task.global_vec,
         weights=task.counts[acc],
     )
     res = scorer.score([players[i] for i in acc], util, rng_seed=0xC0FFEE)
@@ -171,12 +187,17 @@ def scored_round(n: int, scorer: GTGShapley) -> None:
     timings["rewards+tree"] = time.perf_counter() - t1
     total = time.perf_counter() - t0
     paid = sum(1 for v in rr.increments.values() if v > 0)
-    print(f"scored round, n={n}: accepted {len(acc)}/{n}, new global accuracy "
-          f"{accuracy(new_global, task.x_val, task.y_val):.3f}, GTG evaluations {res.evaluations} "
-          f"({res.details.get('permutations')} permutations, converged {res.details.get('converged')}), "
-          f"{paid} trainers paid, root {rr.root[:12] if rr.root else None}...")
-    print("  wall time " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
-          + f"; total {total * 1000:.1f} ms")
+    print(
+        f"scored round, n={n}: accepted {len(acc)}/{n}, new global accuracy "
+        f"{accuracy(new_global, task.x_val, task.y_val):.3f}, GTG evaluations {res.evaluations} "
+        f"({res.details.get('permutations')} permutations, converged {res.details.get('converged')}), "
+        f"{paid} trainers paid, root {rr.root[:12] if rr.root else None}..."
+    )
+    print(
+        "  wall time "
+        + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items())
+        + f"; total {total * 1000:.1f} ms"
+    )
 
 
 def main() -> None:

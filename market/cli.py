@@ -348,8 +348,9 @@ def demo_cmd(
 ) -> None:
     """The whole marketplace on the local stack: anvil + IPFS, deploy, an escrowed project, one OS
     process per trainer, the aggregator service, claims, the audit, and a report (HTML + PNG)."""
-    from .simulate import Scenario, TrainerPlan, run_scenario
+    from .simulate import Scenario, TrainerPlan, run_scenario, stop_on_sigterm
 
+    stop_on_sigterm()
     attacks = ["sign_flip:k=4", "free_rider:mode=zero", "scaling:factor=10", "gaussian_noise:sigma=1", "label_flip"]
     if malicious >= trainers:
         raise ConfigError("--malicious must leave at least one honest trainer")
@@ -403,8 +404,9 @@ def simulate_cmd(
 ) -> None:
     """Experiment grids: rule x attack x malicious fraction x non-IID alpha x seed, each on a fresh
     local stack; results as CSV/JSON plus plots."""
-    from .simulate import Grid, run_grid
+    from .simulate import Grid, run_grid, stop_on_sigterm
 
+    stop_on_sigterm()
     rows = run_grid(Grid.load(config_file), out, console)
     if as_json:
         emit_json(rows)
@@ -417,14 +419,29 @@ def simulate_cmd(
 
 def _load_plugins() -> None:
     """Commands other packages offer under `market` (entry-point group `market.commands`), so that
-    `market audit` can run the aggregator's replay without `market` importing `aggregator`."""
+    `market audit` can run the aggregator's replay without `market` importing `aggregator`.
+
+    A plugin is imported only when its command is invoked (importing it pulls in torch); otherwise
+    a placeholder lists it in `--help`.
+    """
+    import sys
     from importlib.metadata import entry_points
 
+    invoked = sys.argv[1] if len(sys.argv) > 1 else None
     for ep in entry_points(group="market.commands"):
-        try:
-            app.command(ep.name)(handle_errors(ep.load()))
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
-            err_console.print(f"[yellow]warning:[/] plugin command {ep.name!r} could not be loaded: {exc}")
+        if ep.name == invoked:
+            try:
+                app.command(ep.name)(handle_errors(ep.load()))
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                err_console.print(f"[yellow]warning:[/] plugin command {ep.name!r} could not be loaded: {exc}")
+            continue
+        app.command(ep.name, help=f"(from {ep.value.split(':')[0]}; run `market {ep.name} --help`)", add_help_option=False)(
+            _placeholder
+        )
+
+
+def _placeholder() -> None:  # pragma: no cover - replaced before it can run
+    raise typer.Exit(70)
 
 
 _load_plugins()

@@ -16,7 +16,7 @@ from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import StorageError
-from .models import ModelSpec
+from .model_spec import ModelSpec
 
 RECORD_VERSION = 1
 

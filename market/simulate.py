@@ -157,6 +157,15 @@ class ScenarioResult:
         }
 
 
+def stop_on_sigterm() -> None:
+    """Let SIGTERM unwind like Ctrl-C, so a killed scenario still stops every process it started."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _free_port() -> int:
     import socket
 
@@ -266,7 +275,8 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
                 f" (logs in {logs})"
             )
         audit = subprocess.run(
-            [py, "-m", "aggregator.cli", "audit", str(project_id), *common], capture_output=True, text=True, timeout=600
+            [py, "-m", "aggregator.cli", "audit", str(project_id), *common], capture_output=True, text=True, timeout=600,
+            check=False,
         )
         (logs / "audit.log").write_text(audit.stdout + audit.stderr)
         roles = {dev_account(OWNER).address: "owner", dev_account(AGGREGATOR).address: "aggregator",
@@ -494,4 +504,6 @@ def _plot_grid(rows: list[dict[str, Any]], out_dir: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["Grid", "Scenario", "ScenarioResult", "SimulationError", "TrainerPlan", "run_grid", "run_scenario"]
+__all__ = [
+    "Grid", "Scenario", "ScenarioResult", "SimulationError", "TrainerPlan", "run_grid", "run_scenario", "stop_on_sigterm",
+]

@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
-# Set up, start the local stack (anvil + IPFS on loopback), deploy, run the marketplace demo, and
-# stop what was started. Idempotent; state lives in .market/.
+# Set up, then run the marketplace demo: a fresh local stack (anvil + IPFS on loopback), a deployed
+# LearningMarket, a project with an escrowed budget, 10 trainer processes (2 malicious), the
+# aggregator service, claims, the audit and a report in reports/demo/. Stops everything it started.
+# Extra flags go to `market demo` (see `.venv/bin/market demo --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-M=.venv/bin/market
-state=.market/demo
-cleanup() { "$M" stack down --state "$state" >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-"$M" stack up --state "$state"
-"$M" deploy --dev-account 0 --deployment "$state/deployment.json"
-.venv/bin/python scripts/lifecycle.py --deployment "$state/deployment.json"
+exec .venv/bin/market demo "$@"

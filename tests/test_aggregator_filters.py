@@ -96,8 +96,13 @@ def test_copy_goes_to_the_later_commit() -> None:
     v = CopyFilter()(x, subs(5, order=[4, 3, 2, 0, 1]))
     assert v[1].reason == f"{COPY_OF}:t3" and v[3].accepted
     # same block: the log index decides
-    s = [Submission("t0", 7, 5), Submission("t1", 7, 2), Submission("t2", 7, 9),
-         Submission("t3", 7, 1), Submission("t4", 7, 0)]
+    s = [
+        Submission("t0", 7, 5),
+        Submission("t1", 7, 2),
+        Submission("t2", 7, 9),
+        Submission("t3", 7, 1),
+        Submission("t4", 7, 0),
+    ]
     v = CopyFilter()(x, s)
     assert v[1].reason == f"{COPY_OF}:t3" and v[3].accepted
 
@@ -107,7 +112,8 @@ def test_near_identical_copies_and_chains() -> None:
     g = torch.Generator().manual_seed(7)
     x[2] = x[0] * (1 + 1e-5) + 1e-6 * torch.randn(500, generator=g)  # perturbed copy of t0
     x[4] = x[0]  # exact copy of t0
-    x[5] = x[0] + 0.01 * x[0].norm() / 500**0.5 * torch.randn(500, generator=g)  # 1% off: not a copy
+    # 1% off: not a copy
+    x[5] = x[0] + 0.01 * x[0].norm() / 500**0.5 * torch.randn(500, generator=g)
     v = CopyFilter()(x, subs(6))
     assert [u.reason for u in v] == [OK, OK, f"{COPY_OF}:t0", OK, f"{COPY_OF}:t0", OK]
     assert "relative distance" in v[2].detail
@@ -215,7 +221,9 @@ def test_filters_catch_injected_free_riders_copies_and_outliers(
     rep = screen(x, s, previous=previous)
     first, later = (orig, copy) if order[orig] < order[copy] else (copy, orig)
     expected = {i: OK for i in range(n)}
-    expected.update({zero: ZERO_UPDATE, stale: STALE_UPDATE, later: f"{COPY_OF}:t{first}", out: OUTLIER})
+    expected.update(
+        {zero: ZERO_UPDATE, stale: STALE_UPDATE, later: f"{COPY_OF}:t{first}", out: OUTLIER}
+    )
     got = {v.index: v.reason for v in rep.verdicts}
     assert got == expected
 

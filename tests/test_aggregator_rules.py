@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -234,7 +235,9 @@ def test_against_numpy_references(stack: np.ndarray) -> None:
     assert close(conv, np_weiszfeld(stack, np.median(stack, 0), 1e-12, 500), tol=1e-3)
 
     tau = float(np.median(np.linalg.norm(stack, axis=1)))
-    assert close(CenteredClipping(tau=tau, iters=3)(x), np_centered_clipping(stack, z0, tau, 3), tol=1e-4)
+    assert close(
+        CenteredClipping(tau=tau, iters=3)(x), np_centered_clipping(stack, z0, tau, 3), tol=1e-4
+    )
     # default tau: median distance to the reference, here the coordinate-wise median
     med = np.median(stack.astype(np.float64), axis=0)
     tau_m = float(np.median(np.linalg.norm(stack - med, axis=1)))
@@ -262,9 +265,7 @@ def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> No
 
 # --------------------------------------------------------------------------- properties
 
-SETTINGS = settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -396,8 +397,17 @@ def test_huge_finite_values_do_not_overflow() -> None:
     bad = np.full((3, 50), 3e37, dtype=F32)
     x = torch.from_numpy(np.concatenate([honest, bad]))
     lo, hi = honest.min(0), honest.max(0)
-    for rule in (Median(), TrimmedMean(f=3), FoundationFL(f=3), Krum(f=3), MultiKrum(f=3),
-                 GeometricMedian(), CenteredClipping(), NormClipping(), make_rule("median:clip=median")):
+    for rule in (
+        Median(),
+        TrimmedMean(f=3),
+        FoundationFL(f=3),
+        Krum(f=3),
+        MultiKrum(f=3),
+        GeometricMedian(),
+        CenteredClipping(),
+        NormClipping(),
+        make_rule("median:clip=median"),
+    ):
         v = rule(x).numpy()
         assert np.isfinite(v).all(), rule.name
         if rule.name in ("median", "trimmed_mean", "foundation_fl", "krum", "multi_krum"):
@@ -434,8 +444,17 @@ def test_shapes_dtypes_and_weights_are_validated() -> None:
 def test_single_update_and_tiny_coalitions() -> None:
     one = torch.randn(1, 6)
     two = torch.randn(2, 6)
-    for spec in ("fedavg", "median", "trimmed_mean:f=3", "krum:f=4", "multi_krum", "geomed",
-                 "centered_clipping", "norm_clip", "foundation_fl"):
+    for spec in (
+        "fedavg",
+        "median",
+        "trimmed_mean:f=3",
+        "krum:f=4",
+        "multi_krum",
+        "geomed",
+        "centered_clipping",
+        "norm_clip",
+        "foundation_fl",
+    ):
         rule = make_rule(spec)
         assert torch.allclose(rule(one), one[0], atol=1e-6), spec
         assert rule(two).shape == (6,)
@@ -488,14 +507,12 @@ def _byzfl_aggregators() -> types.ModuleType | None:
     `import byzfl` also imports ByzFL's training framework (torchvision, matplotlib...); when only
     that fails, its aggregators module is loaded alone (it needs numpy, torch and scipy).
     """
-    try:
+    with contextlib.suppress(Exception):  # ImportError, or a broken torchvision's RuntimeError
         return importlib.import_module("byzfl.aggregators")
-    except Exception:  # noqa: BLE001 - ImportError, or a broken torchvision's RuntimeError
-        pass
     spec = importlib.util.find_spec("byzfl")
     if spec is None or not spec.submodule_search_locations:
         return None
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(next(iter(spec.submodule_search_locations)))
     saved = {k: v for k, v in sys.modules.items() if k == "byzfl" or k.startswith("byzfl.")}
     try:
         pkg = types.ModuleType("byzfl")

@@ -72,7 +72,7 @@ def games(draw: st.DrawFn):  # type: ignore[no-untyped-def]
     def v(s: frozenset[int]) -> float:
         key = tuple(sum(1 for i in s if types[i] == t) for t in range(3))
         if key not in table:
-            table[key] = float(rng.normal()) if any(key) else float(rng.normal())
+            table[key] = float(rng.normal())
         return table[key]
 
     # fix the table's values in a deterministic order
@@ -148,7 +148,9 @@ def test_gtg_truncation_saves_evaluations_and_keeps_ranking() -> None:
     rho = np.corrcoef(ranks(exact), ranks(gtg))[0, 1]
     assert rho >= 0.9
     # efficiency up to the truncation residual (< eps per permutation)
-    assert sum(gtg.scores.values()) == pytest.approx(v(frozenset(range(10))) - v(frozenset()), abs=1e-3)
+    assert sum(gtg.scores.values()) == pytest.approx(
+        v(frozenset(range(10))) - v(frozenset()), abs=1e-3
+    )
 
 
 def test_gtg_between_round_truncation() -> None:
@@ -241,7 +243,9 @@ def test_make_utility_memoises_and_uses_the_global_model() -> None:
     assert u.evaluations == 8 and res.evaluations == 8
     # weights are passed through to rules that take them
     w = torch.tensor([1.0, 3.0, 1.0])
-    uw = make_utility(lambda x, ww: (x * (ww / ww.sum())[:, None]).sum(0), evaluate, updates, glob, w)
+    uw = make_utility(
+        lambda x, ww: (x * (ww / ww.sum())[:, None]).sum(0), evaluate, updates, glob, w
+    )
     assert uw(frozenset({0, 1})) == pytest.approx(21.0)
     # a robust rule as the aggregate
     ut = make_utility(TrimmedMean(f=1), evaluate, updates, glob)
@@ -260,7 +264,9 @@ def test_utility_errors() -> None:
 
 
 def test_make_scorer() -> None:
-    assert make_scorer("gtg:eps=0.01,max_evaluations=100") == GTGShapley(eps=0.01, max_evaluations=100)
+    assert make_scorer("gtg:eps=0.01,max_evaluations=100") == GTGShapley(
+        eps=0.01, max_evaluations=100
+    )
     assert make_scorer("exact") == ExactShapley()
     assert isinstance(make_scorer("loo"), LeaveOneOut)
     with pytest.raises(RuleConfigError, match="unknown scorer"):

@@ -289,7 +289,8 @@ def test_ipfs_outage_pauses_with_one_line_and_resumes_without_loss(
 
 def test_outage_classification() -> None:
     assert outage_kind(StorageUnavailable("down")) == "ipfs"
-    assert outage_kind(StorageError("timed out")) == "ipfs"
+    assert outage_kind(StorageError("IPFS node at http://127.0.0.1:5001 did not deliver Qm.. within 30s")) == "ipfs"
+    assert outage_kind(StorageError("malformed project spec: model.seed: Extra inputs are not permitted")) is None
     assert outage_kind(ContentNotFound("no provider")) == "ipfs"
     assert outage_kind(NodeUnreachable("no node")) == "rpc"
     assert outage_kind(ConnectionError("refused")) == "rpc"

@@ -163,16 +163,19 @@ def test_stack_status_reports_down(tmp_path: Path) -> None:
 
 
 def test_stack_up_is_idempotent_and_down_stops_by_pid(tmp_path: Path) -> None:
-    port = str(free_port())
-    a = run("stack", "up", "--state", str(tmp_path / "s"), "--no-ipfs", "--anvil-port", port, "--json")
-    b = run("stack", "up", "--state", str(tmp_path / "s"), "--no-ipfs", "--anvil-port", port, "--json")
-    assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
-    pid = json.loads(a.stdout)["anvil"]["pid"]
-    assert json.loads(b.stdout)["anvil"]["pid"] == pid
     from market.process import pid_alive
 
-    st = run("stack", "status", "--state", str(tmp_path / "s"), "--json")
-    assert st.returncode == 0, st.stderr  # started with --no-ipfs: status remembers and checks anvil only
-    assert json.loads(st.stdout)["anvil"]["pid"] == pid and "ipfs" not in json.loads(st.stdout)
-    assert run("stack", "down", "--state", str(tmp_path / "s")).returncode == 0
+    port = str(free_port())
+    state = str(tmp_path / "s")
+    try:
+        a = run("stack", "up", "--state", state, "--no-ipfs", "--anvil-port", port, "--json")
+        b = run("stack", "up", "--state", state, "--no-ipfs", "--anvil-port", port, "--json")
+        assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
+        pid = json.loads(a.stdout)["anvil"]["pid"]
+        assert json.loads(b.stdout)["anvil"]["pid"] == pid
+        st = run("stack", "status", "--state", state, "--json")
+        assert st.returncode == 0, st.stderr  # started with --no-ipfs: status remembers and checks anvil only
+        assert json.loads(st.stdout)["anvil"]["pid"] == pid and "ipfs" not in json.loads(st.stdout)
+    finally:
+        assert run("stack", "down", "--state", state).returncode == 0
     assert not pid_alive(pid)

@@ -44,13 +44,13 @@ from market.clikit import (
 )
 from market.codec import decode_update
 from market.errors import UpdateRejected
-from market.protocol import is_settled, load_record, round_base
+from market.protocol import is_settled, load_record, load_spec, round_base
 from market.round_record import ProjectSpec
 
 from ._session import Session, open_session
 from .config import TrainerSettings, load_settings
 from .errors import ConfigError, DeadlinePassed, NotRegistered, RoundMismatch, WaitTimeout
-from .participant import Participant, load_project_spec
+from .participant import Participant
 from .pipeline import (
     SubmitTimings,
     TrainedUpdate,
@@ -391,7 +391,7 @@ def train_cmd(
     session = open_session(s, account=account, dev=dev_account, address=address)
     try:
         info = _open_round(session, project_id)
-        spec = load_project_spec(session.client, session.store, project_id)
+        spec = load_spec(session.client, session.store, project_id)
         update, path = _train(session, project_id, spec, info, encoding, reporter, as_json)
     finally:
         reporter.close()
@@ -436,7 +436,7 @@ def submit_cmd(
         data: bytes | None = None
         if update is not None or existing is None or (existing.stage == Stage.PREPARED and path.is_file()):
             data = read_update_file(path)
-        spec = load_project_spec(session.client, session.store, project_id) if data is not None else None
+        spec = load_spec(session.client, session.store, project_id) if data is not None else None
         timings = SubmitTimings()
         final = _submit(session, participant, project_id, spec, data, reporter, timings)
     finally:
@@ -492,7 +492,7 @@ def run_cmd(
             session.participant().join(project_id)
             reporter.line(f"joined project {project_id}")
         participant = session.participant(on_wait=reporter.wait)
-        spec = load_project_spec(session.client, session.store, project_id)
+        spec = load_spec(session.client, session.store, project_id)
         submitted = 0
         while True:
             info = session.client.project(project_id)

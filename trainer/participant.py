@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from market.chain import CommitState, MarketClient, checksum, commitment_of
-from market.errors import ChainError
-from market.protocol import SPEC_MAX_BYTES, is_settled, load_record, round_base
+from market.protocol import is_settled, load_record, load_spec, round_base
 from market.round_record import ProjectSpec
 
 from .errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
@@ -92,7 +91,7 @@ class Participant:
     # ------------------------------------------------------------------ the round's inputs
 
     def spec(self, project_id: int) -> ProjectSpec:
-        return load_project_spec(self.client, self.store, project_id)
+        return load_spec(self.client, self.store, project_id)
 
     def context(self, project_id: int) -> RoundContext:
         """The open round, its global model and its hyper-parameters."""
@@ -237,21 +236,6 @@ class Participant:
             return 0
         self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof)
         return c.amount
-
-
-def load_project_spec(client: MarketClient, store: Any, project_id: int) -> ProjectSpec:
-    """The project's spec, from the `specCID` of its ProjectCreated event.
-
-    (`market.protocol.load_spec` goes through `MarketClient.project_created`, which indexes the
-    decoded `params` struct with [-1]; web3 7 decodes structs as AttributeDicts, so that fails
-    with KeyError. This reads the field by name, and by position for a tuple.)
-    """
-    events = client.events("ProjectCreated", project_id)
-    if not events:
-        raise ChainError(f"no ProjectCreated event for project {project_id}: check the project id and --deployment")
-    params = events[0]["params"]
-    cid = params["specCID"] if isinstance(params, Mapping) else params[-1]
-    return ProjectSpec.from_bytes(store.cat(str(cid), max_bytes=SPEC_MAX_BYTES))
 
 
 def _b(hexstr: str) -> bytes:

@@ -46,7 +46,7 @@ from .errors import (
     ModelSpecError,
     RoundMismatch,
 )
-from .participant import Participant, load_project_spec
+from .participant import Participant
 from .partition import partition, with_label_noise
 from .state import RoundState, Stage
 from .training import TrainConfig, TrainProgress, train_local
@@ -57,7 +57,6 @@ __all__ = [
     "TrainedUpdate",
     "check_update",
     "fetch_global_model",
-    "load_project_spec",
     "load_trainer_data",
     "model_template",
     "read_update_file",

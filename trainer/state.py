@@ -34,8 +34,9 @@ class RoundState:
     commit_tx: str | None = None
     reveal_tx: str | None = None
 
-    def at(self, stage: Stage, **kw: str | None) -> RoundState:
-        return replace(self, stage=stage, **kw)
+    def at(self, stage: Stage, *, commit_tx: str | None = None, reveal_tx: str | None = None) -> RoundState:
+        """This state at `stage`; transaction hashes not given are kept."""
+        return replace(self, stage=stage, commit_tx=commit_tx or self.commit_tx, reveal_tx=reveal_tx or self.reveal_tx)
 
 
 class StateStore:
