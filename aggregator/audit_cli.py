@@ -5,6 +5,7 @@ the usual codes for configuration, chain and storage errors."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ EXIT_MISMATCH = 1
 def open_settings_store(s: Settings) -> Any:
     """The store the settings' `ipfs` key names: an API multiaddr, an http URL or embedded:DIR."""
     from market.storage import open_store
+
+    # ipfshttpclient triggers a urllib3 FutureWarning per request; IpfsStore silences it with
+    # warnings.catch_warnings, which is not thread-safe, so parallel fetches let some through.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*'strict' parameter")
 
     url = s.ipfs
     return open_store(f"ipfs:{url}" if url.startswith("/") else url)

@@ -150,15 +150,23 @@ class Journal:
             entry = self.save(replace(entry, snapshot_block=snapshot_block, available=available))
         return entry
 
+    def forget(self, round_: int) -> None:
+        """Drop a round's entry (the chain contradicts it, e.g. a node reset to an older state)."""
+        self._path(round_).unlink(missing_ok=True)
+
     def advance(self, entry: RoundEntry, stage: Stage, **kw: Any) -> RoundEntry:
         return self.save(entry.at(stage, **kw))
 
     def rounds(self) -> list[RoundEntry]:
+        """Every readable entry, by round (a malformed one is skipped: the chain has the truth)."""
         out = []
         for p in sorted(self.directory.glob("round-*.json")):
-            data = json.loads(p.read_text())
-            data["stage"] = Stage(data["stage"])
-            out.append(RoundEntry(**data))
+            try:
+                data = json.loads(p.read_text())
+                data["stage"] = Stage(data["stage"])
+                out.append(RoundEntry(**data))
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
         return out
 
     # -- fetched update bytes -------------------------------------------------------------

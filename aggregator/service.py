@@ -363,8 +363,8 @@ class AggregatorService:
                 return (f"dispute-{r}", f"round {r}: round {r - 1} is disputed; waiting for the arbiter")
             closes = prev.finalized_at + info.challenge_window
             if prev.status == RoundStatus.FINALIZED and now <= closes:
-                return (f"challenge-{r}", f"round {r}: waiting for round {r - 1}'s challenge window "
-                                          f"(closes at block {closes}, now {now})")
+                msg = f"round {r}: waiting for round {r - 1}'s challenge window (closes at block {closes}, now {now})"
+                return (f"challenge-{r}", msg)
         return ("", "")
 
     # -- one round --------------------------------------------------------------------------
@@ -403,7 +403,8 @@ class AggregatorService:
         if entry is not None and entry.stage == Stage.FINALIZED:
             _warn(f"the journal says round {r} is finalized but the chain does not: running it again",
                   event="journal_ahead", round=r)
-            entry = self.journal.save(RoundEntry(self.project_id, r, Stage.STARTED, entry.snapshot_block, entry.available))
+            self.journal.forget(r)
+            entry = None
         resumed = entry is not None
         entry = self.journal.begin(self.project_id, r, now, available_for(info, r))
         _info(f"round {r}: {'resuming from stage ' + entry.stage.value if resumed else 'starting'}"
