@@ -320,12 +320,24 @@ def ensure_peer_venv() -> tuple[bool, bool, list[str]]:
     return ok["torch"] and ok["byzfl"] and ok["scipy"], ok["torch"] and ok["flwr"], notes
 
 
-def run_worker(
-    py: str, libs: str, n: int, d: int, reps: int, outdir: str, skip: list[str]
-) -> list[dict[str, Any]]:
+def run_worker(py: str, libs: str, n: int, d: int, reps: int, outdir: str, skip: list[str]) -> list[dict[str, Any]]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=str(ROOT))
-    cmd = [py, __file__, "--worker", libs, "--n", str(n), "--d", str(d), "--reps", str(reps),
-           "--outdir", outdir, "--skip", ",".join(skip)]
+    cmd = [
+        py,
+        __file__,
+        "--worker",
+        libs,
+        "--n",
+        str(n),
+        "--d",
+        str(d),
+        "--reps",
+        str(reps),
+        "--outdir",
+        outdir,
+        "--skip",
+        ",".join(skip),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT), check=False)
     recs = []
     for line in r.stdout.splitlines():
@@ -370,12 +382,19 @@ def main() -> None:
         byz_ok, flwr_ok, notes = ensure_peer_venv()
         for line in notes:
             print(f"[peers] {line}")
-        print(f"[peers] byzfl {'ready' if byz_ok else 'UNAVAILABLE'}, flower "
-              f"{'ready' if flwr_ok else 'UNAVAILABLE'} ({time.perf_counter() - t0:.0f}s)")
-    print(f"[host] {os.cpu_count()} cores; torch threads default; our BLAS calls single-threaded")
+        print(
+            f"[peers] byzfl {'ready' if byz_ok else 'UNAVAILABLE'}, flower "
+            f"{'ready' if flwr_ok else 'UNAVAILABLE'} ({time.perf_counter() - t0:.0f}s)"
+        )
+    print(
+        f"[host] {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start; torch "
+        "threads default; our BLAS calls single-threaded"
+    )
     targets = {"median": 1.0, "trimmed_mean": 1.0, "krum": 3.0, "multi_krum": 3.0, "geomed": 3.0}
-    header = (f"{'n':>4} {'d':>8} {'rule':<18} {'ours':>8} {'byzfl':>8} {'flower':>8} "
-              f"{'x byzfl':>8} {'x flwr':>7} {'ours mem':>9} {'byzfl mem':>9} {'flwr mem':>9} {'|diff| byzfl/flwr':>18}")
+    header = (
+        f"{'n':>4} {'d':>8} {'rule':<18} {'ours':>8} {'byzfl':>8} {'flower':>8} "
+        f"{'x byzfl':>8} {'x flwr':>7} {'ours mem':>9} {'byzfl mem':>9} {'flwr mem':>9} {'|diff| byzfl/flwr':>18}"
+    )
     misses: list[str] = []
     mem_worst = 0.0
     started = time.perf_counter()
@@ -406,7 +425,11 @@ def main() -> None:
                     f = res["flower"].get(rule, {})
                     ot, bt, ft = o.get("time"), b.get("time"), f.get("time")
                     xb = f"{bt / ot:.1f}x" if ot and bt else ("err" if "error" in b else "-")
-                    xf = f"{ft / ot:.1f}x" if ot and ft else ("skip" if "skipped" in f.get("error", "") else "err" if "error" in f else "-")
+                    xf = (
+                        f"{ft / ot:.1f}x"
+                        if ot and ft
+                        else ("skip" if "skipped" in f.get("error", "") else "err" if "error" in f else "-")
+                    )
                     diffs = []
                     for lib, rec in (("byzfl", b), ("flower", f)):
                         po = Path(tmp) / f"ours_{rule}.npy"
@@ -416,8 +439,10 @@ def main() -> None:
                         else:
                             diffs.append("-")
                     mem = lambda r: f"{1 + r['extra']:.2f}x" if "extra" in r else "-"
-                    line = (f"{n:>4} {d:>8} {rule:<18} {fmt_t(ot):>8} {fmt_t(bt):>8} {fmt_t(ft):>8} "
-                            f"{xb:>8} {xf:>7} {mem(o):>9} {mem(b):>9} {mem(f):>9} {'/'.join(diffs):>18}")
+                    line = (
+                        f"{n:>4} {d:>8} {rule:<18} {fmt_t(ot):>8} {fmt_t(bt):>8} {fmt_t(ft):>8} "
+                        f"{xb:>8} {xf:>7} {mem(o):>9} {mem(b):>9} {mem(f):>9} {'/'.join(diffs):>18}"
+                    )
                     rows_out.append(line)
                     print(line, flush=True)
                     if "extra" in o:
@@ -432,17 +457,27 @@ def main() -> None:
     print()
     for lib, how in hows.items():
         print(f"[{lib}] {how}")
-    print("times: best of the calls after the first (1 call when the first took > 3 s); "
-          "mem: peak resident set during the call / stacked updates, including the stack (1.00x)")
-    print("matched parameters: trimmed_mean f=max(1,n//10) per side; krum/multi_krum ours f=fb-1 "
-          "== ByzFL f=fb (same neighbour count), m=n-fb; geomed nu=0.1, 3 iterations from 0 "
-          "(geomed_default: ours, medoid start, eps=1e-5); centered_clipping tau=10, 3 iterations "
-          "from 0; norm_clip bound sqrt(d)")
+    print(
+        "times: best of the calls after the first (1 call when the first took > 3 s); "
+        "mem: peak resident set during the call / stacked updates, including the stack (1.00x)"
+    )
+    print(
+        "matched parameters: trimmed_mean f=max(1,n//10) per side; krum/multi_krum ours f=fb-1 "
+        "== ByzFL f=fb (same neighbour count), m=n-fb; geomed nu=0.1, 3 iterations from 0 "
+        "(geomed_default: ours, medoid start, eps=1e-5); centered_clipping tau=10, 3 iterations "
+        "from 0; norm_clip bound sqrt(d)"
+    )
     if byz_ok:
         print("targets vs ByzFL: " + ("all met" if not misses else "MISSED: " + "; ".join(misses)))
-    print(f"peak memory target (<= 2x the stacked updates): worst ours {mem_worst:.2f}x -> "
-          f"{'met' if mem_worst <= 2.0 else 'MISSED'}")
-    print(f"wall time {time.perf_counter() - started:.0f}s")
+    print(
+        f"peak memory target (<= 2x the stacked updates): worst ours {mem_worst:.2f}x -> "
+        f"{'met' if mem_worst <= 2.0 else 'MISSED'}"
+    )
+    print(
+        f"wall time {time.perf_counter() - started:.0f}s; load average {os.getloadavg()[0]:.1f} at "
+        "end (other work on the machine inflates every time above, the peers' threaded torch "
+        "calls most)"
+    )
 
 
 if __name__ == "__main__":

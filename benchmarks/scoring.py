@@ -57,9 +57,7 @@ def unpack(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v[: D_IN * CLASSES].view(D_IN, CLASSES), v[D_IN * CLASSES :]
 
 
-def train(
-    v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float
-) -> torch.Tensor:
+def train(v: torch.Tensor, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float) -> torch.Tensor:
     v = v.clone().requires_grad_(True)
     for _ in range(epochs):
         w, b = unpack(v)
@@ -161,6 +159,8 @@ def compare(n: int, scorer: GTGShapley, seeds: list[int]) -> None:
 
 def scored_round(n: int, scorer: GTGShapley) -> None:
     task = make_task(n, seed=n)
+    task.deltas[n - 1] = task.deltas[0]  # a copycat, committed last
+    task.deltas[n - 2] = 0.0  # a free rider sending the global model back
     players = [f"0x{i + 1:040x}" for i in range(n)]
     subs = [Submission(p, 100 + i // 4, i % 4) for i, p in enumerate(players)]
     timings: dict[str, float] = {}
@@ -188,7 +188,8 @@ def scored_round(n: int, scorer: GTGShapley) -> None:
     total = time.perf_counter() - t0
     paid = sum(1 for v in rr.increments.values() if v > 0)
     print(
-        f"scored round, n={n}: accepted {len(acc)}/{n}, new global accuracy "
+        f"scored round, n={n} (one copycat, one zero update): accepted {len(acc)}/{n} "
+        f"(rejected: {sorted(set(report.rejected.values()))}), new global accuracy "
         f"{accuracy(new_global, task.x_val, task.y_val):.3f}, GTG evaluations {res.evaluations} "
         f"({res.details.get('permutations')} permutations, converged {res.details.get('converged')}), "
         f"{paid} trainers paid, root {rr.root[:12] if rr.root else None}..."
@@ -200,6 +201,28 @@ def scored_round(n: int, scorer: GTGShapley) -> None:
     )
 
 
+def other_splits(n: int, scorer: GTGShapley, task_seeds: list[int], seeds: list[int]) -> None:
+    """The same comparison on other random splits of trainers' qualities (variability)."""
+    parts = []
+    for ts in task_seeds:
+        task = make_task(n, seed=ts)
+        players = [f"t{i}" for i in range(n)]
+        u = utility_of(task)
+        exact = ExactShapley().score(players, u, 0)
+        table = dict(u.cache)  # replay the exact run's utilities: same values, no retraining
+        ex = [exact.scores[p] for p in players]
+        rhos, evals = [], []
+        for s in seeds:
+            res = scorer.score(players, table.__getitem__, s)
+            rhos.append(spearmanr(ex, [res.scores[p] for p in players]).statistic)
+            evals.append(res.evaluations)
+        parts.append(
+            f"split {ts}: Spearman {statistics.mean(rhos):.3f} (min {min(rhos):.3f}), "
+            f"{100 * statistics.mean(evals) / exact.evaluations:.0f}% of evaluations"
+        )
+    print(f"  n={n}, other splits ({len(seeds)} seeds each): " + "; ".join(parts))
+
+
 def main() -> None:
     torch.set_num_threads(1)
     scorer = GTGShapley()
@@ -207,6 +230,7 @@ def main() -> None:
     seeds = list(range(1, 11))
     compare(8, scorer, seeds)
     compare(10, scorer, seeds)
+    other_splits(10, scorer, [3, 4, 5, 6], seeds)
     scored_round(20, scorer)
 
 

@@ -4,8 +4,9 @@ A leaf is `keccak256(bytes.concat(keccak256(abi.encode(account, cumulative))))`,
 OpenZeppelin's StandardMerkleTree uses so a leaf can never be mistaken for an inner node; inner
 nodes hash the sorted pair, as `MerkleProof.verify` expects. Written here rather than taken from a
 library because the only maintained implementation of this exact scheme is OpenZeppelin's
-JavaScript `merkle-tree`; the layout below is the same (leaves sorted by hash, then paired), which
-the contract tests cross-check.
+JavaScript `merkle-tree`; the layout below is the same as its `StandardMerkleTree` (leaves sorted
+by hash and stored in reverse at the end of a `2n - 1` array, node `i` hashing nodes `2i + 1` and
+`2i + 2`), so roots agree with OpenZeppelin's tools for every size.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class RewardTree:
 
     amounts: dict[str, int]
     root: bytes
-    _layers: tuple[tuple[bytes, ...], ...]
+    _tree: tuple[bytes, ...]
     _index: dict[str, int]
 
     @classmethod
@@ -53,27 +54,23 @@ class RewardTree:
         if len(norm) != len(amounts):
             raise ValueError("duplicate accounts (addresses differing only in case)")
         leaves = sorted((leaf_hash(a, v), a) for a, v in norm.items())
-        layer = tuple(h for h, _ in leaves)
-        layers = [layer]
-        while len(layer) > 1:
-            nxt = tuple(
-                _hash_pair(layer[i], layer[i + 1]) if i + 1 < len(layer) else layer[i]
-                for i in range(0, len(layer), 2)
-            )
-            layers.append(nxt)
-            layer = nxt
-        index = {a: i for i, (_, a) in enumerate(leaves)}
-        return cls(amounts=norm, root=layer[0], _layers=tuple(layers), _index=index)
+        size = 2 * len(leaves) - 1
+        tree: list[bytes] = [b""] * size
+        index = {}
+        for k, (h, a) in enumerate(leaves):
+            tree[size - 1 - k] = h
+            index[a] = size - 1 - k
+        for i in range(size - 1 - len(leaves), -1, -1):
+            tree[i] = _hash_pair(tree[2 * i + 1], tree[2 * i + 2])
+        return cls(amounts=norm, root=tree[0], _tree=tuple(tree), _index=index)
 
     def proof(self, account: str) -> list[bytes]:
         """Sibling hashes from the account's leaf up to the root."""
         i = self._index[to_checksum_address(account)]
         proof = []
-        for layer in self._layers[:-1]:
-            sib = i ^ 1
-            if sib < len(layer):
-                proof.append(layer[sib])
-            i //= 2
+        while i > 0:
+            proof.append(self._tree[i - 1 if i % 2 == 0 else i + 1])
+            i = (i - 1) // 2
         return proof
 
     def proofs_hex(self) -> dict[str, list[str]]:

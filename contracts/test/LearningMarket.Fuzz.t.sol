@@ -385,7 +385,7 @@ contract FuzzTest is MarketFixture {
         uint256 pid = _create(_withBudgetFunded(p));
         for (uint256 i = 0; i < p.numRounds; i++) {
             _rollToFinalize(pid);
-            if (i > 0) assertGt(block.number, _closesAt(pid, i - 1));
+            if (i > 0) assertGt(block.number, _closesAt(pid, i - 1), "previous window closed by the reveal deadline");
             _finalize(pid, i, bytes32(uint256(1)), 0);
         }
         _rollPastChallenge(pid, p.numRounds - 1);
@@ -398,9 +398,5 @@ contract FuzzTest is MarketFixture {
     {
         vm.deal(owner, owner.balance + _budget(p));
         return p;
-    }
-
-    function assertGt(uint256 left, uint256 right) internal pure {
-        assertTrue(left > right, "previous window closed by the reveal deadline");
     }
 }

@@ -67,7 +67,7 @@ contract LifecycleTest is MarketFixture {
         // round 1: carol disputes the round (say its record shows a wrong score); the arbiter
         // voids it and her bond is credited back
         _round(pid, 1, 3); // by the end of round 1's reveal phase, round 0's window has closed
-        assertGt(block.number, _closesAt(pid, 0));
+        assertGt(block.number, _closesAt(pid, 0), "round 0 settled");
         _claim(pid, 0, alice, 0.4 ether, t0.proof(0));
         _claim(pid, 0, bob, 0.3 ether, t0.proof(1));
         MerkleBuilder.Tree memory t1 = _tree4(0.9 ether, 0.3 ether, 0.7 ether, 0.1 ether);
@@ -121,14 +121,4 @@ contract LifecycleTest is MarketFixture {
         assertEq(p.unallocated, 0, "no pool");
         assertEq(p.allocated, p.claimed, "allocated == claimed");
     }
-
-    function assertGt(uint256 left, uint256 right) internal pure {
-        assertTrue(left > right, "round 0 settled");
-    }
-
-    function assertEq(int256 left, int256 right, string memory message) internal pure {
-        if (left != right) revert AssertionFailedInt(message, left, right);
-    }
-
-    error AssertionFailedInt(string message, int256 left, int256 right);
 }

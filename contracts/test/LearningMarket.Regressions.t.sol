@@ -86,7 +86,7 @@ contract RegressionsTest is MarketFixture {
         vm.prank(arbiter);
         market.slashStake(pid, alice, "bafyslash");
         uint256 unallocated = market.getProject(pid).unallocated;
-        assertGt104(unallocated);
+        assertGt(unallocated, type(uint104).max, "set-up: unallocated above uint104");
         uint256 cap = type(uint104).max; // nothing allocated yet
         _rollToFinalize(pid);
         vm.prank(aggregator);
@@ -99,9 +99,5 @@ contract RegressionsTest is MarketFixture {
         assertEq(r.cumulativeAllocated, cap, "cumulative stored exactly");
         assertEq(market.getProject(pid).allocated, cap, "allocated");
         assertEq(market.getProject(pid).unallocated, unallocated - cap, "unallocated");
-    }
-
-    function assertGt104(uint256 x) internal pure {
-        assertTrue(x > type(uint104).max, "set-up: unallocated above uint104");
     }
 }

@@ -768,13 +768,13 @@ contract MarketHandler is TestBase {
     }
 
     function _treeOf(uint256[NT] memory ent) internal view returns (MerkleBuilder.Tree memory) {
-        address[] memory accounts = new address[](NT);
+        address[] memory leaves = new address[](NT);
         uint256[] memory amounts = new uint256[](NT);
         for (uint256 i = 0; i < NT; i++) {
-            accounts[i] = _trainers[i];
+            leaves[i] = _trainers[i];
             amounts[i] = ent[i];
         }
-        return MerkleBuilder.build(accounts, amounts);
+        return MerkleBuilder.build(leaves, amounts);
     }
 
     function _expectFail(address who, uint256 value, bytes memory data, bytes memory expected) internal {

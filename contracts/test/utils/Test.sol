@@ -15,6 +15,7 @@ abstract contract TestBase {
     error AssertionFailedUint(string message, uint256 left, uint256 right);
     error AssertionFailedBytes32(string message, bytes32 left, bytes32 right);
     error AssertionFailedAddress(string message, address left, address right);
+    error AssertionFailedInt(string message, int256 left, int256 right);
 
     function fail(string memory message) internal pure {
         revert AssertionFailed(message);
@@ -40,6 +41,10 @@ abstract contract TestBase {
         if (left != right) revert AssertionFailedAddress(message, left, right);
     }
 
+    function assertEq(int256 left, int256 right, string memory message) internal pure {
+        if (left != right) revert AssertionFailedInt(message, left, right);
+    }
+
     function assertEq(bool left, bool right, string memory message) internal pure {
         if (left != right) revert AssertionFailed(message);
     }
@@ -58,6 +63,10 @@ abstract contract TestBase {
 
     function assertGe(uint256 left, uint256 right, string memory message) internal pure {
         if (left < right) revert AssertionFailedUint(message, left, right);
+    }
+
+    function assertGt(uint256 left, uint256 right, string memory message) internal pure {
+        if (left <= right) revert AssertionFailedUint(message, left, right);
     }
 
     function assertLt(uint256 left, uint256 right, string memory message) internal pure {
