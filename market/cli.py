@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .chain import ETH, MarketClient, connect
+from .chain import ETH, MarketClient, checksum, connect
 from .clikit import (
     AccountOpt,
     ConfigOpt,
@@ -200,10 +200,17 @@ def project_create(
     s = _settings(config, rpc=rpc, deployment=deployment)
     pf = ProjectFile.load(file)
     client = _client(s, account, dev_account, need_account=True)
+    decimals = 18
     if pf.project.token.upper() != "ETH":
-        raise ConfigError("ERC-20 projects are created from Python (MarketClient) for now: approve the budget first")
+        from .chain.client import ERC20_ABI
+
+        token = client.w3.eth.contract(address=checksum(pf.project.token, "token"), abi=ERC20_ABI)
+        try:
+            decimals = int(token.functions.decimals().call())
+        except Exception:  # noqa: BLE001 - any failure means "no ERC-20 at that address"
+            raise ConfigError(f"{pf.project.token} does not answer decimals(): is it an ERC-20 on this chain?") from None
     spec_cid = pf.spec_cid or publish_spec(s, pf)
-    params = pf.params(spec_cid)
+    params = pf.params(spec_cid, decimals)
     project_id, rcpt = client.create_project(params)
     out = {"project_id": project_id, "spec_cid": spec_cid, "budget": params.budget, "tx": rcpt.tx_hash, "gas_used": rcpt.gas_used}
     if as_json:
@@ -302,7 +309,7 @@ def dispute_cmd(
     s = _settings(config, rpc=rpc, deployment=deployment)
     client = _client(s, account, dev_account, need_account=True)
     info = client.project(project_id)
-    rcpt = client.dispute(project_id, round_, evidence, info.dispute_bond, token=info.token != ETH)
+    rcpt = client.dispute(project_id, round_, evidence)
     if as_json:
         emit_json({"project_id": project_id, "round": round_, "bond": info.dispute_bond, "tx": rcpt.tx_hash})
     else:

@@ -226,3 +226,40 @@ def test_commit_rules(market: MarketClient, anvil: Anvil) -> None:
     with pytest.raises(ContractRevert) as e:
         t.reveal(pid, 0, cid, digest, salt)
     assert e.value.name == "AlreadyRevealed"
+
+
+def test_erc20_project_escrows_stakes_and_pays_in_the_token(market: MarketClient, anvil: Anvil, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Budget, stakes and bonds in an ERC-20: the client approves exactly what each call needs."""
+    from market import paths
+    from market.chain import RevertDecoder, TxSender
+    from market.compiler import compile_contracts
+
+    import shutil
+
+    (tmp_path / "src").mkdir()
+    shutil.copy(paths.CONTRACTS / "test" / "mocks" / "MockERC20.sol", tmp_path / "src")
+    art = compile_contracts(tmp_path / "src", tmp_path / "build")["MockERC20"]
+    w3 = market.w3
+    sender = TxSender(w3, OWNER, RevertDecoder(art.abi))
+    rc = sender.send(w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor("Reward", "RWD"), action="deploy")
+    token = w3.eth.contract(address=w3.eth.get_transaction_receipt(rc.tx_hash)["contractAddress"], abi=art.abi)
+    for a in (OWNER, TRAINERS[0]):
+        sender.send(token.functions.mint(a.address, 10 * ETHER), action="mint")
+    eth_before = w3.eth.get_balance(market.address)
+    pid, _ = market.create_project(params(token=token.address, stake=ETHER // 10, dispute_bond=ETHER // 20))
+    assert token.functions.balanceOf(market.address).call() >= 2 * ETHER
+    t = as_(market, TRAINERS[0])
+    t.register(pid)
+    assert market.registration(pid, TRAINERS[0].address) == (True, ETHER // 10)
+    # a trainer without tokens is refused before anything is sent
+    with pytest.raises(InsufficientFunds, match="token"):
+        as_(market, TRAINERS[1]).register(pid)
+    info = market.project(pid)
+    mine_past(anvil, market, info.reveal_deadline)
+    tree = RewardTree.build({TRAINERS[0].address: ETHER})
+    as_(market, AGG).finalize_round(pid, 0, "QmM", "QmR", tree.root, ETHER)
+    anvil.mine(11)
+    before = token.functions.balanceOf(TRAINERS[0].address).call()
+    t.claim(pid, 0, TRAINERS[0].address, ETHER, tree.proof(TRAINERS[0].address))
+    assert token.functions.balanceOf(TRAINERS[0].address).call() - before == ETHER
+    assert w3.eth.get_balance(market.address) == eth_before  # no ETH moved

@@ -84,8 +84,7 @@ class Participant:
         registered, _ = self.client.registration(project_id, self.address)
         if registered:
             return False
-        info = self.client.project(project_id)
-        self.client.register(project_id, info.stake, token=int(info.token, 16) != 0)
+        self.client.register(project_id)
         return True
 
     # ------------------------------------------------------------------ the round's inputs

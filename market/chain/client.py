@@ -11,7 +11,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
-from ..errors import ChainError, ConfigError
+from ..errors import ChainError, ConfigError, InsufficientFunds
 from .records import (
     Commit,
     CommitState,
@@ -25,6 +25,20 @@ from .records import (
 )
 from .reverts import RevertDecoder
 from .sender import Receipt, TxSender, revert_data
+
+#: The part of ERC-20 the market needs: escrowing budgets, stakes and bonds in a token.
+ERC20_ABI: list[dict[str, Any]] = [
+    {"type": "function", "name": "approve", "stateMutability": "nonpayable",
+     "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+     "outputs": [{"name": "", "type": "bool"}]},
+    {"type": "function", "name": "allowance", "stateMutability": "view",
+     "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+     "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "balanceOf", "stateMutability": "view",
+     "inputs": [{"name": "account", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]},
+    {"type": "function", "name": "decimals", "stateMutability": "view", "inputs": [],
+     "outputs": [{"name": "", "type": "uint8"}]},
+]
 
 
 def checksum(address: str, what: str = "address") -> str:
@@ -104,16 +118,38 @@ class MarketClient:
 
     # ------------------------------------------------------------------ writes
 
+    def _fund(self, token: str, amount: int, action: str) -> int:
+        """ETH value to send for `amount`; for an ERC-20, approve the market first (only when the
+        allowance falls short) and send no value."""
+        if int(token, 16) == 0:
+            return amount
+        if amount == 0:
+            return 0
+        erc20 = self.w3.eth.contract(address=checksum(token, "token"), abi=ERC20_ABI)
+        owner = self.account_address
+        balance = int(self._call(erc20.functions.balanceOf(owner), "balanceOf"))
+        if balance < amount:
+            raise InsufficientFunds(f"{action}: {owner} holds {balance} of token {token} but needs {amount}: fund it")
+        if int(self._call(erc20.functions.allowance(owner, self.address), "allowance")) < amount:
+            self._send(erc20.functions.approve(self.address, amount), f"approve {action}")
+        return 0
+
     def create_project(self, params: ProjectParams) -> tuple[int, Receipt]:
-        """Create a project, escrowing its budget; returns (project id, receipt)."""
+        """Create a project, escrowing its budget (ETH, or an ERC-20 approved here); returns
+        (project id, receipt)."""
         fn = self.contract.functions.createProject(params.as_tuple())
-        value = params.budget if int(params.token, 16) == 0 else 0
+        value = self._fund(params.token, params.budget, "createProject")
         rcpt = self._send(fn, "createProject", value=value)
         events = self.contract.events.ProjectCreated().process_receipt({"logs": rcpt.logs}, errors=DISCARD)
         return int(events[0]["args"]["projectId"]), rcpt
 
-    def register(self, project_id: int, stake: int = 0, *, token: bool = False) -> Receipt:
-        return self._send(self.contract.functions.register(project_id), "register", value=0 if token else stake)
+    def register(self, project_id: int, stake: int | None = None) -> Receipt:
+        """Register, paying the project's stake (ETH, or an ERC-20 approved here)."""
+        info = self.project(project_id)
+        if stake is not None and stake != info.stake:
+            raise ConfigError(f"project {project_id} asks a stake of {info.stake}, not {stake}")
+        value = self._fund(info.token, info.stake, "register")
+        return self._send(self.contract.functions.register(project_id), "register", value=value)
 
     def commit(self, project_id: int, round_: int, commitment: bytes) -> Receipt:
         return self._send(self.contract.functions.commit(project_id, round_, commitment), "commit")
@@ -127,9 +163,14 @@ class MarketClient:
         fn = self.contract.functions.finalizeRound(project_id, round_, model_cid, record_cid, root, allocation)
         return self._send(fn, "finalizeRound")
 
-    def dispute(self, project_id: int, round_: int, evidence_cid: str, bond: int = 0, *, token: bool = False) -> Receipt:
+    def dispute(self, project_id: int, round_: int, evidence_cid: str, bond: int | None = None) -> Receipt:
+        """Dispute a round, paying the project's bond (ETH, or an ERC-20 approved here). `bond`,
+        if given, is sent as is (to test the contract's check)."""
+        info = self.project(project_id)
         fn = self.contract.functions.dispute(project_id, round_, evidence_cid)
-        return self._send(fn, "dispute", value=0 if token else bond)
+        if bond is not None and int(info.token, 16) == 0:
+            return self._send(fn, "dispute", value=bond)
+        return self._send(fn, "dispute", value=self._fund(info.token, info.dispute_bond, "dispute"))
 
     def resolve_dispute(self, project_id: int, round_: int, upheld: bool, reason_cid: str) -> Receipt:
         fn = self.contract.functions.resolveDispute(project_id, round_, upheld, reason_cid)
