@@ -64,9 +64,7 @@ def as_stack(updates: torch.Tensor) -> torch.Tensor:
             "stack one flattened update per row"
         )
     if not updates.is_floating_point():
-        raise InvalidUpdates(
-            f"updates must be floating point, got {updates.dtype}; send float32 deltas"
-        )
+        raise InvalidUpdates(f"updates must be floating point, got {updates.dtype}; send float32 deltas")
     x = updates.detach()
     if x.device.type != "cpu":
         x = x.cpu()
@@ -105,8 +103,7 @@ def row_sqnorms(x: torch.Tensor) -> torch.Tensor:
         v = float(np.dot(r, r))
         if not np.isfinite(v):
             raise InvalidUpdates(
-                f"update {i} has NaN or infinite entries; reject it (filters flag it as "
-                "non_finite) before aggregating"
+                f"update {i} has NaN or infinite entries; reject it (filters flag it as non_finite) before aggregating"
             )
         out[i] = v
     return torch.from_numpy(out)
@@ -269,9 +266,7 @@ def exact_sqdist(xn: np.ndarray, z: np.ndarray, scale: np.ndarray | None) -> np.
     return acc
 
 
-def sqdist_to(
-    xn: np.ndarray, sq: np.ndarray, z: np.ndarray, scale: np.ndarray | None
-) -> np.ndarray:
+def sqdist_to(xn: np.ndarray, sq: np.ndarray, z: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
     """`|s_i x_i - z|^2` for every row: expanded form via one GEMV, exact where it is ill-conditioned.
 
     `sq` holds the squared norms of the scaled rows `s_i x_i`.

@@ -162,9 +162,7 @@ def _batch(updates: torch.Tensor, submissions: Sequence[Submission]) -> _Batch:
     x = la.as_stack(updates)
     subs = tuple(submissions)
     if len(subs) != x.shape[0]:
-        raise InvalidUpdates(
-            f"{x.shape[0]} updates but {len(subs)} submissions; pass one Submission per row"
-        )
+        raise InvalidUpdates(f"{x.shape[0]} updates but {len(subs)} submissions; pass one Submission per row")
     trainers = [s.trainer.lower() for s in subs]
     if len(set(trainers)) != len(trainers):
         raise InvalidUpdates("a trainer appears twice in one round; keep one update per trainer")
@@ -230,9 +228,7 @@ class FreeRiderFilter:
                 continue
             norm = float(b.norms[i])
             if norm <= cfg.zero_abs_norm or norm < cfg.zero_rel_norm * med:
-                out[i] = Verdict(
-                    i, v.trainer, ZERO_UPDATE, f"norm {norm:.3e} against median norm {med:.3e}"
-                )
+                out[i] = Verdict(i, v.trainer, ZERO_UPDATE, f"norm {norm:.3e} against median norm {med:.3e}")
                 continue
             p = prev.get(v.trainer.lower())
             if p is None:
@@ -273,12 +269,7 @@ class CopyFilter:
     def _run(self, b: _Batch, active: np.ndarray | None = None) -> list[Verdict]:
         cfg = self.config
         out = _finite_verdicts(b)
-        cand = np.array(
-            [
-                out[i].accepted and b.norms[i] > 0 and (active is None or active[i])
-                for i in range(b.n)
-            ]
-        )
+        cand = np.array([out[i].accepted and b.norms[i] > 0 and (active is None or active[i]) for i in range(b.n)])
         idx = np.nonzero(cand)[0]
         if len(idx) < 2:
             return out
@@ -301,8 +292,7 @@ class CopyFilter:
                         i,
                         out[i].trainer,
                         f"{COPY_OF}:{b.subs[j].trainer}",
-                        f"cosine {c:.7f}, relative distance {rel:.2e} to the update committed "
-                        f"at {b.subs[j].order}",
+                        f"cosine {c:.7f}, relative distance {rel:.2e} to the update committed at {b.subs[j].order}",
                     )
                     break
         return out
@@ -321,9 +311,7 @@ class OutlierFilter:
             out, _ = self._run(_batch(updates, submissions))
             return out
 
-    def _run(
-        self, b: _Batch, active: np.ndarray | None = None
-    ) -> tuple[list[Verdict], dict[str, float]]:
+    def _run(self, b: _Batch, active: np.ndarray | None = None) -> tuple[list[Verdict], dict[str, float]]:
         cfg = self.config
         out = _finite_verdicts(b)
         live = np.array([v.accepted and (active is None or active[i]) for i, v in enumerate(out)])

@@ -80,9 +80,7 @@ def split_reward(reward: int, scores: Mapping[str, float], accepted: Collection[
     acc = set(_normalise(list(accepted), "accepted").values())
     unknown = acc - set(names.values())
     if unknown:
-        raise RewardError(
-            f"accepted trainers {sorted(unknown)} have no score; score every accepted trainer"
-        )
+        raise RewardError(f"accepted trainers {sorted(unknown)} have no score; score every accepted trainer")
     positive: dict[str, Fraction] = {}
     for raw, addr in names.items():
         raw_score = scores[raw]

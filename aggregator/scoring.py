@@ -80,13 +80,9 @@ class _Memo:
             try:
                 v = float(raw)
             except (TypeError, ValueError) as exc:
-                raise ScoringError(
-                    f"utility returned {raw!r} for {sorted(coalition)}; return a float"
-                ) from exc
+                raise ScoringError(f"utility returned {raw!r} for {sorted(coalition)}; return a float") from exc
             if not math.isfinite(v):
-                raise ScoringError(
-                    f"utility of coalition {sorted(coalition)} is {v}; return a finite number"
-                )
+                raise ScoringError(f"utility of coalition {sorted(coalition)} is {v}; return a finite number")
             self.cache[coalition] = v
         return v
 
@@ -128,9 +124,7 @@ class ExactShapley:
         scores = {}
         for i, p in enumerate(ps):
             bit = 1 << i
-            scores[p] = math.fsum(
-                weight[pop[m]] * (v[m | bit] - v[m]) for m in range(1 << n) if not m & bit
-            )
+            scores[p] = math.fsum(weight[pop[m]] * (v[m | bit] - v[m]) for m in range(1 << n) if not m & bit)
         return ScoreResult(scores, memo.evaluations, self.name)
 
 
@@ -190,9 +184,7 @@ class GTGShapley:
         vn = memo(frozenset(range(n)))
         round_eps = self.eps if self.round_eps is None else self.round_eps
         if abs(vn - v0) <= round_eps:
-            return ScoreResult(
-                {p: 0.0 for p in ps}, memo.evaluations, self.name, {"truncated_round": True}
-            )
+            return ScoreResult({p: 0.0 for p in ps}, memo.evaluations, self.name, {"truncated_round": True})
         rng = DeterministicRNG(rng_seed)
         marginals: list[list[float]] = [[] for _ in range(n)]
         estimate = [0.0] * n
@@ -339,9 +331,7 @@ def make_scorer(spec: str) -> Any:
     name, kwargs = parse_spec(spec)
     name = _ALIASES.get(name, name)
     if name not in SCORERS:
-        raise RuleConfigError(
-            f"unknown scorer {name!r}; choose one of {', '.join(sorted(SCORERS))}"
-        )
+        raise RuleConfigError(f"unknown scorer {name!r}; choose one of {', '.join(sorted(SCORERS))}")
     cls = SCORERS[name]
     allowed = {f.name for f in dataclasses.fields(cls)}
     unknown = set(kwargs) - allowed

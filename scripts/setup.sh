@@ -26,10 +26,12 @@ if [ "$(cat "$stamp_dir/pip" 2>/dev/null)" != "$py_hash" ]; then
 fi
 
 npm_hash=$(cat package.json package-lock.json | sha256sum | cut -d' ' -f1)
-if [ ! -d node_modules ] || [ "$(cat "$stamp_dir/npm" 2>/dev/null)" != "$npm_hash" ]; then
+if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ "$(cat "$stamp_dir/npm" 2>/dev/null)" != "$npm_hash" ]; then
   say "installing npm packages (js-ipfs is large: ~3 min the first time)"
   # Install scripts are not needed: anvil and forge ship their binaries in platform packages.
-  npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+  # `npm ci` is not used: npm 11 leaves other platforms' optional packages (anvil-darwin-*, ...)
+  # out of the lock file and then refuses it; `npm install --no-save` follows the lock as it is.
+  npm install --no-save --no-audit --no-fund --ignore-scripts --loglevel=error
   echo "$npm_hash" > "$stamp_dir/npm"
 fi
 

@@ -26,9 +26,7 @@ from aggregator import (
     screen,
 )
 
-SETTINGS = settings(
-    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def subs(n: int, order: list[int] | None = None) -> list[Submission]:
@@ -205,9 +203,7 @@ def test_screen_gives_the_first_reason_in_order() -> None:
     st.integers(0, 2**31 - 1),
     st.floats(4.0, 1e6),
 )
-def test_filters_catch_injected_free_riders_copies_and_outliers(
-    n: int, d: int, seed: int, blowup: float
-) -> None:
+def test_filters_catch_injected_free_riders_copies_and_outliers(n: int, d: int, seed: int, blowup: float) -> None:
     x = honest(n, d, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     perm = torch.randperm(n, generator=g).tolist()
@@ -221,9 +217,7 @@ def test_filters_catch_injected_free_riders_copies_and_outliers(
     rep = screen(x, s, previous=previous)
     first, later = (orig, copy) if order[orig] < order[copy] else (copy, orig)
     expected = {i: OK for i in range(n)}
-    expected.update(
-        {zero: ZERO_UPDATE, stale: STALE_UPDATE, later: f"{COPY_OF}:t{first}", out: OUTLIER}
-    )
+    expected.update({zero: ZERO_UPDATE, stale: STALE_UPDATE, later: f"{COPY_OF}:t{first}", out: OUTLIER})
     got = {v.index: v.reason for v in rep.verdicts}
     assert got == expected
 

@@ -11,9 +11,7 @@ from hypothesis import strategies as st
 from aggregator import RewardError, round_rewards, split_reward
 from market.merkle import leaf_hash, verify
 
-SETTINGS = settings(
-    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def addr(i: int) -> str:
@@ -79,9 +77,7 @@ def test_bad_inputs() -> None:
 @SETTINGS
 @given(
     st.integers(0, 10**30),
-    st.lists(
-        st.tuples(st.floats(-1e6, 1e6, allow_nan=False), st.booleans()), min_size=1, max_size=30
-    ),
+    st.lists(st.tuples(st.floats(-1e6, 1e6, allow_nan=False), st.booleans()), min_size=1, max_size=30),
 )
 def test_split_sums_exactly(reward: int, entries: list[tuple[float, bool]]) -> None:
     scores = {addr(i): s for i, (s, _) in enumerate(entries)}

@@ -235,9 +235,7 @@ def test_against_numpy_references(stack: np.ndarray) -> None:
     assert close(conv, np_weiszfeld(stack, np.median(stack, 0), 1e-12, 500), tol=1e-3)
 
     tau = float(np.median(np.linalg.norm(stack, axis=1)))
-    assert close(
-        CenteredClipping(tau=tau, iters=3)(x), np_centered_clipping(stack, z0, tau, 3), tol=1e-4
-    )
+    assert close(CenteredClipping(tau=tau, iters=3)(x), np_centered_clipping(stack, z0, tau, 3), tol=1e-4)
     # default tau: median distance to the reference, here the coordinate-wise median
     med = np.median(stack.astype(np.float64), axis=0)
     tau_m = float(np.median(np.linalg.norm(stack - med, axis=1)))
@@ -265,9 +263,7 @@ def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> No
 
 # --------------------------------------------------------------------------- properties
 
-SETTINGS = settings(
-    max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 @st.composite
@@ -282,9 +278,7 @@ def stacks(draw: st.DrawFn, min_n: int = 1, max_n: int = 12) -> np.ndarray:
 
 @SETTINGS
 @given(stacks(), st.randoms(use_true_random=False))
-def test_coordinatewise_rules_are_permutation_invariant_and_bounded(
-    x: np.ndarray, rnd: object
-) -> None:
+def test_coordinatewise_rules_are_permutation_invariant_and_bounded(x: np.ndarray, rnd: object) -> None:
     perm = list(range(len(x)))
     rnd.shuffle(perm)  # type: ignore[attr-defined]
     lo, hi = x.min(0), x.max(0)

@@ -25,9 +25,7 @@ from aggregator import (
 )
 from aggregator._rng import DeterministicRNG
 
-SETTINGS = settings(
-    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def players(n: int) -> list[str]:
@@ -76,9 +74,7 @@ def games(draw: st.DrawFn):  # type: ignore[no-untyped-def]
         return table[key]
 
     # fix the table's values in a deterministic order
-    for s in itertools.chain.from_iterable(
-        itertools.combinations(range(n), k) for k in range(n + 1)
-    ):
+    for s in itertools.chain.from_iterable(itertools.combinations(range(n), k) for k in range(n + 1)):
         v(frozenset(s))
     return n, types, v
 
@@ -148,9 +144,7 @@ def test_gtg_truncation_saves_evaluations_and_keeps_ranking() -> None:
     rho = np.corrcoef(ranks(exact), ranks(gtg))[0, 1]
     assert rho >= 0.9
     # efficiency up to the truncation residual (< eps per permutation)
-    assert sum(gtg.scores.values()) == pytest.approx(
-        v(frozenset(range(10))) - v(frozenset()), abs=1e-3
-    )
+    assert sum(gtg.scores.values()) == pytest.approx(v(frozenset(range(10))) - v(frozenset()), abs=1e-3)
 
 
 def test_gtg_between_round_truncation() -> None:
@@ -243,9 +237,7 @@ def test_make_utility_memoises_and_uses_the_global_model() -> None:
     assert u.evaluations == 8 and res.evaluations == 8
     # weights are passed through to rules that take them
     w = torch.tensor([1.0, 3.0, 1.0])
-    uw = make_utility(
-        lambda x, ww: (x * (ww / ww.sum())[:, None]).sum(0), evaluate, updates, glob, w
-    )
+    uw = make_utility(lambda x, ww: (x * (ww / ww.sum())[:, None]).sum(0), evaluate, updates, glob, w)
     assert uw(frozenset({0, 1})) == pytest.approx(21.0)
     # a robust rule as the aggregate
     ut = make_utility(TrimmedMean(f=1), evaluate, updates, glob)
@@ -264,9 +256,7 @@ def test_utility_errors() -> None:
 
 
 def test_make_scorer() -> None:
-    assert make_scorer("gtg:eps=0.01,max_evaluations=100") == GTGShapley(
-        eps=0.01, max_evaluations=100
-    )
+    assert make_scorer("gtg:eps=0.01,max_evaluations=100") == GTGShapley(eps=0.01, max_evaluations=100)
     assert make_scorer("exact") == ExactShapley()
     assert isinstance(make_scorer("loo"), LeaveOneOut)
     with pytest.raises(RuleConfigError, match="unknown scorer"):
