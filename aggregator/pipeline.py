@@ -71,7 +71,6 @@ __all__ = [
     "adapt_hyperparams",
     "aggregate_updates",
     "allocate_rewards",
-    "canonical_safetensors",
     "compute_round",
     "deterministic",
     "fetch_updates",
@@ -621,24 +620,6 @@ class Computed:
         return RoundRecord(**self.fields, model_cid=model_cid)
 
 
-def canonical_safetensors(data: bytes) -> bytes:
-    """The same safetensors file with a canonical header: metadata keys sorted, tensors in data
-    order, compact JSON padded with spaces to 8 bytes. The safetensors library writes its
-    `__metadata__` map in a random order (a Rust HashMap), so two encodings of the same weights
-    differ; model bytes must not, or the model CID and digest would change on every run."""
-    (n,) = struct.unpack_from("<Q", data, 0)
-    header = json.loads(bytes(data[8 : 8 + n]))
-    out: dict[str, Any] = {}
-    meta = header.pop("__metadata__", None)
-    if meta is not None:
-        out["__metadata__"] = dict(sorted(meta.items()))
-    for name, info in sorted(header.items(), key=lambda kv: (tuple(kv[1]["data_offsets"]), kv[0])):
-        out[name] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": info["data_offsets"]}
-    text = json.dumps(out, separators=(",", ":"), ensure_ascii=True).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + bytes(data[8 + n :])
-
-
 def _model_limits(policy_bytes: int) -> DecodeLimits:
     return DecodeLimits(max_bytes=max(2 * policy_bytes, 1 << 20))
 
@@ -732,9 +713,7 @@ def compute_round(
         aggregate, agg_details = aggregate_updates(accepted, rule, policy.max_claimed_samples, base_vector.numel())
         new_vector = base_vector + server_lr * aggregate
         new_state = unflatten(new_vector, like)
-        model_bytes = canonical_safetensors(
-            encode_model(new_state, ModelHeader(ctx.project_id, ctx.round, ctx.spec.model.architecture))
-        )
+        model_bytes = encode_model(new_state, ModelHeader(ctx.project_id, ctx.round, ctx.spec.model.architecture))
         done("aggregate")
 
         evaluator = _Evaluator(model, like, valset)

@@ -544,7 +544,7 @@ def encode_update(
             q, scale = quantize_q8(value, clip_k=clip_k, keep_fraction=keep_fraction)
             out[name] = q
             out[name + SCALE_SUFFIX] = scale
-    return _st_save(out, metadata=_header_metadata("update", header))
+    return canonical_safetensors(_st_save(out, metadata=_header_metadata("update", header)))
 
 
 def check_update_structure(layout: SafetensorsLayout, header: UpdateHeader) -> list[str]:
@@ -609,7 +609,7 @@ def encode_model(tensors: Mapping[str, torch.Tensor], header: ModelHeader) -> by
     for name, value in tensors.items():
         safetensors_dtype(value.dtype)  # refuses dtypes the decoder would not accept
         out[name] = value.detach().to("cpu").contiguous()
-    return _st_save(out, metadata=_header_metadata("model", header))
+    return canonical_safetensors(_st_save(out, metadata=_header_metadata("model", header)))
 
 
 def decode_model(
@@ -619,6 +619,24 @@ def decode_model(
     layout = read_layout(data, limits)
     header: ModelHeader = _parse_header(layout, "model", ModelHeader)
     return header, _load_checked(data, layout)
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors file with a canonical header: metadata keys sorted, tensors in data
+    order, compact JSON padded with spaces to 8 bytes. The safetensors library writes its
+    `__metadata__` map in a random order (a Rust HashMap), so two encodings of the same weights
+    differ; model bytes must not, or the model CID and digest would change on every run."""
+    (n,) = struct.unpack_from("<Q", data, 0)
+    header = json.loads(bytes(data[8 : 8 + n]))
+    out: dict[str, Any] = {}
+    meta = header.pop("__metadata__", None)
+    if meta is not None:
+        out["__metadata__"] = dict(sorted(meta.items()))
+    for name, info in sorted(header.items(), key=lambda kv: (tuple(kv[1]["data_offsets"]), kv[0])):
+        out[name] = {"dtype": info["dtype"], "shape": info["shape"], "data_offsets": info["data_offsets"]}
+    text = json.dumps(out, separators=(",", ":"), ensure_ascii=True).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + bytes(data[8 + n :])
 
 
 def _short(exc: BaseException) -> str:

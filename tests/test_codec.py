@@ -352,3 +352,20 @@ def test_deep_json_nesting_is_refused_even_with_a_high_recursion_limit() -> None
             decode_update(data)
     finally:
         sys.setrecursionlimit(previous)
+
+
+def test_encoding_is_byte_deterministic() -> None:
+    """safetensors writes its metadata map in random order; our files must not vary, or model CIDs
+    and digests would change from one run (or one auditor) to the next."""
+    import torch
+
+    from market.codec import ModelHeader, UpdateHeader, encode_model, encode_update
+
+    tensors = {"b.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a.bias": torch.ones(3)}
+    models = {encode_model(tensors, ModelHeader(project_id=1, round=2, architecture="mlp")) for _ in range(30)}
+    header = UpdateHeader(1, 2, "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "0x" + "11" * 20, 10)
+    updates = {encode_update(tensors, header) for _ in range(30)}
+    assert len(models) == 1 and len(updates) == 1
+    data = next(iter(models))
+    n = int.from_bytes(data[:8], "little")
+    assert n % 8 == 0

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import ipfshttpclient
@@ -52,7 +52,7 @@ from market.errors import (
 from market.storage._address import ApiAddress, parse_api_address, require_loopback
 from market.storage.base import Store, parse_cid
 
-__all__ = ["DEFAULT_API", "IpfsStore", "quiet_ipfshttpclient"]
+__all__ = ["DEFAULT_API", "IpfsStore"]
 
 DEFAULT_API = "/ip4/127.0.0.1/tcp/5001/http"
 
@@ -73,13 +73,11 @@ _DEFINITE = (
 )
 
 
-@contextlib.contextmanager
-def quiet_ipfshttpclient() -> Iterator[None]:
-    """Silence the FutureWarning urllib3 emits for every ipfshttpclient request."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*'strict' parameter")
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"ipfshttpclient")
-        yield
+# ipfshttpclient makes urllib3 emit a FutureWarning on every request. The filter is installed once,
+# process-wide and narrowly: `warnings.catch_warnings` per call is not thread-safe and let warnings
+# through from parallel fetches.
+warnings.filterwarnings("ignore", category=FutureWarning, message=r".*'strict' parameter")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"ipfshttpclient")
 
 
 class _NodeAnswer(Exception):
@@ -136,13 +134,12 @@ class IpfsStore(Store):
         self.backoff = float(backoff)
         self.max_backoff = float(max_backoff)
         try:
-            with quiet_ipfshttpclient():
-                self._client = ipfshttpclient.Client(
-                    self.address.multiaddr,
-                    timeout=self._http_timeout(self.timeout),
-                    session=True,
-                    chunk_size=chunk_size,
-                )
+            self._client = ipfshttpclient.Client(
+                self.address.multiaddr,
+                timeout=self._http_timeout(self.timeout),
+                session=True,
+                chunk_size=chunk_size,
+            )
         except ipfs_exc.AddressError as exc:
             raise ConfigError(f"{api!r} is not a usable RPC API address: {exc}") from None
 
@@ -258,7 +255,7 @@ class IpfsStore(Store):
             raise self._failed(f"block stat {cid}", exc, wait) from None
 
     def close(self) -> None:
-        with contextlib.suppress(Exception), quiet_ipfshttpclient():
+        with contextlib.suppress(Exception):
             self._client.close()
 
     # -- extras -----------------------------------------------------------------------------
@@ -348,8 +345,7 @@ class IpfsStore(Store):
             if attempt:
                 time.sleep(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
             try:
-                with quiet_ipfshttpclient():
-                    return fn()
+                return fn()
             except ipfs_exc.ConnectionError as exc:
                 refused, last = True, _one_line(exc)
             except ipfs_exc.TimeoutError as exc:
