@@ -24,12 +24,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from market.accounts import dev_account  # noqa: E402
-from market.anvil import Anvil, rpc_call  # noqa: E402
-from market.chain import MarketClient, ProjectParams, RevertDecoder, TxSender, commitment_of, connect  # noqa: E402
-from market.compiler import compile_contracts  # noqa: E402
-from market.deployment import deploy  # noqa: E402
-from market.merkle import RewardTree  # noqa: E402
+from market.accounts import dev_account
+from market.anvil import Anvil, rpc_call
+from market.chain import MarketClient, ProjectParams, RevertDecoder, TxSender, commitment_of, connect
+from market.compiler import compile_contracts
+from market.deployment import deploy
+from market.merkle import RewardTree
 
 ETHER = 10**18
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"  # a realistic 46-character CIDv0
@@ -102,9 +102,9 @@ def run(anvil: Anvil, counts: list[int], console: Console) -> tuple[list[tuple[s
             rpc_call(anvil.url, "anvil_setBalance", [t.address, hex(10 * ETHER)])
         secrets = {t.address: (os.urandom(32), os.urandom(32)) for t in trainers}
 
-        def join_and_commit(t: object) -> tuple[int, int]:
+        def join_and_commit(t: object, pid: int = pid, secrets: dict = secrets) -> tuple[int, int]:  # type: ignore[type-arg]
             c = market.with_account(t)  # type: ignore[arg-type]
-            g1 = c.register(pid, ETHER // 100).gas_used
+            g1 = c.register(pid).gas_used
             d, s = secrets[c.account_address]
             g2 = c.commit(pid, 0, commitment_of(pid, 0, c.account_address, CID, d, s)).gas_used
             return g1, g2
@@ -114,7 +114,7 @@ def run(anvil: Anvil, counts: list[int], console: Console) -> tuple[list[tuple[s
         info = market.project(pid)
         anvil.mine(max(0, info.commit_deadline - market.block_number + 1))
 
-        def do_reveal(t: object) -> int:
+        def do_reveal(t: object, pid: int = pid, secrets: dict = secrets) -> int:  # type: ignore[type-arg]
             c = market.with_account(t)  # type: ignore[arg-type]
             d, s = secrets[c.account_address]
             return c.reveal(pid, 0, CID, d, s).gas_used

@@ -71,7 +71,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,17 +81,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here and in workers
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from eth_utils import to_checksum_address  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+import torch
+from eth_utils import to_checksum_address
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from aggregator.pipeline import (  # noqa: E402
+from aggregator.pipeline import (
     CODE_VERSION,
     UTILITY,
-    Candidate,
     Computed,
     Fetched,
     RoundConfig,
@@ -99,7 +98,6 @@ from aggregator.pipeline import (  # noqa: E402
     adapt_hyperparams,
     aggregate_updates,
     allocate_rewards,
-    canonical_safetensors,
     fetch_updates,
     filter_updates,
     initial_state,
@@ -110,18 +108,18 @@ from aggregator.pipeline import (  # noqa: E402
     utility_rule,
     validate_updates,
 )
-from aggregator.rules import make_rule  # noqa: E402
-from aggregator.service import available_for, config_from_settings  # noqa: E402
-from aggregator.settings import AggregatorSettings  # noqa: E402
-from market.codec import ModelHeader, UpdateHeader, encode_model, encode_update  # noqa: E402
-from market.models import ModelSpec, build_model, evaluate, flatten, init_model, unflatten  # noqa: E402
-from market.round_record import ProjectSpec, UpdateInput  # noqa: E402
-from market.storage import raw_cid  # noqa: E402
-from market.validation import update_spec  # noqa: E402
-from trainer.behaviours import Behaviour, BehaviourContext, Copycat, parse_behaviour  # noqa: E402
-from trainer.data import Dataset, load_builtin, train_val_test_split  # noqa: E402
-from trainer.partition import dirichlet, iid, split_by_partition, with_label_noise  # noqa: E402
-from trainer.training import TrainConfig, TrainResult, train_local  # noqa: E402
+from aggregator.rules import make_rule
+from aggregator.service import available_for, config_from_settings
+from aggregator.settings import AggregatorSettings
+from market.codec import ModelHeader, UpdateHeader, encode_model, encode_update
+from market.models import ModelSpec, build_model, evaluate, flatten, init_model, unflatten
+from market.round_record import ProjectSpec, UpdateInput
+from market.storage import raw_cid
+from market.validation import update_spec
+from trainer.behaviours import Behaviour, BehaviourContext, Copycat, parse_behaviour
+from trainer.data import Dataset, load_builtin, train_val_test_split
+from trainer.partition import dirichlet, iid, split_by_partition, with_label_noise
+from trainer.training import TrainConfig, TrainResult, train_local
 
 ETHER = 10**18
 ATTACKS = ("none", "sign_flip", "gaussian_noise", "scaling", "label_flip", "alie", "ipm", "free_rider", "copycat",
@@ -781,7 +779,7 @@ def _aggregate_round(agg: Any, store: Any, journal: Any, pid: int, r: int, pspec
     t4 = time.perf_counter()
     scores = {c.input.trainer: 1.0 for c in accepted}  # scoring is not protocol overhead
     rewards = allocate_rewards(candidates, scores, ctx.available, ctx.cumulative_rewards)
-    model_bytes = canonical_safetensors(encode_model(new_state, ModelHeader(pid, r, pspec.model.architecture)))
+    model_bytes = encode_model(new_state, ModelHeader(pid, r, pspec.model.architecture))
     cumulative_scores = dict(ctx.cumulative_scores)
     for t, s in scores.items():
         cumulative_scores[t] = cumulative_scores.get(t, 0.0) + s

@@ -50,7 +50,43 @@ _EXPORTS = {
     "validate_update": "validation",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "ChainError",
+    "ConfigError",
+    "ContentNotFound",
+    "ContractRevert",
+    "Deployment",
+    "DeploymentError",
+    "EmbeddedStore",
+    "IntegrityError",
+    "IpfsStore",
+    "MarketClient",
+    "MarketError",
+    "ModelHeader",
+    "ModelSpec",
+    "NodeUnreachable",
+    "ProjectParams",
+    "ProjectSpec",
+    "RewardTree",
+    "RoundRecord",
+    "StorageError",
+    "Store",
+    "UpdateHeader",
+    "UpdateRejected",
+    "ValidationPolicy",
+    "build_model",
+    "commitment_of",
+    "connect",
+    "decode_model",
+    "decode_update",
+    "deploy",
+    "encode_model",
+    "encode_update",
+    "fetch_verified",
+    "init_model",
+    "open_store",
+    "validate_update",
+]
 
 
 def __getattr__(name: str) -> Any:

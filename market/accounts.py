@@ -70,7 +70,7 @@ class Keystore:
             raise ConfigError("refusing an empty password: set one at the prompt or in $" + PASSWORD_ENV)
         try:
             acct = Account.from_key(private_key)
-        except Exception as exc:
+        except (ValueError, TypeError) as exc:
             raise ConfigError(f"malformed private key: expected 32 bytes of hex ({exc.__class__.__name__})") from None
         self.directory.mkdir(parents=True, exist_ok=True)
         data = Account.encrypt(acct.key, password)
@@ -87,8 +87,8 @@ class Keystore:
         for p in sorted(self.directory.glob("*.json")):
             try:
                 address = Web3.to_checksum_address("0x" + json.loads(p.read_text())["address"])
-            except Exception:
-                continue
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not a keystore file: not listed
             out.append(KeystoreEntry(p.stem, address, p))
         return out
 

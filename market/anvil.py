@@ -15,7 +15,7 @@ from .process import ManagedProcess
 def rpc_call(url: str, method: str, params: list[object] | None = None, timeout: float = 2.0) -> object:
     body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
     req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback URL we built
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         out = json.loads(resp.read())
     if "error" in out:
         raise StackError(f"{method} failed: {out['error']}")

@@ -46,7 +46,7 @@ def handle_errors(fn: F) -> F:
             raise
         except KeyboardInterrupt:
             fail("interrupted", EXIT_INTERRUPTED)
-        except Exception as exc:  # noqa: BLE001 - this is the CLI's last line of defence
+        except Exception as exc:
             if os.environ.get("MARKET_DEBUG"):
                 raise
             code = getattr(exc, "exit_code", None)

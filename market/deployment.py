@@ -11,7 +11,7 @@ from web3 import Web3
 
 from .chain import MarketClient, RevertDecoder, TxSender, checksum
 from .compiler import load_artifact
-from .errors import DeploymentError
+from .errors import ConfigError, DeploymentError
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class Deployment:
             data = json.loads(path.read_text())
             dep = cls(**data)
             checksum(dep.address, "contract address")
-        except Exception as exc:
+        except (ValueError, TypeError, ConfigError) as exc:  # JSONDecodeError is a ValueError
             raise DeploymentError(f"malformed deployment file {path} ({exc}): run `market deploy` again") from None
         return dep
 

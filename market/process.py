@@ -87,7 +87,7 @@ class ManagedProcess:
             try:
                 if healthy():
                     return proc.pid
-            except Exception:  # noqa: BLE001 - not up yet
+            except Exception:  # noqa: BLE001, S110 - not up yet
                 pass
             time.sleep(0.1)
         self.stop()

@@ -21,11 +21,11 @@ TRAINERS = [dev_account(i) for i in range(3, 7)]
 
 
 def params(**kw: object) -> ProjectParams:
-    base = dict(
-        aggregator=AGG.address, arbiter=ARB.address, num_rounds=2, reward_per_round=ETHER,
-        commit_window=20, reveal_window=20, challenge_window=10, spec_cid="QmSpec",
-        stake=ETHER // 10, dispute_bond=ETHER // 20,
-    )
+    base = {
+        "aggregator": AGG.address, "arbiter": ARB.address, "num_rounds": 2, "reward_per_round": ETHER,
+        "commit_window": 20, "reveal_window": 20, "challenge_window": 10, "spec_cid": "QmSpec",
+        "stake": ETHER // 10, "dispute_bond": ETHER // 20,
+    }
     base.update(kw)
     return ProjectParams(**base)  # type: ignore[arg-type]
 
@@ -230,11 +230,11 @@ def test_commit_rules(market: MarketClient, anvil: Anvil) -> None:
 
 def test_erc20_project_escrows_stakes_and_pays_in_the_token(market: MarketClient, anvil: Anvil, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Budget, stakes and bonds in an ERC-20: the client approves exactly what each call needs."""
+    import shutil
+
     from market import paths
     from market.chain import RevertDecoder, TxSender
     from market.compiler import compile_contracts
-
-    import shutil
 
     (tmp_path / "src").mkdir()
     shutil.copy(paths.CONTRACTS / "test" / "mocks" / "MockERC20.sol", tmp_path / "src")

@@ -10,6 +10,7 @@ import pytest
 from market.accounts import dev_account
 from market.chain import connect
 from market.deployment import Deployment
+from market.errors import NodeUnreachable
 from market.process import pid_alive
 from market.simulate import FIRST_TRAINER, Scenario, TrainerPlan, run_scenario
 
@@ -51,5 +52,5 @@ def test_short_scenario_rejects_and_pays_nothing_to_the_malicious_one(tmp_path: 
     for pid_file in stack_dir.rglob("*.pid"):
         assert not pid_alive(int(pid_file.read_text()))
     dep = Deployment.load(tmp_path / "run" / "state" / "deployment.json")
-    with pytest.raises(Exception):  # the chain is gone with the stack
+    with pytest.raises(NodeUnreachable):  # the chain is gone with the stack
         dep.client(connect(dep.rpc, timeout=1))

@@ -18,7 +18,8 @@ MARKET = [sys.executable, "-m", "market.cli"]
 
 def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*MARKET, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=120
+        [*MARKET, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=120,
+        check=False,
     )
 
 
@@ -145,7 +146,7 @@ def test_keystore_account_and_password_rules(chain: dict[str, str], tmp_path: Pa
     # no password in a non-interactive run: refused with a hint
     env = {k: v for k, v in os.environ.items() if k != "MARKET_PASSWORD"}
     p = subprocess.run([*MARKET, "project", "end", "1", "--config", str(cfg), "--account", "owner2"],
-                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False)
     assert p.returncode == 2 and "MARKET_PASSWORD" in one_error_line(p)
     p = run("project", "end", "1", "--config", str(cfg), "--account", "owner2", env={"MARKET_PASSWORD": "wrong"})
     assert p.returncode == 2 and "wrong password" in one_error_line(p)

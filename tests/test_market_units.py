@@ -122,7 +122,7 @@ def test_dead_rpc_is_one_clear_error() -> None:
 
 
 def test_embedded_chain_decodes_custom_errors(embedded) -> None:  # type: ignore[no-untyped-def]
-    client, dep = embedded
+    client, _ = embedded
     with pytest.raises(ContractRevert) as e:
         client.project(12345)
     assert e.value.name == "UnknownProject" and e.value.error_args == {"projectId": 12345}

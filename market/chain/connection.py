@@ -49,7 +49,7 @@ def connect(rpc: str = DEFAULT_RPC, *, timeout: float = 10.0, allow_remote: bool
     _check_loopback(rpc, allow_remote)
     w3 = Web3(HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
     try:
-        w3.eth.chain_id
+        _ = w3.eth.chain_id
     except Exception as exc:  # requests' ConnectionError, timeouts, bad JSON: all mean "no node"
         raise NodeUnreachable(
             f"no Ethereum node answers at {rpc} ({type(exc).__name__}): start one with `market stack up`"

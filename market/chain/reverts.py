@@ -50,7 +50,7 @@ class RevertDecoder:
         name, inputs = entry
         try:
             values = decode([t for _, t in inputs], data[4:])
-        except Exception:
+        except Exception:  # noqa: BLE001 - eth_abi raises several types; any means "undecodable"
             return ContractRevert(f"{action} reverted with {name} (undecodable arguments)", name, {})
         args = {}
         for (arg_name, t), v in zip(inputs, values):

@@ -164,7 +164,7 @@ class TxSender:
             fn.call(base_tx, block_identifier=rcpt["blockNumber"])
         except ContractLogicError as exc:
             return self.decoder.decode(exc.data, action)
-        except Exception:  # noqa: BLE001 - the replay is best effort; the failure is reported below
+        except Exception:  # noqa: BLE001, S110 - the replay is best effort; the failure is reported below
             pass
         return TransactionError(f"{action}: transaction 0x{bytes(rcpt['transactionHash']).hex()} reverted")
 
