@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from .errors import ConfigError
+from .files import atomic_write
 
 #: anvil's default mnemonic: its accounts are funded on every fresh local chain.
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
@@ -72,12 +73,7 @@ class Keystore:
             acct = Account.from_key(private_key)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"malformed private key: expected 32 bytes of hex ({exc.__class__.__name__})") from None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        data = Account.encrypt(acct.key, password)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        atomic_write(path, json.dumps(Account.encrypt(acct.key, password)).encode(), mode=0o600)
         return KeystoreEntry(name, acct.address, path)
 
     def list(self) -> list[KeystoreEntry]:

@@ -12,6 +12,7 @@ from web3 import Web3
 from .chain import MarketClient, RevertDecoder, TxSender, checksum
 from .compiler import load_artifact
 from .errors import ConfigError, DeploymentError
+from .files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,7 @@ class Deployment:
     rpc: str
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(asdict(self), indent=2).encode())
 
     @classmethod
     def load(cls, path: Path) -> Deployment:

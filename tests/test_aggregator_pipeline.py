@@ -171,7 +171,8 @@ def test_mixed_round_verdicts_rewards_and_determinism(
 def test_fetch_failures_are_verdicts(store: EmbeddedStore, base_cid: str, valset: ValidationSet, valset_cid: str) -> None:
     deltas = honest_deltas()
     good = encode(deltas[0], PID, 0, base_cid, TRAINERS[0])
-    missing = encode(deltas[2], PID, 0, base_cid, TRAINERS[2])
+    # scaled so its bytes differ from every update other tests put in the shared store
+    missing = encode({k: v * 1.5 for k, v in deltas[2].items()}, PID, 0, base_cid, TRAINERS[2])
     other_store = EmbeddedStore(Path(store.root).parent / "elsewhere")
     inputs = [
         _input(store, TRAINERS[0], good, 0),

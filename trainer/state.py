@@ -8,10 +8,11 @@ transaction that needs them is sent, and every write is atomic (temp file + rena
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
+
+from market.files import atomic_write
 
 
 class Stage(str, Enum):
@@ -58,13 +59,6 @@ class StateStore:
 
     def save(self, state: RoundState) -> RoundState:
         path = self._path(state.project_id, state.round, state.trainer)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
         data = asdict(state) | {"stage": state.stage.value}
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)  # the salt is a secret until reveal
-        tmp.replace(path)
+        atomic_write(path, json.dumps(data).encode(), mode=0o600)  # the salt is a secret until reveal
         return state

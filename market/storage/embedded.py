@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 from market.errors import ContentNotFound, ContentTooLarge, IntegrityError, InvalidCid, StorageError
+from market.files import atomic_write
 from market.storage.base import Store, parse_cid, raw_cid
 
 __all__ = ["EmbeddedStore"]
@@ -132,17 +132,7 @@ class EmbeddedStore(Store):
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write(path, data)
         except OSError as exc:
             raise StorageError(
                 f"cannot write {path.name} into the embedded store at {self.root}: "
