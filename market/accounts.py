@@ -15,6 +15,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
+from web3.types import Wei
 
 from .errors import ConfigError
 from .files import atomic_write
@@ -38,8 +39,9 @@ def fund_embedded(w3: Web3, addresses: list[str], amount_wei: int = 10**22) -> N
     """Give addresses ETH on an embedded eth-tester chain (whose own accounts are unlocked)."""
     source = w3.eth.accounts[0]
     for a in addresses:
-        if w3.eth.get_balance(a) < amount_wei // 2:
-            w3.eth.send_transaction({"from": source, "to": a, "value": amount_wei})
+        to = Web3.to_checksum_address(a)
+        if w3.eth.get_balance(to) < amount_wei // 2:
+            w3.eth.send_transaction({"from": source, "to": to, "value": Wei(amount_wei)})
 
 
 @dataclass(frozen=True)

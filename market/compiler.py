@@ -87,7 +87,7 @@ def compile_contracts(
             return {n: Artifact(**json.loads((build_dir / f"{n}.json").read_text())) for n in cached["contracts"]}
 
     version = compiler_version()
-    standard_input = {
+    standard_input: dict[str, Any] = {
         "language": "Solidity",
         "sources": {name: {"urls": [str(p)]} for name, p in sources.items()},
         "settings": {

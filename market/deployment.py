@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from web3 import Web3
 
 from .chain import MarketClient, RevertDecoder, TxSender, checksum
@@ -49,7 +50,7 @@ class Deployment:
             raise DeploymentError(
                 f"the deployment is on chain {self.chain_id} but the node is chain {chain_id}: pass the right --rpc"
             )
-        if len(w3.eth.get_code(self.address)) == 0:
+        if len(w3.eth.get_code(checksum(self.address, "contract address"))) == 0:
             raise DeploymentError(
                 f"no contract at {self.address} on this chain (was the chain restarted without --state?):"
                 " run `market deploy` again"
@@ -63,7 +64,7 @@ def deploy(w3: Web3, account: LocalAccount, rpc: str = "") -> Deployment:
     factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
     sender = TxSender(w3, account, RevertDecoder(art.abi))
     rcpt = sender.send(factory.constructor(), action="deploy LearningMarket")
-    receipt = w3.eth.get_transaction_receipt(rcpt.tx_hash)
+    receipt = w3.eth.get_transaction_receipt(HexStr(rcpt.tx_hash))
     address = receipt["contractAddress"]
     return Deployment(
         chain_id=int(w3.eth.chain_id),

@@ -50,13 +50,13 @@ class RewardTree:
     def build(cls, amounts: Mapping[str, int]) -> RewardTree:
         if not amounts:
             raise ValueError("a reward tree needs at least one account")
-        norm = {to_checksum_address(a): int(v) for a, v in amounts.items()}
+        norm: dict[str, int] = {to_checksum_address(a): int(v) for a, v in amounts.items()}
         if len(norm) != len(amounts):
             raise ValueError("duplicate accounts (addresses differing only in case)")
         leaves = sorted((leaf_hash(a, v), a) for a, v in norm.items())
         size = 2 * len(leaves) - 1
         tree: list[bytes] = [b""] * size
-        index = {}
+        index: dict[str, int] = {}
         for k, (h, a) in enumerate(leaves):
             tree[size - 1 - k] = h
             index[a] = size - 1 - k

@@ -279,7 +279,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
             check=False,
         )
         (logs / "audit.log").write_text(audit.stdout + audit.stderr)
-        roles = {dev_account(OWNER).address: "owner", dev_account(AGGREGATOR).address: "aggregator",
+        roles: dict[str, str] = {dev_account(OWNER).address: "owner", dev_account(AGGREGATOR).address: "aggregator",
                  dev_account(ARBITER).address: "arbiter"}
         report = collect(owner, store, project_id, roles=roles, truth=truth)
         write_html(report, out_dir / "report")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up, then run every test: Foundry (unit, fuzz, invariant), Slither, and pytest (unit tests
-# and integration tests that start a real anvil node and a real IPFS daemon).
+# Set up, then run every test: Foundry (unit, fuzz, invariant), Slither, ruff + mypy, and pytest
+# (unit tests and integration tests that start a real anvil node and a real IPFS daemon).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -9,6 +9,9 @@ printf '\033[1m==> forge test\033[0m\n'
 ./scripts/forge-test.sh || status=1
 printf '\033[1m==> slither\033[0m\n'
 ./scripts/slither.sh || status=1
+printf '\033[1m==> ruff + mypy\033[0m\n'
+.venv/bin/ruff check market aggregator trainer tests || status=1
+.venv/bin/mypy market aggregator trainer || status=1
 printf '\033[1m==> pytest\033[0m\n'
 .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@" || status=1
 exit $status

@@ -6,6 +6,7 @@ from typing import Any
 
 from eth_abi import encode
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import is_address, keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import ContractLogicError
@@ -41,7 +42,7 @@ ERC20_ABI: list[dict[str, Any]] = [
 ]
 
 
-def checksum(address: str, what: str = "address") -> str:
+def checksum(address: str, what: str = "address") -> ChecksumAddress:
     """`address` checksummed, or a ConfigError naming what was malformed."""
     if not isinstance(address, str) or not is_address(address):
         raise ConfigError(f"malformed {what} {address!r}: expected a 0x-prefixed 20-byte hex address")
@@ -78,6 +79,7 @@ class MarketClient:
     ):
         self.w3 = w3
         self.address = checksum(address, "contract address")
+        self.abi = abi
         self.contract = w3.eth.contract(address=self.address, abi=abi)
         self.decoder = RevertDecoder(abi)
         self.sender = TxSender(w3, account, self.decoder, receipt_timeout=receipt_timeout) if account else None
@@ -86,7 +88,7 @@ class MarketClient:
 
     def with_account(self, account: LocalAccount) -> MarketClient:
         """The same contract, sending from `account`."""
-        return MarketClient(self.w3, self.address, self.contract.abi, account)
+        return MarketClient(self.w3, self.address, self.abi, account)
 
     @property
     def account_address(self) -> str:

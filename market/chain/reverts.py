@@ -36,13 +36,13 @@ class RevertDecoder:
                     [(i["name"], t) for i, t in zip(item["inputs"], types)],
                 )
 
-    def decode(self, data: bytes | str | None, action: str) -> ContractRevert:
+    def decode(self, data: object, action: str) -> ContractRevert:
         if isinstance(data, str):
             if not data.startswith("0x"):
                 # already-decoded text (the embedded chain decodes string arguments itself)
                 return ContractRevert(f"{action} reverted: {data}", None, {"message": data})
             data = bytes.fromhex(data[2:])
-        if not data or len(data) < 4:
+        if not isinstance(data, bytes) or len(data) < 4:
             return ContractRevert(f"{action} reverted without a reason", None, {})
         entry = self._errors.get(data[:4])
         if entry is None:
