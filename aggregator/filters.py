@@ -202,8 +202,10 @@ def _cos_and_rel(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, flo
 
 @dataclass(frozen=True)
 class FreeRiderFilter:
-    """`zero_update` by norm (absolute, and relative to the median norm) and `stale_update` by
-    cosine and norm ratio to the trainer's own previous-round update."""
+    """`zero_update` by norm (absolute, and relative to the median norm); `stale_update` by cosine
+    and norm ratio to the trainer's own previous-round update, or by cosine to the last global step
+    (the previous round's model minus the one before: a free-rider replaying the global model's
+    own progress, at any scale)."""
 
     config: FilterConfig = field(default_factory=FilterConfig)
     name: str = "free_rider"
@@ -213,16 +215,24 @@ class FreeRiderFilter:
         updates: torch.Tensor,
         submissions: Sequence[Submission],
         previous: Mapping[str, torch.Tensor] | None = None,
+        global_step: torch.Tensor | None = None,
     ) -> list[Verdict]:
         with la.single_threaded_blas():
-            return self._run(_batch(updates, submissions), previous or {})
+            return self._run(_batch(updates, submissions), previous or {}, global_step)
 
-    def _run(self, b: _Batch, previous: Mapping[str, torch.Tensor]) -> list[Verdict]:
+    def _run(
+        self, b: _Batch, previous: Mapping[str, torch.Tensor], global_step: torch.Tensor | None = None
+    ) -> list[Verdict]:
         cfg = self.config
         out = _finite_verdicts(b)
         finite = np.isfinite(b.norms)
         med = float(np.median(b.norms[finite])) if finite.any() else 0.0
         prev = {k.lower(): v for k, v in previous.items()}
+        step = None
+        if global_step is not None:
+            sv = la.as_stack(global_step.reshape(1, -1))[0].numpy()
+            if sv.shape[0] == b.xn.shape[1] and np.isfinite(sv).all() and float(np.linalg.norm(sv)) > 0:
+                step = sv
         for i, v in enumerate(out):
             if not v.accepted:
                 continue
@@ -230,6 +240,11 @@ class FreeRiderFilter:
             if norm <= cfg.zero_abs_norm or norm < cfg.zero_rel_norm * med:
                 out[i] = Verdict(i, v.trainer, ZERO_UPDATE, f"norm {norm:.3e} against median norm {med:.3e}")
                 continue
+            if step is not None:
+                cos_g = _cos_and_rel(b.xn[i], step)[0]
+                if cos_g >= cfg.stale_cosine:
+                    out[i] = Verdict(i, v.trainer, STALE_UPDATE, f"cosine {cos_g:.6f} to the last global step: a replay")
+                    continue
             p = prev.get(v.trainer.lower())
             if p is None:
                 continue
@@ -346,13 +361,15 @@ def screen(
     submissions: Sequence[Submission],
     previous: Mapping[str, torch.Tensor] | None = None,
     config: FilterConfig | None = None,
+    global_step: torch.Tensor | None = None,
 ) -> ScreenReport:
     """Run every filter on one round: non-finite, zero and stale, copies, then outliers among the
-    updates still accepted. `previous` maps trainer -> its previous-round update `[d]`."""
+    updates still accepted. `previous` maps trainer -> its previous-round update `[d]`;
+    `global_step` is the previous round's global model minus the one before it."""
     cfg = config or FilterConfig()
     with la.single_threaded_blas():
         b = _batch(updates, submissions)
-        verdicts = FreeRiderFilter(cfg)._run(b, previous or {})
+        verdicts = FreeRiderFilter(cfg)._run(b, previous or {}, global_step)
         active = np.array([v.accepted for v in verdicts])
         # against every update: copying a rejected one is a copy too
         copies = CopyFilter(cfg)._run(b)

@@ -430,6 +430,7 @@ def filter_updates(
     candidates: Sequence[Candidate],
     previous: Mapping[str, torch.Tensor],
     config: FilterConfig,
+    global_step: torch.Tensor | None = None,
 ) -> tuple[list[Candidate], dict[str, float]]:
     """Zero and stale updates (free riders), copies (only the first committed is kept) and
     outliers, by `aggregator.filters.screen` over the updates that passed validation."""
@@ -442,7 +443,7 @@ def filter_updates(
         Submission(candidates[i].input.trainer, candidates[i].input.commit_block, candidates[i].input.commit_log_index)
         for i in idx
     ]
-    report = screen(stack, subs, previous, config)
+    report = screen(stack, subs, previous, config, global_step)
     for v in report.verdicts:
         i = idx[v.index]
         if not v.accepted:
@@ -699,12 +700,18 @@ def compute_round(
         previous = _previous_updates(store, ctx, tensor_spec, config, cache, trainers)
         base = load_base_model(store, ctx.base_model_cid, like, 2 * policy.max_update_bytes, config.fetch_timeout)
         base_vector = flatten(base, like.keys())
+        global_step = None
+        if ctx.previous_base_model_cid is not None:
+            before = load_base_model(
+                store, ctx.previous_base_model_cid, like, 2 * policy.max_update_bytes, config.fetch_timeout
+            )
+            global_step = base_vector - flatten(before, like.keys())
         done("fetch")
 
         candidates = validate_updates(fetched, ctx, tensor_spec)
         done("validate")
 
-        candidates, filter_stats = filter_updates(candidates, previous, config.filters)
+        candidates, filter_stats = filter_updates(candidates, previous, config.filters, global_step)
         done("filter")
 
         accepted = [c for c in candidates if c.accepted]

@@ -586,6 +586,37 @@ def free_ports(n: int) -> list[int]:
     return out
 
 
+def _cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process (0 if unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class CpuMeter:
+    """CPU seconds used by this process (the trainers' and the aggregator's clients), anvil and
+    the IPFS daemon between `start()` and `stop()`: shows which one a phase waits on."""
+
+    def __init__(self, pids: dict[str, int | None]):
+        self.pids = pids
+        self._t0: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        t = os.times()
+        return {"clients": t.user + t.system, **{k: _cpu_seconds(p) for k, p in self.pids.items()}}
+
+    def start(self) -> None:
+        self._t0 = self._now()
+
+    def stop(self) -> dict[str, float]:
+        now = self._now()
+        return {k: now[k] - self._t0.get(k, 0.0) for k in now}
+
+
 @dataclass
 class RoundTiming:
     n: int
@@ -604,7 +635,9 @@ class RoundTiming:
     update_bytes: int = 0
     record_bytes: int = 0
     accepted: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds per process during the trainers' phases and the aggregator's phase
+    cpu_trainers: dict[str, float] = field(default_factory=dict)
+    cpu_aggregator: dict[str, float] = field(default_factory=dict)
 
     @property
     def trainers(self) -> float:
@@ -656,6 +689,7 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                 ipfs.start(timeout=120)
                 anvil.start()
             out["pids"] = {"anvil": anvil.process.pid, "ipfs": ipfs.status().pid}
+            cpu = CpuMeter(out["pids"])
             out["ipfs_version"] = ipfs.status().version
             w3 = connect(anvil.url)
             dep = deploy(w3, dev_account(0), anvil.url)
@@ -707,6 +741,7 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                             blobs.append(encode_update(d_i, UpdateHeader(pid, r, base_cid, p.address, 400)))
                         timing.update_bytes = len(blobs[0])
                         with console.status(f"{n} trainers, round {r}: upload, commit, reveal"):
+                            cpu.start()
                             t0 = time.perf_counter()
                             states = list(pool.map(lambda ip: ip[1].prepare(pid, r, blobs[ip[0]]), enumerate(parts)))
                             t1 = time.perf_counter()
@@ -730,9 +765,12 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                                 anvil.mine(k)
                                 timing.mined_blocks += k
                             timing.mine_not_counted += time.perf_counter() - tm
+                            timing.cpu_trainers = cpu.stop()
                         with console.status(f"{n} trainers, round {r}: aggregator fetch, validate, publish, finalize"):
+                            cpu.start()
                             published = _aggregate_round(agg, agg_store, journal, pid, r, pspec, tspec, like, rule,
                                                          config, policy, validation_cid, timing)
+                            timing.cpu_aggregator = cpu.stop()
                         base_cid = published
                         out["timings"].append({**asdict(timing), "trainers": timing.trainers,
                                                "aggregator": timing.aggregator, "total": timing.total})
@@ -820,7 +858,9 @@ def summarize_overhead(ov: dict[str, Any]) -> list[dict[str, Any]]:
     keys = ("upload", "commit", "reveal", "trainers", "context", "fetch", "validate", "publish", "finalize",
             "aggregator", "total", "compute_not_counted", "mine_not_counted")
     for n, ts in sorted(by_n.items()):
-        rows.append({"n": n, "rounds": len(ts), **{k: statistics.median(t[k] for t in ts) for k in keys},
+        cpu = {f"cpu_{phase}_{proc}": statistics.median(t[f"cpu_{phase}"].get(proc, 0.0) for t in ts)
+               for phase in ("trainers", "aggregator") for proc in ("clients", "anvil", "ipfs")}
+        rows.append({"n": n, "rounds": len(ts), **{k: statistics.median(t[k] for t in ts) for k in keys}, **cpu,
                      "total_max": max(t["total"] for t in ts), "update_bytes": ts[0]["update_bytes"],
                      "record_bytes": statistics.median(t["record_bytes"] for t in ts)})
     return rows
@@ -919,14 +959,17 @@ def print_overhead(console: Console, rows: list[dict[str, Any]]) -> None:
     t = Table(title="Protocol overhead per round on the real stack (anvil + js-ipfs), median over rounds, seconds; "
                     "training, scoring and chain waiting excluded")
     cols = ("trainers", "upload", "commit", "reveal", "context", "fetch", "validate", "publish", "finalize",
-            "total", "max", f"<= {TARGET_OVERHEAD_S:g} s", "not counted: filter+agg", "not counted: mining")
+            "total", "max", f"<= {TARGET_OVERHEAD_S:g} s", "not counted: filter+agg", "not counted: mining",
+            "CPU s trainers' phases: py/anvil/ipfs", "CPU s aggregator: py/anvil/ipfs")
     for c in cols:
         t.add_column(c, justify="right")
     for r in rows:
         ok = r["total"] <= TARGET_OVERHEAD_S if r["n"] == TARGET_OVERHEAD_N else None
         t.add_row(str(r["n"]), *(f"{r[k]:.2f}" for k in ("upload", "commit", "reveal", "context", "fetch", "validate",
                                                             "publish", "finalize", "total")),
-                  f"{r['total_max']:.2f}", yes(ok), f"{r['compute_not_counted']:.2f}", f"{r['mine_not_counted']:.2f}")
+                  f"{r['total_max']:.2f}", yes(ok), f"{r['compute_not_counted']:.2f}", f"{r['mine_not_counted']:.2f}",
+                  "/".join(f"{r[f'cpu_trainers_{p}']:.1f}" for p in ("clients", "anvil", "ipfs")),
+                  "/".join(f"{r[f'cpu_aggregator_{p}']:.1f}" for p in ("clients", "anvil", "ipfs")))
     if rows:
         t.caption = (f"update {rows[0]['update_bytes'] / 1024:.0f} KiB (mnist_cnn, f32); upload/commit/reveal: all trainers "
                      "in parallel (wall); context..finalize: the aggregator")

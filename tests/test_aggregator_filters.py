@@ -254,3 +254,23 @@ def test_huge_finite_updates_are_outliers_not_errors() -> None:
     rep = screen(x, subs(8))
     assert rep.reasons()["t3"] == OUTLIER and len(rep.accepted) == 7
     assert np.isfinite(rep.stats["limit"])
+
+
+def test_replaying_the_last_global_step_is_stale_at_any_scale() -> None:
+    """A free-rider that sends back the global model's own last step (scaled or not) is caught;
+    honest updates merely correlated with that step are not."""
+    import torch
+
+    from aggregator.filters import STALE_UPDATE, Submission, screen
+
+    g = torch.Generator().manual_seed(3)
+    step = torch.randn(500, generator=g)
+    honest = [0.5 * step + torch.randn(500, generator=g) for _ in range(6)]
+    replay = 0.37 * step
+    stack = torch.stack([*honest, replay])
+    subs = [Submission(f"0x{i:040x}", 10 + i, 0) for i in range(7)]
+    report = screen(stack, subs, {}, None, step)
+    assert all(v.accepted for v in report.verdicts[:6])
+    assert report.verdicts[6].reason == STALE_UPDATE and "global step" in report.verdicts[6].detail
+    # without the global step the replay passes the free-rider check
+    assert screen(stack, subs, {}, None, None).verdicts[6].reason != STALE_UPDATE
