@@ -83,7 +83,11 @@ __all__ = [
 STAGES = ("fetch", "validate", "filter", "aggregate", "score", "reward", "adapt")
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 #: The utility of a coalition: validation accuracy of base + server_lr * FedAvg(its deltas).
-UTILITY = "accuracy"
+#: A coalition's utility: minus the validation cross-entropy of its model. Loss rather than
+#: accuracy because accuracy moves in steps of 1/|validation set| and saturates after a few
+#: rounds, which leaves most marginal contributions at exactly 0 or noise, and a round's reward
+#: to whichever trainer happened to score positive; loss keeps rewarding real improvements.
+UTILITY = "neg_loss"
 #: Scorer used for `scorer = "auto"`: exact Shapley up to this many accepted updates, GTG above.
 #: 2^8 = 256 coalition evaluations of a small model take seconds, and exact values carry no Monte
 #: Carlo noise: the demo's 8 honest trainers are paid by exact Shapley.
@@ -494,6 +498,9 @@ class _Evaluator:
     def accuracy(self, vector: torch.Tensor) -> float:
         return self.both(vector)[0]
 
+    def neg_loss(self, vector: torch.Tensor) -> float:
+        return -self.both(vector)[1]
+
 
 def utility_rule(policy_cap: int) -> FedAvg:
     return FedAvg(cap=float(policy_cap))
@@ -508,7 +515,7 @@ def score_contributions(
     seed: int,
     max_claimed_samples: int,
 ) -> tuple[dict[str, float], int, dict[str, Any]]:
-    """Scores of the accepted trainers: the utility of a coalition is the validation accuracy
+    """Scores of the accepted trainers: the utility of a coalition is minus the validation loss
     of base + server_lr * FedAvg(its deltas) (sample counts capped), the scorer's random
     choices are seeded with the round seed."""
     if not accepted:
@@ -519,7 +526,7 @@ def score_contributions(
         return rule(sub, w) * server_lr
 
     stack = torch.stack([c.delta for c in accepted])  # type: ignore[misc]
-    utility = make_utility(aggregate_fn, evaluator.accuracy, stack, base_vector, _weights(accepted, max_claimed_samples))
+    utility = make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, _weights(accepted, max_claimed_samples))
     result = make_scorer(scorer_spec).score([c.input.trainer for c in accepted], utility, seed)
     details = {k: v for k, v in dict(result.details).items() if isinstance(v, (int, float, bool))}
     return {k: float(v) for k, v in result.scores.items()}, int(result.evaluations), details

@@ -59,6 +59,7 @@ Everything printed is also written to reports/benchmarks/marketplace.json (`--ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -177,7 +178,7 @@ class RunSpec:
 
     @property
     def malicious(self) -> int:
-        return 0 if self.attack == "none" else int(round(self.n * self.fraction))
+        return 0 if self.attack == "none" else round(self.n * self.fraction)
 
     @property
     def name(self) -> str:
@@ -292,7 +293,7 @@ def simulate(spec: RunSpec) -> dict[str, Any]:
             b = behaviours[i]
             if isinstance(b, Copycat):
                 src = copy_source[i]
-                b.source = lambda _ctx, src=src: submitted[src][0]
+                b.source = lambda _ctx, src=src, sub=submitted: sub[src][0]
             ctx = BehaviourContext(
                 global_state=state, round=r, seed=_seed(addresses[i], r), previous_global_state=previous_global,
                 honest_deltas=group if i in bad else (), num_trainers=n, num_malicious=max(m, 1),
@@ -334,8 +335,9 @@ def simulate(spec: RunSpec) -> dict[str, Any]:
         scorer = ""
         if spec.score:
             scorer = config.scorer_for(len(accepted))
-            scores, evaluations, _ = score_contributions(accepted, base_vector, val_eval, server_lr, scorer,
-                                                         rctx.seed, policy.max_claimed_samples)
+            # score_contributions is typed with the pipeline's private _Evaluator; this one has its interface
+            scores, evaluations, _ = score_contributions(accepted, base_vector, val_eval,  # type: ignore[arg-type]
+                                                         server_lr, scorer, rctx.seed, policy.max_claimed_samples)
             outcome = allocate_rewards(candidates, scores, available, cumulative)
             increments, cumulative, allocation = dict(outcome.increments), dict(outcome.cumulative), outcome.allocation
             unallocated -= allocation
@@ -409,7 +411,9 @@ def grid(args: argparse.Namespace, default_rule: str) -> list[RunSpec]:
         for attack in attacks:
             fracs = [0.0] if attack == "none" else args.fractions
             for f in fracs:
-                runs.append(RunSpec(rule, attack, f, IID, score=(rule == default_rule), **common))
+                # rewards are scored in the default rule's attack runs (without attack every
+                # trainer is honest; the fairness run scores that case)
+                runs.append(RunSpec(rule, attack, f, IID, score=(rule == default_rule and attack != "none"), **common))
     d_rules = rules if args.full else [default_rule]
     for rule in d_rules:
         for attack in attacks:
@@ -464,8 +468,8 @@ def _key(res: dict[str, Any]) -> tuple[str, str, str, float]:
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     """Spearman's rho with average ranks for ties (Pearson on ranks)."""
 
-    def ranks(x: Sequence[float]) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
+    def ranks(values: Sequence[float]) -> np.ndarray:
+        x = np.asarray(values, dtype=np.float64)
         order = np.argsort(x, kind="stable")
         r = np.empty(len(x))
         i = 0
@@ -729,7 +733,7 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                 threads = min(n, workers)
                 with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainer") as pool:
                     with console.status(f"{n} trainers register in project {pid}..."):
-                        list(pool.map(lambda p: p.join(pid), parts))
+                        list(pool.map(Participant.join, parts, [pid] * n))
                     base_cid = wcid
                     for r in range(rounds):
                         timing = RoundTiming(n, r)
@@ -743,9 +747,9 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                         with console.status(f"{n} trainers, round {r}: upload, commit, reveal"):
                             cpu.start()
                             t0 = time.perf_counter()
-                            states = list(pool.map(lambda ip: ip[1].prepare(pid, r, blobs[ip[0]]), enumerate(parts)))
+                            states = list(pool.map(Participant.prepare, parts, [pid] * n, [r] * n, blobs))
                             t1 = time.perf_counter()
-                            states = list(pool.map(lambda ps: ps[0].commit(ps[1]), zip(parts, states)))
+                            states = list(pool.map(Participant.commit, parts, states))
                             t2 = time.perf_counter()
                             timing.upload, timing.commit = t1 - t0, t2 - t1
                             info = agg.project(pid)
@@ -756,7 +760,7 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                                 timing.mined_blocks += k
                             timing.mine_not_counted += time.perf_counter() - tm
                             t3 = time.perf_counter()
-                            states = list(pool.map(lambda ps: ps[0].reveal(ps[1], timeout=120), zip(parts, states)))
+                            states = list(pool.map(Participant.reveal, parts, states))
                             timing.reveal = time.perf_counter() - t3
                             assert all(s.stage.value == "revealed" for s in states)
                             tm = time.perf_counter()
@@ -782,10 +786,8 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                             highlight=False)
         finally:
             for st in stores:
-                try:
+                with contextlib.suppress(Exception):
                     st.close()
-                except Exception:  # noqa: BLE001
-                    pass
             anvil.stop()
             ipfs.stop()
             out["stopped"] = {"anvil": anvil.process.pid is None, "ipfs": not ipfs.is_running()}
@@ -887,7 +889,7 @@ def print_accuracy(console: Console, summary: dict[str, Any], default_rule: str,
         fracs = sorted({a["fraction"] for a in rows if a["attack"] != "none"})
         rules = list(dict.fromkeys(a["rule"] for a in sorted(rows, key=lambda a: a["rule"] != default_rule)))
         for frac in fracs:
-            t = Table(title=f"Final test accuracy (%), {partition}, {int(round(frac * 100))}% malicious "
+            t = Table(title=f"Final test accuracy (%), {partition}, {round(frac * 100)}% malicious "
                             f"(FedAvg without attack: {pct(base)}%)")
             t.add_column("attack")
             for rule in rules:
@@ -915,7 +917,7 @@ def print_filters(console: Console, summary: dict[str, Any]) -> None:
         t.add_column(c, justify="right" if c not in ("partition", "attack") and "reasons" not in c else "left")
     for f in sorted(summary["filters"], key=lambda f: (f["partition"] != IID, ATTACKS.index(f["attack"]), f["fraction"])):
         mal = f["tp"] + f["fn"]
-        t.add_row(f["partition"], f["attack"], f"{int(round(f['fraction'] * 100))}%" if f["attack"] != "none" else "0",
+        t.add_row(f["partition"], f["attack"], f"{round(f['fraction'] * 100)}%" if f["attack"] != "none" else "0",
                   f"{f['tp']}/{mal}", f"{f['fp']}/{f['fp'] + f['tn']}", pct(f["precision"]), pct(f["recall"]),
                   ", ".join(f"{k} {v}" for k, v in sorted(f["malicious_reasons"].items())),
                   ", ".join(f"{k} {v}" for k, v in sorted(f["honest_reasons"].items())))
@@ -929,7 +931,7 @@ def print_rewards(console: Console, summary: dict[str, Any], default_rule: str) 
         t.add_column(c, justify="left" if c in ("attack", "scorers") else "right")
     for rw in sorted(summary["rewards"], key=lambda x: (ATTACKS.index(x["attack"]), x["fraction"])):
         share = rw["honest_share"]
-        mal = f"{int(round(rw['fraction'] * 100))}%" if rw["attack"] != "none" else "0"
+        mal = f"{round(rw['fraction'] * 100)}%" if rw["attack"] != "none" else "0"
         t.add_row(rw["attack"], mal, f"{rw['paid_total_wei'] / ETHER:.3f}", pct(share, 2),
                   f"{rw['paid_malicious_wei'] / ETHER:.4f}",
                   yes(None if share is None or rw["attack"] == "none" else share >= TARGET_HONEST_SHARE),
@@ -959,8 +961,8 @@ def print_overhead(console: Console, rows: list[dict[str, Any]]) -> None:
     t = Table(title="Protocol overhead per round on the real stack (anvil + js-ipfs), median over rounds, seconds; "
                     "training, scoring and chain waiting excluded")
     cols = ("trainers", "upload", "commit", "reveal", "context", "fetch", "validate", "publish", "finalize",
-            "total", "max", f"<= {TARGET_OVERHEAD_S:g} s", "not counted: filter+agg", "not counted: mining",
-            "CPU s trainers' phases: py/anvil/ipfs", "CPU s aggregator: py/anvil/ipfs")
+            "total", "max", f"<= {TARGET_OVERHEAD_S:g} s", "filter+agg*", "mining*",
+            "CPU s trainers py/anvil/ipfs", "py ms /trainer", "CPU s aggr. py/anvil/ipfs")
     for c in cols:
         t.add_column(c, justify="right")
     for r in rows:
@@ -969,10 +971,12 @@ def print_overhead(console: Console, rows: list[dict[str, Any]]) -> None:
                                                             "publish", "finalize", "total")),
                   f"{r['total_max']:.2f}", yes(ok), f"{r['compute_not_counted']:.2f}", f"{r['mine_not_counted']:.2f}",
                   "/".join(f"{r[f'cpu_trainers_{p}']:.1f}" for p in ("clients", "anvil", "ipfs")),
+                  f"{r['cpu_trainers_clients'] / r['n'] * 1000:.0f}",
                   "/".join(f"{r[f'cpu_aggregator_{p}']:.1f}" for p in ("clients", "anvil", "ipfs")))
     if rows:
         t.caption = (f"update {rows[0]['update_bytes'] / 1024:.0f} KiB (mnist_cnn, f32); upload/commit/reveal: all trainers "
-                     "in parallel (wall); context..finalize: the aggregator")
+                     "in parallel from this one process (wall); context..finalize: the aggregator; * not counted; load average at the "
+                     f"end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     console.print(t)
 
 
@@ -1099,6 +1103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "dataset": args.dataset, "model": MODELS[args.dataset].architecture, "trainers": args.trainers,
             "rounds": args.rounds, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
             "seed": args.seed, "workers": args.workers, "full": args.full, "smoke": args.smoke,
+            "loadavg_start": os.getloadavg(),
             "service": {"rule": default_rule, "scorer": settings.scorer, "filters": asdict(config.filters),
                         "server_lr": settings.server_lr, "adapt": settings.adapt.model_dump()},
             "attacks": {a: parse_behaviour(a).describe() for a in args.attacks if a != "none"},
@@ -1121,6 +1126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_filters(console, summary)
         print_rewards(console, summary, default_rule)
         report["meta"]["simulation_seconds"] = time.perf_counter() - started
+        report["meta"]["loadavg_after_simulation"] = os.getloadavg()
     ov_rows = None
     if not args.skip_overhead:
         t0 = time.perf_counter()
@@ -1128,6 +1134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ov_rows = summarize_overhead(ov)
         report["overhead"] = {**ov, "summary": ov_rows}
         report["meta"]["overhead_seconds"] = time.perf_counter() - t0
+        report["meta"]["loadavg_after_overhead"] = os.getloadavg()
         print_overhead(console, ov_rows)
     tg = targets(summary, ov_rows, default_rule, 0.3)
     report["targets"] = tg
