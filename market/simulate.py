@@ -443,12 +443,14 @@ class Grid(BaseModel):
         out = []
         for values in itertools.product(*(axes[k] for k in keys)) if keys else [()]:
             point = dict(zip(keys, values))
-            bad = round(n * float(point.get("malicious_fraction", 0.0)))
-            attack = str(point.get("attack", "honest"))
-            noise = float(point.get("label_noise", 0.0))
-            plans = [TrainerPlan(label_noise=noise if i % 2 else 0.0) for i in range(n - bad)] + [TrainerPlan(behaviour=attack)] * bad
             fields = dict(self.base)
-            fields["trainers"] = plans
+            if "trainers" not in fields or {"attack", "malicious_fraction", "label_noise"} & set(point):
+                bad = round(n * float(point.get("malicious_fraction", 0.0)))
+                attack = str(point.get("attack", "honest"))
+                noise = float(point.get("label_noise", 0.0))
+                fields["trainers"] = [TrainerPlan(label_noise=noise if i % 2 else 0.0) for i in range(n - bad)] + [
+                    TrainerPlan(behaviour=attack)
+                ] * bad
             fields["name"] = "_".join(f"{k}={v}" for k, v in point.items()) or "base"
             if "rule" in point:
                 fields["rule"] = point["rule"]

@@ -54,3 +54,20 @@ def test_scenario_writes_a_valid_project_file(tmp_path: Path) -> None:
 def test_shipped_grid_example_parses() -> None:
     scenarios = Grid.load(Path(__file__).resolve().parent.parent / "examples" / "grid.toml").scenarios()
     assert len(scenarios) == 8
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "examples" / "scenarios").glob("*.toml")))
+def test_shipped_scenarios_parse_with_real_behaviours(path: Path) -> None:
+    from trainer.behaviours import parse_behaviour
+
+    scenarios = Grid.load(path).scenarios()
+    assert scenarios
+    for s in scenarios:
+        assert len(s.trainers) >= 4
+        for t in s.trainers:
+            parse_behaviour(t.behaviour)  # the trainer CLI accepts every behaviour a scenario names
+
+
+def test_explicit_trainer_lists_are_kept() -> None:
+    g = Grid.model_validate({"base": {"trainers": [{}, {"behaviour": "copycat"}]}, "grid": {"seed": [0, 1]}})
+    assert [[t.behaviour for t in s.trainers] for s in g.scenarios()] == [["honest", "copycat"]] * 2
