@@ -449,9 +449,12 @@ def run_all(runs: list[RunSpec], workers: int, console: Console) -> list[dict[st
                 for fut in done:
                     res = fut.result()
                     results.append(res)
-                    progress.update(task, description=res["name"] + (" FAILED" if "error" in res else
-                                                                       f" {res['final_test_accuracy'] * 100:.1f}%"))
+                    line = res["name"] + (" FAILED" if "error" in res else
+                                          f" {res['final_test_accuracy'] * 100:.1f}% ({res['seconds']:.0f} s)")
+                    progress.update(task, description=line)
                     progress.advance(task)
+                    if not console.is_terminal:  # no live bar in a log: one line per run
+                        console.print(f"  [{len(results)}/{len(runs)}] {line}", highlight=False)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
     return results

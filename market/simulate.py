@@ -245,7 +245,10 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
         py = sys.executable
         agg = [py, "-m", "aggregator.cli", "serve", str(project_id), "--until-done", "--dev-account", str(AGGREGATOR),
                "--state", str(state / "aggregator"), *common]
-        for opt, value in (("--rule", scenario.rule), ("--scorer", scenario.scorer), ("--validation", scenario.validation)):
+        # The validation split must not be drawn with the partition's seed: both take the first
+        # slice of the same permutation, and trainer 0 would hold the whole validation set.
+        validation = scenario.validation or f"{scenario.dataset}:size=500,seed={scenario.seed + 7919}"
+        for opt, value in (("--rule", scenario.rule), ("--scorer", scenario.scorer), ("--validation", validation)):
             if value:
                 agg += [opt, value]
         procs.start("aggregator", agg)
