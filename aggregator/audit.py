@@ -31,9 +31,9 @@ from aggregator.valset import MAX_BYTES as VALSET_MAX_BYTES
 from aggregator.valset import ValidationSet
 from market.chain import Finalized, MarketClient, RoundStatus
 from market.errors import MarketError
-from market.merkle import RewardTree
-from market.protocol import load_record, load_spec
-from market.round_record import ProjectSpec, RoundRecord
+from market.protocol.documents import ProjectSpec, RoundRecord
+from market.protocol.merkle import RewardTree
+from market.protocol.reading import load_record, load_spec
 from market.storage import Store, same_multihash
 
 __all__ = ["RoundAudit", "audit_project", "audit_round"]

@@ -12,8 +12,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from market.clikit import ConfigOpt, DeploymentOpt, JsonOpt, RpcOpt, console, emit_json, err_console
-from market.config import Settings, load_settings
+from market.cli.config import Settings, load_settings
+from market.cli.kit import ConfigOpt, DeploymentOpt, JsonOpt, RpcOpt, console, emit_json, err_console
 
 __all__ = ["EXIT_MISMATCH", "audit", "open_settings_store"]
 
@@ -58,7 +58,7 @@ def audit(
     scores, rewards and Merkle root. Exit 1 on any mismatch."""
     from aggregator.audit import audit_project
     from market.chain import connect
-    from market.deployment import Deployment
+    from market.chain.deployment import Deployment
 
     s = load_settings(config).merged(rpc=rpc, deployment=deployment, ipfs=ipfs)
     client = Deployment.load(s.deployment).client(connect(s.rpc))

@@ -17,7 +17,8 @@ import typer
 from rich.table import Table
 
 from aggregator.audit_cli import audit, open_settings_store
-from market.clikit import (
+from market.cli.config import CONFIG_ENV, Settings, load_settings, read_toml
+from market.cli.kit import (
     AccountOpt,
     ConfigOpt,
     DeploymentOpt,
@@ -29,7 +30,6 @@ from market.clikit import (
     handle_errors,
     pick_account,
 )
-from market.config import CONFIG_ENV, Settings, load_settings, read_toml
 
 app = typer.Typer(
     name="aggregator",
@@ -91,7 +91,7 @@ def serve(
     score, reward, adapt, publish) and finalize it on chain exactly once. Restartable."""
     from aggregator.service import AggregatorService, setup_logging
     from market.chain import connect
-    from market.deployment import Deployment
+    from market.chain.deployment import Deployment
 
     s, agg = _settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs, state=state)
     agg = agg.merged(rule=rule, scorer=scorer, server_lr=server_lr, validation=validation, poll=poll)
@@ -127,7 +127,7 @@ def status(
     from aggregator.journal import Journal
     from aggregator.service import round_status
     from market.chain import connect
-    from market.deployment import Deployment
+    from market.chain.deployment import Deployment
 
     s, _ = _settings(config, rpc=rpc, deployment=deployment, state=state)
     client = Deployment.load(s.deployment).client(connect(s.rpc))

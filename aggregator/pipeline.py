@@ -41,7 +41,6 @@ from aggregator.scoring import make_scorer, make_utility
 from aggregator.settings import AdaptPolicy
 from aggregator.valset import ValidationSet
 from market.chain import MarketClient, RoundStatus
-from market.codec import DecodeLimits, ModelHeader, decode_model, encode_model
 from market.errors import (
     ContentNotFound,
     ContentTooLarge,
@@ -53,10 +52,11 @@ from market.errors import (
     UpdateRejected,
 )
 from market.models import build_model, evaluate, flatten, unflatten
-from market.protocol import ProtocolError, load_record, load_spec
-from market.round_record import ProjectSpec, RoundRecord, UpdateInput, Verdict, round_seed
+from market.protocol.codec import DecodeLimits, ModelHeader, decode_model, encode_model
+from market.protocol.documents import ProjectSpec, RoundRecord, UpdateInput, Verdict, round_seed
+from market.protocol.reading import ProtocolError, load_record, load_spec
+from market.protocol.validation import update_spec, validate_update
 from market.storage import fetch_verified
-from market.validation import update_spec, validate_update
 
 __all__ = [
     "CODE_VERSION",

@@ -23,7 +23,7 @@ from fractions import Fraction
 from eth_utils import is_address, to_checksum_address
 
 from aggregator.errors import RewardError
-from market.merkle import RewardTree
+from market.protocol.merkle import RewardTree
 
 __all__ = ["Allocation", "RoundRewards", "round_rewards", "split_reward"]
 

@@ -65,8 +65,8 @@ from market.errors import (
     StorageError,
     StorageUnavailable,
 )
-from market.protocol import load_spec
-from market.round_record import ProjectSpec
+from market.protocol.documents import ProjectSpec
+from market.protocol.reading import load_spec
 from market.storage import Store, same_multihash
 
 __all__ = [

@@ -24,12 +24,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from market.accounts import dev_account
-from market.anvil import Anvil, rpc_call
+from devnet.anvil import Anvil, rpc_call
+from devnet.compiler import compile_contracts
 from market.chain import MarketClient, ProjectParams, RevertDecoder, TxSender, commitment_of, connect
-from market.compiler import compile_contracts
-from market.deployment import deploy
-from market.merkle import RewardTree
+from market.chain.accounts import dev_account
+from market.chain.deployment import deploy
+from market.protocol.merkle import RewardTree
 
 ETHER = 10**18
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"  # a realistic 46-character CIDv0

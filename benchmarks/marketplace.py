@@ -9,7 +9,7 @@ Run: .venv/bin/python benchmarks/marketplace.py [--fast] [--full] [--smoke] [--w
    Dirichlet alpha = 0.5 label skew), the validation part is the aggregator's validation set
    (scores, plateau adaptation), the test part gives the final accuracy. Every round runs the
    trainers' code (`train_local` with the round's hyper-parameters, then the scripted behaviour
-   of `trainer.behaviours`), encodes each update with `market.codec`, then runs the aggregator
+   of `trainer.behaviours`), encodes each update with `market.protocol.codec`, then runs the aggregator
    service's own stages from `aggregator.pipeline`: `validate_updates` (the same checks as on
    the real stack), `filter_updates` (zero, stale, copy and outlier filters with the service's
    `FilterConfig`), `aggregate_updates` with the rule, `score_contributions` (the service's
@@ -43,7 +43,7 @@ Run: .venv/bin/python benchmarks/marketplace.py [--fast] [--full] [--smoke] [--w
    loopback ports, deploys LearningMarket, and for 10, 50 and 100 trainers (keys funded with
    anvil_setBalance, registered, each its own `trainer.participant.Participant` with its own
    IPFS client and state directory) runs rounds with pre-encoded updates (a real `mnist_cnn`
-   delta, perturbed per trainer, encoded with `market.codec` before the clock starts):
+   delta, perturbed per trainer, encoded with `market.protocol.codec` before the clock starts):
    trainers (thread pool): upload to IPFS, commit, [mine past the commit deadline], reveal;
    aggregator (`aggregator.pipeline`): `load_context` (chain events, spec, previous record),
    `fetch_updates` (`fetch_verified`, journal cache as the service) + the base model,
@@ -117,11 +117,11 @@ from aggregator.rules import make_rule
 from aggregator.service import available_for, config_from_settings
 from aggregator.settings import AggregatorSettings
 from aggregator.valset import ValidationSet
-from market.codec import ModelHeader, UpdateHeader, encode_model, encode_update
 from market.models import ModelSpec, build_model, flatten, init_model, unflatten
-from market.round_record import ProjectSpec, UpdateInput
+from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
+from market.protocol.documents import ProjectSpec, UpdateInput
+from market.protocol.validation import update_spec
 from market.storage import raw_cid
-from market.validation import update_spec
 from trainer.behaviours import Behaviour, BehaviourContext, Copycat, parse_behaviour
 from trainer.data import Dataset, load_builtin, train_val_test_split
 from trainer.partition import dirichlet, iid, split_by_partition, with_label_noise
@@ -675,11 +675,11 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
 
     from aggregator.journal import Journal
     from aggregator.valset import load_validation_set
-    from market.accounts import dev_account
-    from market.anvil import Anvil, rpc_call
+    from devnet.anvil import Anvil, rpc_call
+    from devnet.ipfsnode import IpfsNode
     from market.chain import ProjectParams, connect
-    from market.deployment import deploy
-    from market.ipfsnode import IpfsNode
+    from market.chain.accounts import dev_account
+    from market.chain.deployment import deploy
     from market.storage import IpfsStore
     from trainer.participant import Participant
 

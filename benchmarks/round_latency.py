@@ -44,14 +44,14 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from market.accounts import dev_account
-from market.anvil import Anvil
+from devnet.anvil import Anvil
+from devnet.ipfsnode import IpfsNode
 from market.chain import MarketClient, ProjectParams, connect
-from market.codec import ModelHeader, UpdateHeader, encode_model, encode_update
-from market.deployment import deploy
-from market.ipfsnode import IpfsNode
+from market.chain.accounts import dev_account
+from market.chain.deployment import deploy
 from market.models import ModelSpec, init_model
-from market.round_record import ProjectSpec
+from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
+from market.protocol.documents import ProjectSpec
 from market.storage import IpfsStore
 from trainer.participant import Participant
 from trainer.pipeline import SubmitTimings, check_update, submit_update

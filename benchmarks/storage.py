@@ -33,15 +33,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from market.codec import (
+from devnet.ipfsnode import IpfsNode
+from market.protocol.codec import (
     DEFAULT_CLIP_K,
     UpdateHeader,
     decode_update,
     encode_update,
 )
-from market.ipfsnode import IpfsNode
+from market.protocol.validation import update_spec, validate_update
 from market.storage import IpfsStore, cid_of
-from market.validation import update_spec, validate_update
 
 MB = 1_000_000
 T = TypeVar("T")

@@ -1,8 +1,10 @@
 """The shared protocol library of the audited learning market.
 
-Chain access (`market.chain`), deployment, the local stack, content storage (`market.storage`),
-the update codec and its validation, Merkle trees, the protocol documents, models, and the
-`market` CLI. `market` imports neither `aggregator` nor `trainer`.
+What two parties must agree on, and nothing else: the protocol documents and codec
+(`market.protocol`), chain access with the shipped contract ABI (`market.chain`), content storage
+(`market.storage`), models (`market.models`), the built-in datasets, the one exception tree
+(`market.errors`) and the `market` CLI (`market.cli`). `market` imports neither `aggregator` nor
+`trainer`; local tooling lives in `devnet`, experiments in `lab`.
 """
 
 from __future__ import annotations
@@ -17,37 +19,37 @@ _EXPORTS = {
     "ConfigError": "errors",
     "ContentNotFound": "errors",
     "ContractRevert": "errors",
-    "Deployment": "deployment",
+    "Deployment": "chain.deployment",
     "DeploymentError": "errors",
     "EmbeddedStore": "storage",
     "IntegrityError": "errors",
     "IpfsStore": "storage",
     "MarketClient": "chain",
     "MarketError": "errors",
-    "ModelHeader": "codec",
+    "ModelHeader": "protocol.codec",
     "ModelSpec": "models",
     "NodeUnreachable": "errors",
     "ProjectParams": "chain",
-    "ProjectSpec": "round_record",
-    "RewardTree": "merkle",
-    "RoundRecord": "round_record",
+    "ProjectSpec": "protocol.documents",
+    "RewardTree": "protocol.merkle",
+    "RoundRecord": "protocol.documents",
     "StorageError": "errors",
     "Store": "storage",
-    "UpdateHeader": "codec",
+    "UpdateHeader": "protocol.codec",
     "UpdateRejected": "errors",
-    "ValidationPolicy": "round_record",
+    "ValidationPolicy": "protocol.documents",
     "build_model": "models",
     "commitment_of": "chain",
     "connect": "chain",
-    "decode_model": "codec",
-    "decode_update": "codec",
-    "deploy": "deployment",
-    "encode_model": "codec",
-    "encode_update": "codec",
+    "decode_model": "protocol.codec",
+    "decode_update": "protocol.codec",
+    "deploy": "chain.deployment",
+    "encode_model": "protocol.codec",
+    "encode_update": "protocol.codec",
     "fetch_verified": "storage",
     "init_model": "models",
     "open_store": "storage",
-    "validate_update": "validation",
+    "validate_update": "protocol.validation",
 }
 
 __all__ = [

@@ -21,6 +21,10 @@ class ConfigError(MarketError):
     exit_code = 2
 
 
+class DatasetError(ConfigError):
+    """A built-in dataset is unknown or its package is not installed."""
+
+
 class ToolchainError(MarketError):
     """A required tool (node, solc-js, anvil, jsipfs) is missing or failed."""
 

@@ -36,4 +36,4 @@ if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ "$(cat "$s
 fi
 
 say "compiling contracts (cached)"
-.venv/bin/python -c "from market.compiler import compile_contracts; compile_contracts()"
+.venv/bin/python -c "from devnet.compiler import compile_contracts; compile_contracts()"

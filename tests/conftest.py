@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from market.accounts import dev_account, fund_embedded
-from market.anvil import Anvil
+from devnet.anvil import Anvil
 from market.chain import MarketClient, connect
-from market.deployment import Deployment, deploy
+from market.chain.accounts import dev_account, fund_embedded
+from market.chain.deployment import Deployment, deploy
 
 
 def free_port() -> int:

@@ -11,17 +11,16 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
-from market.accounts import Keystore, dev_account
 from market.chain import MarketClient, ProjectInfo, checksum, connect
-from market.clikit import pick_account
-from market.deployment import Deployment
+from market.chain.accounts import Keystore, dev_account
+from market.chain.deployment import Deployment
+from market.cli.kit import pick_account
 from market.errors import ConfigError as MarketConfigError
 from market.errors import NodeUnreachable
 from market.storage import open_store
-
-from .config import TrainerSettings
-from .errors import ConfigError, UnknownProject
-from .participant import Participant
+from trainer.config import TrainerSettings
+from trainer.errors import ConfigError, UnknownProject
+from trainer.participant import Participant
 
 __all__ = ["Session", "connect_with_retry", "open_session", "store_for"]
 

@@ -30,9 +30,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from market.accounts import PASSWORD_ENV, Keystore
 from market.chain import ETH, RoundStatus
-from market.clikit import (
+from market.chain.accounts import PASSWORD_ENV, Keystore
+from market.cli.kit import (
     DeploymentOpt,
     DevAccountOpt,
     JsonOpt,
@@ -42,16 +42,15 @@ from market.clikit import (
     err_console,
     handle_errors,
 )
-from market.codec import decode_update
 from market.errors import UpdateRejected
-from market.protocol import is_settled, load_record, load_spec, round_base
-from market.round_record import ProjectSpec
-
-from ._session import Session, open_session
-from .config import TrainerSettings, load_settings
-from .errors import ConfigError, DeadlinePassed, NotRegistered, RoundMismatch, WaitTimeout
-from .participant import Participant
-from .pipeline import (
+from market.protocol.codec import decode_update
+from market.protocol.documents import ProjectSpec
+from market.protocol.reading import is_settled, load_record, load_spec, round_base
+from trainer._session import Session, open_session
+from trainer.config import TrainerSettings, load_settings
+from trainer.errors import ConfigError, DeadlinePassed, NotRegistered, RoundMismatch, WaitTimeout
+from trainer.participant import Participant
+from trainer.pipeline import (
     SubmitTimings,
     TrainedUpdate,
     check_update,
@@ -65,8 +64,8 @@ from .pipeline import (
     update_path,
     write_update_file,
 )
-from .state import RoundState, Stage
-from .training import TrainProgress
+from trainer.state import RoundState, Stage
+from trainer.training import TrainProgress
 
 app = typer.Typer(
     name="trainer",

@@ -36,9 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from market import paths
-
-from .errors import ConfigError
-from .training import TrainConfig
+from trainer.errors import ConfigError
+from trainer.training import TrainConfig
 
 __all__ = ["CONFIG_ENV", "DEFAULT_FILE", "TrainerSettings", "load_settings", "parse_partition", "parse_shard"]
 

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from market.chain import CommitState, MarketClient, checksum, commitment_of
-from market.protocol import is_settled, load_record, load_spec, round_base
-from market.round_record import ProjectSpec
-
-from .errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
-from .state import RoundState, Stage, StateStore
+from market.protocol.documents import ProjectSpec
+from market.protocol.reading import is_settled, load_record, load_spec, round_base
+from trainer.errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
+from trainer.state import RoundState, Stage, StateStore
 
 
 class Store(Protocol):

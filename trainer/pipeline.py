@@ -20,7 +20,10 @@ from typing import Any
 import torch
 
 from market.chain import MarketClient
-from market.codec import (
+from market.errors import ConfigError as MarketConfigError
+from market.errors import UpdateRejected
+from market.models import build_model, tensor_spec
+from market.protocol.codec import (
     DecodeLimits,
     UpdateHeader,
     decode_model,
@@ -29,27 +32,23 @@ from market.codec import (
     parse_update_header,
     read_layout,
 )
-from market.errors import ConfigError as MarketConfigError
-from market.errors import UpdateRejected
-from market.models import build_model, tensor_spec
-from market.protocol import RoundBase, load_record, round_base
-from market.round_record import ProjectSpec
+from market.protocol.documents import ProjectSpec
+from market.protocol.reading import RoundBase, load_record, round_base
+from market.protocol.validation import update_spec, validate_update
 from market.storage import cid_of, parse_cid, raw_cid, same_multihash
-from market.validation import update_spec, validate_update
-
-from .behaviours import BehaviourContext, Copycat, FreeRider, parse_behaviour
-from .config import TrainerSettings, parse_partition, parse_shard
-from .data import BUILTIN_DATASETS, Dataset, load_dataset
-from .errors import (
+from trainer.behaviours import BehaviourContext, Copycat, FreeRider, parse_behaviour
+from trainer.config import TrainerSettings, parse_partition, parse_shard
+from trainer.data import BUILTIN_DATASETS, Dataset, load_dataset
+from trainer.errors import (
     ConfigError,
     InvalidUpdate,
     ModelSpecError,
     RoundMismatch,
 )
-from .participant import Participant
-from .partition import partition, with_label_noise
-from .state import RoundState, Stage
-from .training import TrainConfig, TrainProgress, train_local
+from trainer.participant import Participant
+from trainer.partition import partition, with_label_noise
+from trainer.state import RoundState, Stage
+from trainer.training import TrainConfig, TrainProgress, train_local
 
 __all__ = [
     "GlobalModel",

@@ -1,8 +1,8 @@
 """Chain access: connection, the typed LearningMarket client, and transaction sending."""
 
-from .client import MarketClient, checksum, commitment_of
-from .connection import DEFAULT_RPC, EMBEDDED, LOCAL_CHAIN_IDS, connect
-from .records import (
+from market.chain.client import MarketClient, checksum, commitment_of
+from market.chain.connection import DEFAULT_RPC, EMBEDDED, LOCAL_CHAIN_IDS, connect
+from market.chain.records import (
     ETH,
     Commit,
     CommitState,
@@ -14,8 +14,8 @@ from .records import (
     RoundInfo,
     RoundStatus,
 )
-from .reverts import RevertDecoder
-from .sender import Receipt, TxSender
+from market.chain.reverts import RevertDecoder
+from market.chain.sender import Receipt, TxSender
 
 __all__ = [
     "DEFAULT_RPC",

@@ -12,8 +12,7 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
-from ..errors import ChainError, ConfigError, InsufficientFunds
-from .records import (
+from market.chain.records import (
     Commit,
     CommitState,
     Finalized,
@@ -24,8 +23,9 @@ from .records import (
     RoundInfo,
     RoundStatus,
 )
-from .reverts import RevertDecoder
-from .sender import Receipt, TxSender, revert_data
+from market.chain.reverts import RevertDecoder
+from market.chain.sender import Receipt, TxSender, revert_data
+from market.errors import ChainError, ConfigError, InsufficientFunds
 
 #: The part of ERC-20 the market needs: escrowing budgets, stakes and bonds in a token.
 ERC20_ABI: list[dict[str, Any]] = [

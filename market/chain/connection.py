@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 from web3 import HTTPProvider, Web3
 
-from ..errors import ConfigError, NodeUnreachable
+from market.errors import ConfigError, NodeUnreachable
 
 EMBEDDED = "embedded"
 DEFAULT_RPC = "http://127.0.0.1:8545"

@@ -7,7 +7,7 @@ from typing import Any
 from eth_abi import decode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 
-from ..errors import ContractRevert
+from market.errors import ContractRevert
 
 _BUILTIN = {
     bytes.fromhex("08c379a0"): ("Error", [("message", "string")]),

@@ -11,8 +11,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
-from ..errors import ChainError, InsufficientFunds, TransactionError
-from .reverts import RevertDecoder
+from market.chain.reverts import RevertDecoder
+from market.errors import ChainError, InsufficientFunds, TransactionError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,3 @@
+from market.cli.app import app
+
+app()

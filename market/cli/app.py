@@ -1,0 +1,457 @@
+"""`market`: run the local stack, deploy, and act as a project owner, arbiter or auditor.
+
+Every command reads `market.toml` (or --config) with flags on top, prints one line on error with a
+meaningful exit code, and takes --json for scripts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from devnet.stack import Stack
+from market.chain import ETH, MarketClient, checksum, connect
+from market.chain.deployment import Deployment, deploy
+from market.cli.config import Settings, load_settings
+from market.cli.kit import (
+    AccountOpt,
+    ConfigOpt,
+    DeploymentOpt,
+    DevAccountOpt,
+    JsonOpt,
+    RpcOpt,
+    console,
+    emit_json,
+    err_console,
+    handle_errors,
+    pick_account,
+)
+from market.cli.project_file import ProjectFile
+from market.errors import ConfigError
+
+app = typer.Typer(
+    name="market",
+    help="Blockchain-audited collaborative learning marketplace: local stack, deployment, projects, disputes.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+stack_app = typer.Typer(
+    help="Start, stop and inspect the local stack (anvil + IPFS daemon).", no_args_is_help=True, rich_markup_mode="markdown"
+)
+project_app = typer.Typer(
+    help="Create, inspect and end projects (the owner's commands).", no_args_is_help=True, rich_markup_mode="markdown"
+)
+app.add_typer(stack_app, name="stack")
+app.add_typer(project_app, name="project")
+
+
+def _settings(config: Path | None, **flags: Any) -> Settings:
+    return load_settings(config).merged(**flags)
+
+
+def _client(s: Settings, account: str | None = None, dev: int | None = None, need_account: bool = False) -> MarketClient:
+    w3 = connect(s.rpc)
+    dep = Deployment.load(s.deployment)
+    acct = pick_account(account, dev, s.keystore, int(w3.eth.chain_id)) if need_account else None
+    return dep.client(w3, acct)
+
+
+def open_settings_store(s: Settings) -> Any:
+    """The content store named by the settings (`ipfs` key): an IPFS API multiaddr/URL or embedded:DIR."""
+    from market.storage import open_store
+
+    url = s.ipfs
+    return open_store(f"ipfs:{url}" if url.startswith("/ip4") else url)
+
+
+# ---------------------------------------------------------------------- stack
+
+
+def _stack(s: Settings, with_ipfs: bool = True) -> Stack:
+    return Stack(
+        state_dir=s.state,
+        anvil_port=s.anvil_port,
+        ipfs_api_port=s.ipfs_api_port,
+        block_time=s.block_time,
+        with_ipfs=with_ipfs,
+    )
+
+
+@stack_app.command("up")
+@handle_errors
+def stack_up(
+    state: Path = typer.Option(None, "--state", help="Directory for chain state, IPFS repo, PIDs and logs (default .market)."),
+    anvil_port: int = typer.Option(None, help="anvil's port on 127.0.0.1."),
+    ipfs_port: int = typer.Option(None, help="The IPFS RPC API port on 127.0.0.1."),
+    block_time: float = typer.Option(None, help="Mine a block every N seconds (default: one block per transaction)."),
+    no_ipfs: bool = typer.Option(False, "--no-ipfs", help="Start only the chain."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Start anvil (and the IPFS daemon) on loopback; idempotent; state survives `down`/`up`."""
+    s = _settings(config, state=state, anvil_port=anvil_port, ipfs_api_port=ipfs_port, block_time=block_time)
+    st = _stack(s, with_ipfs=not no_ipfs)
+    with console.status("starting the local stack...") if not as_json else _null():
+        status = st.up()
+    if as_json:
+        emit_json(status)
+    else:
+        _print_status(status)
+
+
+@stack_app.command("down")
+@handle_errors
+def stack_down(
+    state: Path = typer.Option(None, "--state", help="The stack's state directory."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Stop every process the stack started, by PID. Chain state and IPFS repo are kept."""
+    s = _settings(config, state=state)
+    stopped = Stack.from_state(s.state).down()
+    if as_json:
+        emit_json({"stopped": stopped})
+    else:
+        console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@stack_app.command("status")
+@handle_errors
+def stack_status(
+    state: Path = typer.Option(None, "--state", help="The stack's state directory."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show what runs, on which ports, with which PIDs. Exit 4 if anything is down."""
+    s = _settings(config, state=state)
+    status = Stack.from_state(s.state, anvil_port=s.anvil_port, ipfs_api_port=s.ipfs_api_port).status()
+    if as_json:
+        emit_json(status)
+    else:
+        _print_status(status)
+    if not all(v.get("running") for v in status.values()):
+        raise typer.Exit(4)
+
+
+def _print_status(status: dict[str, dict[str, Any]]) -> None:
+    t = Table("service", "running", "pid", "endpoint")
+    for name, v in status.items():
+        t.add_row(name, "[green]yes[/]" if v.get("running") else "[red]no[/]", str(v.get("pid") or "-"), str(v.get("url", "-")))
+    console.print(t)
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+# ---------------------------------------------------------------------- deploy
+
+
+@app.command("deploy")
+@handle_errors
+def deploy_cmd(
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compile (cached) and deploy LearningMarket; write the deployment file other commands read."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    if s.rpc == "embedded":
+        raise ConfigError("an embedded chain lives inside one process: deploy to a node (`market stack up`) instead")
+    w3 = connect(s.rpc)
+    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id))
+    dep = deploy(w3, acct, s.rpc)
+    dep.save(s.deployment)
+    if as_json:
+        emit_json(dep)
+    else:
+        console.print(f"LearningMarket deployed at [bold]{dep.address}[/] (chain {dep.chain_id}, block {dep.block_number}); wrote {s.deployment}")
+
+
+# ---------------------------------------------------------------------- projects
+
+
+@project_app.command("create")
+@handle_errors
+def project_create(
+    file: Path = typer.Argument(..., help="Project TOML: [project] terms, [model] spec, [validation] policy."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a project and escrow its whole budget (rounds x reward per round).
+
+    The model spec ([model] + [validation]) is published on IPFS and its CID recorded on chain.
+    """
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    pf = ProjectFile.load(file)
+    client = _client(s, account, dev_account, need_account=True)
+    decimals = 18
+    if pf.project.token.upper() != "ETH":
+        from market.chain.client import ERC20_ABI
+
+        token = client.w3.eth.contract(address=checksum(pf.project.token, "token"), abi=ERC20_ABI)
+        try:
+            decimals = int(token.functions.decimals().call())
+        except Exception:  # noqa: BLE001 - any failure means "no ERC-20 at that address"
+            raise ConfigError(f"{pf.project.token} does not answer decimals(): is it an ERC-20 on this chain?") from None
+    spec_cid = pf.spec_cid or publish_spec(s, pf)
+    params = pf.params(spec_cid, decimals)
+    project_id, rcpt = client.create_project(params)
+    out = {"project_id": project_id, "spec_cid": spec_cid, "budget": params.budget, "tx": rcpt.tx_hash, "gas_used": rcpt.gas_used}
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"project [bold]{project_id}[/] created; budget {params.budget} wei escrowed; spec {spec_cid}")
+
+
+def publish_spec(s: Settings, pf: ProjectFile) -> str:
+    """Upload the initial weights (if needed) and the project spec; return the spec's CID."""
+    store = open_settings_store(s)
+    try:
+        return str(store.add(pf.spec(store).to_bytes()))
+    finally:
+        store.close()
+
+
+@project_app.command("status")
+@handle_errors
+def project_status(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Rounds, trainers, escrow, allocated and claimed amounts of a project."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s)
+    info = client.project(project_id)
+    rounds = [client.round(project_id, r) for r in range(min(info.current_round + 1, info.num_rounds))]
+    trainers = client.trainers(project_id)
+    out = {
+        "project": info,
+        "block": client.block_number,
+        "escrow_balance": client.w3.eth.get_balance(client.address) if info.token == ETH else None,
+        "trainers": trainers,
+        "rounds": rounds,
+    }
+    if as_json:
+        emit_json(out)
+        return
+    console.print(
+        f"project {project_id}: owner {info.owner}; round {info.current_round}/{info.num_rounds}"
+        f"{' (ended)' if info.ended else ''}; block {out['block']}"
+    )
+    console.print(
+        f"budget {info.budget}  allocated {info.allocated}  claimed {info.claimed}  unallocated {info.unallocated}"
+        f"  stakes held {info.stakes_held}"
+    )
+    if not info.ended and info.current_round < info.num_rounds:
+        console.print(f"open round {info.current_round}: commits until block {info.commit_deadline}, reveals until {info.reveal_deadline}")
+    t = Table("round", "status", "finalized at", "allocation", "root")
+    for r in rounds:
+        t.add_row(str(r.round), r.status.name.lower(), str(r.finalized_at or "-"), str(r.allocation), r.rewards_root[:18] + "...")
+    console.print(t)
+    console.print(f"{len(trainers)} trainer(s): " + ", ".join(trainers))
+
+
+@project_app.command("end")
+@handle_errors
+def project_end(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """End a project after its last challenge window; only the unallocated budget returns to the owner."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    returned = client.project(project_id).unallocated
+    rcpt = client.end_project(project_id)
+    if as_json:
+        emit_json({"project_id": project_id, "returned": returned, "tx": rcpt.tx_hash})
+    else:
+        console.print(f"project {project_id} ended; {returned} returned to the owner")
+
+
+@app.command("dispute")
+@handle_errors
+def dispute_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Argument(..., metavar="ROUND", help="The finalized round to dispute."),
+    evidence: str = typer.Option(..., "--evidence", help="IPFS CID of the evidence (e.g. a failing audit report)."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Dispute a round inside its challenge window (owner or registered trainer; posts the bond)."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    info = client.project(project_id)
+    rcpt = client.dispute(project_id, round_, evidence)
+    if as_json:
+        emit_json({"project_id": project_id, "round": round_, "bond": info.dispute_bond, "tx": rcpt.tx_hash})
+    else:
+        console.print(f"round {round_} of project {project_id} disputed (bond {info.dispute_bond}); the arbiter decides")
+
+
+@app.command("resolve")
+@handle_errors
+def resolve_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Argument(..., metavar="ROUND", help="The disputed round."),
+    uphold: bool = typer.Option(..., "--uphold/--dismiss", help="Uphold (void the round) or dismiss the dispute."),
+    reason: str = typer.Option(..., "--reason", help="IPFS CID of the arbiter's reasoning."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Settle a dispute as the project's arbiter."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    rcpt = client.resolve_dispute(project_id, round_, uphold, reason)
+    if as_json:
+        emit_json({"project_id": project_id, "round": round_, "upheld": uphold, "tx": rcpt.tx_hash})
+    else:
+        console.print(f"dispute on round {round_} {'upheld: round voided' if uphold else 'dismissed'}")
+
+
+# ---------------------------------------------------------------------- demo and simulations
+
+
+@app.command("demo")
+@handle_errors
+def demo_cmd(
+    out: Path = typer.Option(Path("reports/demo"), "--out", help="Output directory (report, logs, chain state)."),
+    trainers: int = typer.Option(10, "--trainers", min=2, help="Number of trainers (the last --malicious of them attack)."),
+    malicious: int = typer.Option(2, "--malicious", min=0, help="How many trainers misbehave (sign flip, then free-rider, ...)."),
+    rounds: int = typer.Option(5, "--rounds", min=1, help="Rounds of training."),
+    dataset: str = typer.Option("mnist5k", "--dataset", help="mnist5k (CNN) or digits (MLP)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """The whole marketplace on the local stack: anvil + IPFS, deploy, an escrowed project, one OS
+    process per trainer, the aggregator service, claims, the audit, and a report (HTML + PNG)."""
+    from lab.scenario import Scenario, TrainerPlan, run_scenario, stop_on_sigterm
+
+    stop_on_sigterm()
+    attacks = ["sign_flip:k=4", "free_rider:mode=zero", "scaling:factor=10", "gaussian_noise:sigma=1", "label_flip"]
+    if malicious >= trainers:
+        raise ConfigError("--malicious must leave at least one honest trainer")
+    plans = [TrainerPlan()] * (trainers - malicious) + [TrainerPlan(behaviour=attacks[i % len(attacks)]) for i in range(malicious)]
+    model = {"mnist5k": ("mnist_cnn", [1, 28, 28]), "digits": ("digits_mlp", [64])}
+    if dataset not in model:
+        raise ConfigError(f"--dataset must be mnist5k or digits, got {dataset!r}")
+    arch, shape = model[dataset]
+    sc = Scenario(trainers=plans, rounds=rounds, dataset=dataset, architecture=arch, input_shape=shape)
+    result = run_scenario(sc, out, console=console, live=not as_json)
+    if as_json:
+        emit_json(result.report.to_json() | {"summary": result.summary()})
+    else:
+        _print_result(result)
+    if not result.audit_ok:
+        raise typer.Exit(12)
+
+
+def _print_result(result: Any) -> None:
+    rep = result.report
+    acc = Table("round", "accuracy", title="Accuracy per round")
+    for r, a in rep.accuracy():
+        acc.add_row(str(r), f"{a * 100:.2f}%")
+    console.print(acc)
+    t = Table("trainer", "truth", "accepted", "rejected (reasons)", "score", "rewarded (ETH)", "claimed (ETH)",
+              title="Trainers")
+    verdicts, cum = rep.verdict_summary(), rep.final_cumulative()
+    for addr, truth in result.truth.items():
+        v = verdicts.get(addr, {"accepted": 0, "rejected": 0, "reasons": {}, "score": 0.0})
+        reasons = ", ".join(f"{k} x{n}" for k, n in v["reasons"].items())
+        t.add_row(truth["label"], truth["behaviour"], str(v["accepted"]), f"{v['rejected']} {reasons}".strip(),
+                  f"{v['score']:.4f}", f"{cum.get(addr, 0) / 1e18:.4f}", f"{rep.paid.get(addr, 0) / 1e18:.4f}")
+    console.print(t)
+    g = Table("role", "gas", title="Gas per role")
+    for role, gas in sorted(rep.gas_by_role.items()):
+        g.add_row(role, f"{gas:,}")
+    console.print(g)
+    s = result.summary()
+    console.print(
+        f"audit: {'[green]passed[/]' if result.audit_ok else '[red]FAILED[/]'}; honest share of rewards "
+        f"{(s['honest_share'] or 0) * 100:.1f}%; {s['seconds']} s; report: {result.out_dir / 'report' / 'report.html'}"
+    )
+
+
+@app.command("simulate")
+@handle_errors
+def simulate_cmd(
+    config_file: Path = typer.Option(..., "--config", help="Scenario grid TOML: [base] scenario fields, [grid] axes."),
+    out: Path = typer.Option(Path("reports/simulate"), "--out", help="Output directory (results.csv/json, plots, runs)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Experiment grids: rule x attack x malicious fraction x non-IID alpha x seed, each on a fresh
+    local stack; results as CSV/JSON plus plots."""
+    from lab.scenario import Grid, run_grid, stop_on_sigterm
+
+    stop_on_sigterm()
+    rows = run_grid(Grid.load(config_file), out, console)
+    if as_json:
+        emit_json(rows)
+    else:
+        t = Table(*rows[0].keys(), title="Scenario results")
+        for r in rows:
+            t.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r.values()))
+        console.print(t)
+
+
+def _load_plugins() -> None:
+    """Commands other packages offer under `market` (entry-point group `market.commands`), so that
+    `market audit` can run the aggregator's replay without `market` importing `aggregator`.
+
+    A plugin is imported only when its command is invoked (importing it pulls in torch); otherwise
+    a placeholder lists it in `--help`.
+    """
+    import sys
+    from importlib.metadata import entry_points
+
+    invoked = sys.argv[1] if len(sys.argv) > 1 else None
+    for ep in entry_points(group="market.commands"):
+        if ep.name == invoked:
+            try:
+                app.command(ep.name)(handle_errors(ep.load()))
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+                err_console.print(f"[yellow]warning:[/] plugin command {ep.name!r} could not be loaded: {exc}")
+            continue
+        app.command(ep.name, help=f"(from {ep.value.split(':')[0]}; run `market {ep.name} --help`)", add_help_option=False)(
+            _placeholder
+        )
+
+
+def _placeholder() -> None:  # pragma: no cover - replaced before it can run
+    raise typer.Exit(70)
+
+
+_load_plugins()
+
+if __name__ == "__main__":
+    app()

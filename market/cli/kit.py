@@ -1,0 +1,112 @@
+"""What the `market`, `trainer` and `aggregator` CLIs share: one-line errors with meaningful exit
+codes, `--json` output, account selection and the Rich console."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from eth_account.signers.local import LocalAccount
+from rich.console import Console
+
+from market.chain import LOCAL_CHAIN_IDS
+from market.chain.accounts import PASSWORD_ENV, Keystore, dev_account
+from market.errors import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Exit codes beyond MarketError.exit_code: 130 interrupted, 70 internal error.
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
+
+
+def fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn any exception with an `exit_code` (the packages' error trees) into one line and that
+    exit code; anything else into one line and exit 70 (MARKET_DEBUG=1 shows the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as exc:
+            if os.environ.get("MARKET_DEBUG"):
+                raise
+            code = getattr(exc, "exit_code", None)
+            if isinstance(code, int):
+                fail(str(exc), code)
+            fail(f"{type(exc).__name__}: {exc} (set MARKET_DEBUG=1 for the traceback)", EXIT_INTERNAL)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(obj.to_json() if hasattr(obj, "to_json") else asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, bytes):
+        return "0x" + obj.hex()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def emit_json(obj: Any) -> None:
+    """Print `obj` as JSON on stdout (bytes as 0x-hex, dataclasses as objects)."""
+    sys.stdout.write(json.dumps(_jsonable(obj), indent=2, default=str) + "\n")
+
+
+def read_password(prompt: str = "Password") -> str:
+    """From $MARKET_PASSWORD, else a hidden prompt (never a flag)."""
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        raise ConfigError(f"no password: set ${PASSWORD_ENV} or run in a terminal to be prompted")
+    return str(typer.prompt(prompt, hide_input=True))
+
+
+def pick_account(
+    account: str | None,
+    dev: int | None,
+    keystore: Path,
+    chain_id: int | None = None,
+) -> LocalAccount:
+    """The signing account: a keystore entry (`--account NAME`) or anvil dev key (`--dev-account N`,
+    refused on chains that are not local)."""
+    if account and dev is not None:
+        raise ConfigError("give either --account or --dev-account, not both")
+    if dev is not None:
+        if chain_id is not None and chain_id not in LOCAL_CHAIN_IDS:
+            raise ConfigError(f"--dev-account is only for local chains; chain {chain_id} is not one: use --account")
+        return dev_account(dev)
+    if account:
+        return Keystore(keystore).load(account, read_password(f"Password for {account}"))
+    raise ConfigError("this command signs a transaction: pass --account NAME or --dev-account N")
+
+
+AccountOpt = typer.Option(None, "--account", "-a", help="Keystore account name (password from $MARKET_PASSWORD or a prompt).")
+DevAccountOpt = typer.Option(None, "--dev-account", help="Use anvil's dev account N (local chains only).")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default ./market.toml or $MARKET_CONFIG).")
+RpcOpt = typer.Option(None, "--rpc", help="JSON-RPC URL of the node, or 'embedded' (default http://127.0.0.1:8545).")
+DeploymentOpt = typer.Option(None, "--deployment", help="Deployment file written by `market deploy`.")

@@ -1,0 +1,182 @@
+"""The `market` CLI as a user runs it: real processes, a real anvil node, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+MARKET = [sys.executable, "-m", "market.cli"]
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MARKET, *args], capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=120,
+        check=False,
+    )
+
+
+def one_error_line(p: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in p.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """`market stack up --no-ipfs` + `market deploy`, torn down with `market stack down`."""
+    d = tmp_path_factory.mktemp("cli")
+    port = str(free_port())
+    up = run("stack", "up", "--state", str(d / "st"), "--no-ipfs", "--anvil-port", port, "--json")
+    assert up.returncode == 0, up.stderr
+    status = json.loads(up.stdout)
+    assert status["anvil"]["running"] and status["anvil"]["pid"]
+    rpc = f"http://127.0.0.1:{port}"
+    dep = str(d / "deployment.json")
+    p = run("deploy", "--rpc", rpc, "--deployment", dep, "--dev-account", "0", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["chain_id"] == 31337
+    yield {"rpc": rpc, "dep": dep, "dir": str(d), "state": str(d / "st"), "pid": str(status["anvil"]["pid"])}
+    from devnet.process import pid_alive
+
+    down = run("stack", "down", "--state", str(d / "st"), "--json")
+    assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == ["anvil"], down.stderr
+    assert not pid_alive(int(status["anvil"]["pid"]))
+
+
+def project_file(tmp: Path, **overrides: str) -> Path:
+    lines = {
+        "rounds": "2", "reward_per_round": '"1 ether"', "stake": '"0.1 ether"', "dispute_bond": '"0.01 ether"',
+        "commit_window": "5", "reveal_window": "5", "challenge_window": "3",
+        "aggregator": '"dev:1"', "arbiter": '"dev:2"',
+    }
+    lines.update(overrides)
+    body = 'spec_cid = "QmSpecForCliTests"\n[project]\n' + "".join(f"{k} = {v}\n" for k, v in lines.items() if v)
+    path = tmp / f"p{abs(hash(body))}.toml"
+    path.write_text(body)
+    return path
+
+
+def test_create_status_end_json(chain: dict[str, str], tmp_path: Path) -> None:
+    common = ["--rpc", chain["rpc"], "--deployment", chain["dep"]]
+    p = run("project", "create", str(project_file(tmp_path)), *common, "--dev-account", "0", "--json")
+    assert p.returncode == 0, p.stderr
+    created = json.loads(p.stdout)
+    assert created["budget"] == 2 * 10**18 and created["spec_cid"] == "QmSpecForCliTests"
+    pid = str(created["project_id"])
+    s = run("project", "status", pid, *common, "--json")
+    assert s.returncode == 0, s.stderr
+    st = json.loads(s.stdout)
+    assert st["project"]["budget"] == 2 * 10**18 and st["project"]["unallocated"] == 2 * 10**18
+    assert st["escrow_balance"] >= 2 * 10**18
+    assert st["rounds"][0]["status"] == "none"
+    # ending with rounds remaining is refused, with the custom error named
+    e = run("project", "end", pid, *common, "--dev-account", "0")
+    assert e.returncode == 6
+    assert "RoundsRemaining" in one_error_line(e)
+    # the wrong account is refused too
+    e = run("project", "end", pid, *common, "--dev-account", "4")
+    assert e.returncode == 6 and "NotOwner" in one_error_line(e)
+    # a dispute by an outsider, and a resolve by a non-arbiter
+    e = run("dispute", pid, "0", "--evidence", "QmE", *common, "--dev-account", "7")
+    assert e.returncode == 6 and "NotStakeholder" in one_error_line(e)
+    e = run("resolve", pid, "0", "--uphold", "--reason", "QmR", *common, "--dev-account", "7")
+    assert e.returncode == 6 and "NotArbiter" in one_error_line(e)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--rpc", "http://127.0.0.1:1"], 5, "no Ethereum node answers"),
+        (["--rpc", "http://192.168.1.10:8545"], 2, "not on loopback"),
+        (["--rpc", "ftp://x"], 2, "unsupported RPC URL"),
+        (["--deployment", "/nonexistent/deployment.json"], 7, "run `market deploy` first"),
+    ],
+)
+def test_bad_connection_inputs_give_one_line(chain: dict[str, str], args: list[str], code: int, needle: str) -> None:
+    base = {"--rpc": chain["rpc"], "--deployment": chain["dep"]}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    p = run("project", "status", "1", *[x for kv in base.items() for x in kv])
+    assert p.returncode == code
+    assert needle in one_error_line(p)
+
+
+def test_malformed_project_files(chain: dict[str, str], tmp_path: Path) -> None:
+    common = ["--rpc", chain["rpc"], "--deployment", chain["dep"], "--dev-account", "0"]
+    from market.chain import connect
+    from market.chain.deployment import Deployment
+
+    client = Deployment.load(Path(chain["dep"])).client(connect(chain["rpc"]))
+    before_count = client.project_count()
+    cases = [
+        (project_file(tmp_path, aggregator='"0x1234"'), "malformed aggregator"),
+        (project_file(tmp_path, reward_per_round='"1 banana"'), "unknown unit"),
+        (project_file(tmp_path, rounds="0"), "project.rounds"),
+        (project_file(tmp_path, challenge_window="50"), "challenge_window"),
+        (project_file(tmp_path, arbiter=""), "project.arbiter"),
+    ]
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[project\nrounds=")
+    cases.append((bad_toml, "not valid TOML"))
+    cases.append((tmp_path / "missing.toml", "does not exist"))
+    for path, needle in cases:
+        p = run("project", "create", str(path), *common)
+        assert p.returncode == 2, (path.read_text() if path.exists() else path, p.stderr)
+        assert needle in one_error_line(p)
+    # nothing was created by any of them
+    assert client.project_count() == before_count
+
+
+def test_keystore_account_and_password_rules(chain: dict[str, str], tmp_path: Path) -> None:
+    from market.chain.accounts import Keystore
+
+    ks = tmp_path / "ks"
+    entry = Keystore(ks).new("owner2", "pw-123")
+    cfg = tmp_path / "market.toml"
+    cfg.write_text(f'[market]\nrpc = "{chain["rpc"]}"\ndeployment = "{chain["dep"]}"\nkeystore = "{ks}"\n')
+    # no password in a non-interactive run: refused with a hint
+    env = {k: v for k, v in os.environ.items() if k != "MARKET_PASSWORD"}
+    p = subprocess.run([*MARKET, "project", "end", "1", "--config", str(cfg), "--account", "owner2"],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120, check=False)
+    assert p.returncode == 2 and "MARKET_PASSWORD" in one_error_line(p)
+    p = run("project", "end", "1", "--config", str(cfg), "--account", "owner2", env={"MARKET_PASSWORD": "wrong"})
+    assert p.returncode == 2 and "wrong password" in one_error_line(p)
+    # the right password signs: the contract answers NotOwner for this fresh account (it has no ETH
+    # either, but the revert is found first by gas estimation)
+    p = run("project", "end", "1", "--config", str(cfg), "--account", "owner2", env={"MARKET_PASSWORD": "pw-123"})
+    assert p.returncode == 6 and "NotOwner" in one_error_line(p)
+    assert entry.address.lower() in p.stderr.lower()
+
+
+def test_stack_status_reports_down(tmp_path: Path) -> None:
+    p = run("stack", "status", "--state", str(tmp_path / "nothing"), "--json")
+    assert p.returncode == 4
+    assert json.loads(p.stdout)["anvil"]["running"] is False
+
+
+def test_stack_up_is_idempotent_and_down_stops_by_pid(tmp_path: Path) -> None:
+    from devnet.process import pid_alive
+
+    port = str(free_port())
+    state = str(tmp_path / "s")
+    try:
+        a = run("stack", "up", "--state", state, "--no-ipfs", "--anvil-port", port, "--json")
+        b = run("stack", "up", "--state", state, "--no-ipfs", "--anvil-port", port, "--json")
+        assert a.returncode == b.returncode == 0, (a.stderr, b.stderr)
+        pid = json.loads(a.stdout)["anvil"]["pid"]
+        assert json.loads(b.stdout)["anvil"]["pid"] == pid
+        st = run("stack", "status", "--state", state, "--json")
+        assert st.returncode == 0, st.stderr  # started with --no-ipfs: status remembers and checks anvil only
+        assert json.loads(st.stdout)["anvil"]["pid"] == pid and "ipfs" not in json.loads(st.stdout)
+    finally:
+        assert run("stack", "down", "--state", state).returncode == 0
+    assert not pid_alive(pid)
