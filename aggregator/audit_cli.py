@@ -14,11 +14,12 @@ from rich.table import Table
 
 from market.cli.config import Settings, load_settings
 from market.cli.kit import ConfigOpt, DeploymentOpt, JsonOpt, RpcOpt, console, emit_json, err_console
+from market.errors import ExitCode
 
 __all__ = ["EXIT_MISMATCH", "audit", "open_settings_store"]
 
 #: Exit code when the audit finds a mismatch (the rebuild ran, the published round is wrong).
-EXIT_MISMATCH = 1
+EXIT_MISMATCH = ExitCode.CHECK_FAILED
 
 
 def open_settings_store(s: Settings) -> Any:
@@ -29,8 +30,7 @@ def open_settings_store(s: Settings) -> Any:
     # warnings.catch_warnings, which is not thread-safe, so parallel fetches let some through.
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*'strict' parameter")
 
-    url = s.ipfs
-    return open_store(f"ipfs:{url}" if url.startswith("/") else url)
+    return open_store(s.ipfs)
 
 
 RoundsOpt = typer.Option(None, "--round", help="Audit only this round (repeatable).")

@@ -19,7 +19,6 @@ import argparse
 import hashlib
 import math
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -34,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devnet.ipfsnode import IpfsNode
+from devnet.ports import free_ports
 from market.protocol.codec import (
     DEFAULT_CLIP_K,
     UpdateHeader,
@@ -46,17 +46,6 @@ from market.storage import IpfsStore, cid_of
 MB = 1_000_000
 T = TypeVar("T")
 console = Console(width=150)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def timed(fn: Callable[[], T]) -> tuple[float, T]:
@@ -235,8 +224,9 @@ def bench_codec(reps: int) -> tuple[list[tuple[str, float, float]], list[dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, no 100 MB")
+    parser.add_argument("--smoke", action="store_true", help="one repetition of 1 MB: checks the script runs")
     args = parser.parse_args()
-    plan = [(1, 5), (10, 2)] if args.quick else [(1, 15), (10, 5), (100, 2)]
+    plan = [(1, 1)] if args.smoke else [(1, 5), (10, 2)] if args.quick else [(1, 15), (10, 5), (100, 2)]
     started = time.perf_counter()
 
     with tempfile.TemporaryDirectory(prefix="bench-ipfs-") as tmp:

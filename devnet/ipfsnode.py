@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Self
 
 from devnet import toolpaths
+from devnet.process import pid_alive
 from market.errors import StackError, ToolchainError
 
 __all__ = ["IpfsNode", "IpfsNodeStatus"]
@@ -286,7 +287,7 @@ class IpfsNode:
             return None
         if self._proc is not None and self._proc.pid == pid:
             return pid if self._proc.poll() is None else None
-        return pid if _alive(pid) and _looks_like_ipfs(pid) else None
+        return pid if pid_alive(pid) and _looks_like_ipfs(pid) else None
 
     def _wait_gone(self, pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -297,10 +298,10 @@ class IpfsNode:
                     return True
                 except subprocess.TimeoutExpired:
                     continue
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.05)
-        return not _alive(pid)
+        return not pid_alive(pid)
 
     def _forget(self) -> None:
         if self._proc is not None:
@@ -351,30 +352,6 @@ def _tail_text(text: str) -> str:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` still runs. Our own child counts as alive until reaped (reaping it here);
-    another process's zombie counts as gone."""
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass  # not our child
-    except OSError:
-        pass
-    else:
-        return done != pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _looks_like_ipfs(pid: int) -> bool:

@@ -14,17 +14,26 @@ from market.errors import StackError
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether `pid` still runs. Our own child counts as alive until reaped (reaping it here);
+    another process's zombie counts as gone."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child
+    except OSError:
+        pass
+    else:
+        return done != pid
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # A zombie child still answers kill(0): reap it if it is ours.
     try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from devnet.anvil import Anvil
 from devnet.ipfsnode import IpfsNode
+from devnet.ports import ipfs_ports
 
 
 @dataclass
@@ -27,9 +28,7 @@ class Stack:
     def ipfs(self) -> IpfsNode:
         return IpfsNode(
             self.state_dir / "ipfs",
-            api_port=self.ipfs_api_port,
-            gateway_port=self.ipfs_api_port + 3079,
-            rpc_port=self.ipfs_api_port + 2,
+            *ipfs_ports(self.ipfs_api_port),
         )
 
     @classmethod

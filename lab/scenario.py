@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from devnet.ports import free_port, pick_ipfs_api_port
 from devnet.stack import Stack
 from lab.report import ProjectReport, collect, write_html
 from market.chain import MarketClient, connect
@@ -36,16 +37,10 @@ from market.chain.accounts import dev_account
 from market.chain.deployment import deploy
 from market.cli.config import read_toml
 from market.cli.project_file import ProjectFile
-from market.errors import ConfigError, MarketError
+from market.errors import ConfigError, SimulationError
 from market.storage import open_store
 
 OWNER, AGGREGATOR, ARBITER, FIRST_TRAINER = 0, 1, 2, 3
-
-
-class SimulationError(MarketError):
-    """A scenario could not run to its end."""
-
-    exit_code = 11
 
 
 class TrainerPlan(BaseModel):
@@ -166,14 +161,6 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class _Procs:
     """Child processes of one scenario; every one is stopped by its PID at the end."""
 
@@ -222,7 +209,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
     state = out_dir / "state"
     logs = out_dir / "logs"
     logs.mkdir(parents=True)
-    stack = Stack(state_dir=state / "stack", anvil_port=_free_port(), ipfs_api_port=_pick_ipfs_port())
+    stack = Stack(state_dir=state / "stack", anvil_port=free_port(), ipfs_api_port=pick_ipfs_api_port())
     procs = _Procs(logs)
     try:
         with console.status("starting anvil and the IPFS daemon..."):
@@ -292,26 +279,6 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
     finally:
         procs.stop_all()
         stack.down()
-
-
-def _pick_ipfs_port() -> int:
-    # The IPFS node also binds api+2 (RPC) and api+3079 (gateway): find a port with both free.
-    for _ in range(50):
-        p = _free_port()
-        if p + 3079 < 65536 and all(_port_free(q) for q in (p + 2, p + 3079)):
-            return p
-    raise SimulationError("no free ports for the IPFS daemon on 127.0.0.1")
-
-
-def _port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 class Clock:

@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   "$PY" -m venv .venv
 fi
-mkdir -p "$stamp_dir"
+mkdir -p "$stamp_dir" build
 
 py_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/pip" 2>/dev/null)" != "$py_hash" ]; then
@@ -33,6 +33,16 @@ if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ "$(cat "$s
   # out of the lock file and then refuses it; `npm install --no-save` follows the lock as it is.
   npm install --no-save --no-audit --no-fund --ignore-scripts --loglevel=error
   echo "$npm_hash" > "$stamp_dir/npm"
+fi
+
+# Headless Chromium for the dashboard's browser tests (Debian's package; Playwright drives it).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Chromium (Debian package, for the dashboard's browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: chromium is not installed; the dashboard's browser tests will be skipped (apt-get install chromium)" >&2
+  fi
 fi
 
 say "compiling contracts (cached)"

@@ -3,22 +3,16 @@ market on it, and the embedded eth-tester chain for quick unit tests."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devnet.anvil import Anvil
+from devnet.ports import free_port
 from market.chain import MarketClient, connect
 from market.chain.accounts import dev_account, fund_embedded
 from market.chain.deployment import Deployment, deploy
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,15 @@
 """The exception tree of the `trainer` package.
 
-Messages say what is wrong, then what to do, on one line; the CLI prints `str(error)` and exits
-with `error.exit_code`. Codes 1-9 mirror `market.errors`; the trainer's own start at 10.
+A branch of the market's one tree (`market.errors`, where the whole tree and the exit-code table
+are drawn): `TrainerError` is a `MarketError`, and the trainer's `ConfigError` is also the market's,
+so a bad flag exits 2 whichever package noticed it. Messages say what is wrong, then what to do, on
+one line; the CLI prints `str(error)` and exits with `error.exit_code`.
 """
 
 from __future__ import annotations
+
+from market.errors import ConfigError as MarketConfigError
+from market.errors import ExitCode, MarketError
 
 __all__ = [
     "BehaviourError",
@@ -29,16 +34,16 @@ __all__ = [
 ]
 
 
-class TrainerError(Exception):
+class TrainerError(MarketError):
     """Root of every error raised by `trainer`."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.TRAINER
 
 
-class ConfigError(TrainerError):
+class ConfigError(TrainerError, MarketConfigError):
     """A setting, hyper-parameter override or flag is unknown, mistyped or out of range."""
 
-    exit_code = 2
+    exit_code = ExitCode.CONFIG
 
 
 class BehaviourError(ConfigError):
@@ -52,13 +57,13 @@ class PartitionError(ConfigError):
 class ModelSpecError(TrainerError):
     """The model spec cannot be built, or weights do not fit it."""
 
-    exit_code = 10
+    exit_code = ExitCode.MODEL_SPEC
 
 
 class DataError(TrainerError):
     """The trainer's data cannot be used."""
 
-    exit_code = 11
+    exit_code = ExitCode.DATA
 
 
 class DataNotFound(DataError):
@@ -84,13 +89,13 @@ class EmptyDataset(DataError):
 class TrainingError(TrainerError):
     """Local training failed, e.g. diverged to NaN/inf."""
 
-    exit_code = 12
+    exit_code = ExitCode.TRAINING
 
 
 class SubmissionError(TrainerError):
     """An update could not be submitted (commit or reveal)."""
 
-    exit_code = 12
+    exit_code = ExitCode.SUBMISSION
 
 
 class NotRegistered(SubmissionError):
@@ -104,23 +109,23 @@ class RoundMismatch(SubmissionError):
 class DeadlinePassed(SubmissionError):
     """A commit or reveal deadline has passed."""
 
-    exit_code = 13
+    exit_code = ExitCode.DEADLINE_PASSED
 
 
 class InvalidUpdate(TrainerError):
     """An update file is missing, malformed, for another project/round/model, or fails validation
     against the project's spec: it is refused before anything is uploaded or committed."""
 
-    exit_code = 9
+    exit_code = ExitCode.UPDATE_REJECTED
 
 
 class UnknownProject(TrainerError):
     """No project with this id exists on the deployment."""
 
-    exit_code = 14
+    exit_code = ExitCode.UNKNOWN_PROJECT
 
 
 class WaitTimeout(SubmissionError):
     """Waiting for a block, a deadline or the next round took longer than allowed."""
 
-    exit_code = 15
+    exit_code = ExitCode.WAIT_TIMEOUT

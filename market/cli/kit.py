@@ -16,17 +16,18 @@ import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
 
+from market._text import one_line
 from market.chain import LOCAL_CHAIN_IDS
 from market.chain.accounts import PASSWORD_ENV, Keystore, dev_account
-from market.errors import ConfigError
+from market.errors import ConfigError, ExitCode, MarketError, is_transient
 
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: Exit codes beyond MarketError.exit_code: 130 interrupted, 70 internal error.
-EXIT_INTERRUPTED = 130
-EXIT_INTERNAL = 70
+#: Exit codes beyond MarketError.exit_code (the whole table: market.errors.EXIT_CODES).
+EXIT_INTERRUPTED = ExitCode.INTERRUPTED
+EXIT_INTERNAL = ExitCode.INTERNAL
 
 
 def fail(message: str, code: int) -> None:
@@ -35,8 +36,9 @@ def fail(message: str, code: int) -> None:
 
 
 def handle_errors(fn: F) -> F:
-    """Turn any exception with an `exit_code` (the packages' error trees) into one line and that
-    exit code; anything else into one line and exit 70 (MARKET_DEBUG=1 shows the traceback)."""
+    """Turn any error of the market's tree into one line and its exit code; a connection error
+    that escaped a client into one line and the chain's code; anything else into one line and
+    exit 70 (MARKET_DEBUG=1 shows the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -49,10 +51,12 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:
             if os.environ.get("MARKET_DEBUG"):
                 raise
-            code = getattr(exc, "exit_code", None)
-            if isinstance(code, int):
-                fail(str(exc), code)
-            fail(f"{type(exc).__name__}: {exc} (set MARKET_DEBUG=1 for the traceback)", EXIT_INTERNAL)
+            if isinstance(exc, MarketError):
+                fail(one_line(exc, 600), exc.exit_code)
+            if is_transient(exc):
+                fail(f"a service stopped answering ({one_line(exc)}): check that the node is running"
+                     " (`market stack status`) and run the command again", ExitCode.CHAIN)
+            fail(f"{type(exc).__name__}: {one_line(exc, 400)} (set MARKET_DEBUG=1 for the traceback)", EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from market.chain import Finalized, MarketClient, RoundStatus
-from market.errors import MarketError
+from market.errors import ProtocolError
 from market.protocol.documents import ProjectSpec, RoundRecord
 
 SPEC_MAX_BYTES = 1_000_000
@@ -17,12 +17,6 @@ RECORD_MAX_BYTES = 50_000_000
 
 class ReadableStore(Protocol):
     def cat(self, cid: str, *, max_bytes: int | None = None, timeout: float | None = None) -> bytes: ...
-
-
-class ProtocolError(MarketError):
-    """The chain and the published documents disagree, or a document is missing."""
-
-    exit_code = 10
 
 
 def load_spec(client: MarketClient, store: ReadableStore, project_id: int) -> ProjectSpec:

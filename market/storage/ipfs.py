@@ -47,6 +47,7 @@ from market.errors import (
     ContentNotFound,
     ContentTooLarge,
     StorageError,
+    StorageTimeout,
     StorageUnavailable,
 )
 from market.storage._address import ApiAddress, parse_api_address, require_loopback
@@ -316,13 +317,13 @@ class IpfsStore(Store):
         """A StorageError for a definite, unrecoverable failure of `what`."""
         if isinstance(exc, _NodeAnswer):
             if exc.timed_out and seconds is not None:
-                return StorageError(
+                return StorageTimeout(
                     f"IPFS node at {self.api_url} did not finish {what} within {seconds:g}s: "
                     "raise the timeout or check the node's log"
                 )
             return StorageError(f"IPFS node at {self.api_url} refused {what}: {exc.message}")
         if isinstance(exc, _NoResponse):
-            return StorageError(
+            return StorageTimeout(
                 f"IPFS node at {self.api_url} did not answer {what} in time: "
                 "check that the node is healthy (its log) or raise the timeout"
             )
@@ -381,7 +382,7 @@ class IpfsStore(Store):
             raise StorageUnavailable(
                 f"IPFS node at {self.api_url} does not answer: start it with `market stack up`"
             )
-        raise StorageError(
+        raise StorageTimeout(
             f"IPFS node at {self.api_url} kept failing {what} after {attempts} attempts "
             f"({last}): check the node's log"
         )

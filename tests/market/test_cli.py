@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from devnet.ports import free_port
 
 pytestmark = pytest.mark.integration
 MARKET = [sys.executable, "-m", "market.cli"]

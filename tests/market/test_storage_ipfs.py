@@ -25,6 +25,7 @@ import requests
 
 from devnet import toolpaths
 from devnet.ipfsnode import IpfsNode
+from devnet.ports import free_ports
 from market.errors import (
     ContentNotFound,
     ContentTooLarge,
@@ -35,20 +36,6 @@ from market.errors import (
     StorageUnavailable,
 )
 from market.storage import IpfsStore, cid_of, fetch_verified, raw_cid, same_multihash
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(n):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
 
 # -- fake RPC server --------------------------------------------------------------------------
 
