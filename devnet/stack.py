@@ -1,4 +1,9 @@
-"""The local stack: anvil and the IPFS daemon on loopback, state in one project-local directory."""
+"""The local stack: anvil and the IPFS daemon on loopback, state in one project-local directory.
+
+The directory remembers how the stack was started (`stack.json`: ports, block time), so a later
+`up` without flags brings back the same stack, and an `up` asking for something else while it runs
+is refused instead of silently ignored.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from typing import Any
 from devnet.anvil import Anvil
 from devnet.ipfsnode import IpfsNode
 from devnet.ports import ipfs_ports
+from market.errors import StackError
+
+#: Seconds per block of the stack `market stack up` starts: a clock like a real chain's, so deadlines
+#: in blocks pass while nobody sends transactions. `--block-time 0` mines one block per transaction.
+DEFAULT_BLOCK_TIME = 1.0
+_RECORDED = ("anvil_port", "ipfs_api_port", "block_time", "with_ipfs")
 
 
 @dataclass
@@ -39,7 +50,26 @@ class Stack:
             defaults = {**defaults, **json.loads(saved.read_text())}
         return cls(state_dir=state_dir, **defaults)
 
+    @staticmethod
+    def recorded(state_dir: Path) -> dict[str, Any] | None:
+        saved = state_dir / "stack.json"
+        return json.loads(saved.read_text()) if saved.exists() else None
+
+    def describe(self) -> str:
+        clock = f"a block every {self.block_time:g} s" if self.block_time else "one block per transaction"
+        ipfs = f", IPFS API on {self.ipfs_api_port}" if self.with_ipfs else ""
+        return f"anvil on {self.anvil_port} with {clock}{ipfs}"
+
     def up(self) -> dict[str, dict[str, Any]]:
+        running = self.anvil.process.pid is not None
+        before = self.recorded(self.state_dir)
+        if running and before is not None:
+            was = Stack(self.state_dir, **{k: before[k] for k in _RECORDED if k in before})
+            if any(getattr(was, k) != getattr(self, k) for k in _RECORDED):
+                raise StackError(
+                    f"the stack in {self.state_dir} already runs ({was.describe()}); you asked for {self.describe()}:"
+                    " run `market stack down` first, then `market stack up` with the new flags"
+                )
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "stack.json").write_text(
             json.dumps(

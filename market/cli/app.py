@@ -12,10 +12,10 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from devnet.stack import Stack
+from devnet.stack import DEFAULT_BLOCK_TIME, Stack
 from market.chain import ETH, MarketClient, checksum, connect
 from market.chain.deployment import Deployment, deploy
-from market.cli.config import Settings, load_settings
+from market.cli.config import Settings, load_settings, parse_amount
 from market.cli.kit import (
     AccountOpt,
     ConfigOpt,
@@ -26,6 +26,7 @@ from market.cli.kit import (
     console,
     emit_json,
     err_console,
+    format_amount,
     handle_errors,
     pick_account,
 )
@@ -70,14 +71,16 @@ def open_settings_store(s: Settings) -> Any:
 # ---------------------------------------------------------------------- stack
 
 
-def _stack(s: Settings, with_ipfs: bool = True) -> Stack:
-    return Stack(
-        state_dir=s.state,
-        anvil_port=s.anvil_port,
-        ipfs_api_port=s.ipfs_api_port,
-        block_time=s.block_time,
-        with_ipfs=with_ipfs,
-    )
+def _stack(s: Settings, explicit: dict[str, Any]) -> Stack:
+    """The stack to bring up: what the state directory recorded (or the settings, for a new one),
+    with the flags given on top."""
+    defaults = {"anvil_port": s.anvil_port, "ipfs_api_port": s.ipfs_api_port,
+                "block_time": DEFAULT_BLOCK_TIME if s.block_time is None else (s.block_time or None)}
+    st = Stack.from_state(s.state, **defaults)
+    for key, value in explicit.items():
+        if value is not None:
+            setattr(st, key, value)
+    return st
 
 
 @stack_app.command("up")
@@ -86,15 +89,25 @@ def stack_up(
     state: Path = typer.Option(None, "--state", help="Directory for chain state, IPFS repo, PIDs and logs (default .market)."),
     anvil_port: int = typer.Option(None, help="anvil's port on 127.0.0.1."),
     ipfs_port: int = typer.Option(None, help="The IPFS RPC API port on 127.0.0.1."),
-    block_time: float = typer.Option(None, help="Mine a block every N seconds (default: one block per transaction)."),
+    block_time: float = typer.Option(
+        None, min=0, help=f"Mine a block every N seconds (default {DEFAULT_BLOCK_TIME:g}, so block deadlines pass on"
+        " their own; 0 mines one block per transaction)."),
     no_ipfs: bool = typer.Option(False, "--no-ipfs", help="Start only the chain."),
     config: Path = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Start anvil (and the IPFS daemon) on loopback; idempotent; state survives `down`/`up`."""
-    s = _settings(config, state=state, anvil_port=anvil_port, ipfs_api_port=ipfs_port, block_time=block_time)
-    st = _stack(s, with_ipfs=not no_ipfs)
-    with console.status("starting the local stack...") if not as_json else _null():
+    """Start anvil (and the IPFS daemon) on loopback; idempotent; state survives `down`/`up`.
+
+    A state directory remembers its ports and block time: `up` without flags restarts the same
+    stack, and asking a running stack for other ports or another block time is an error (stop it
+    first)."""
+    s = _settings(config, state=state)
+    st = _stack(s, {"anvil_port": anvil_port, "ipfs_api_port": ipfs_port,
+                    "block_time": None if block_time is None else (block_time or None),
+                    "with_ipfs": False if no_ipfs else None})
+    if block_time == 0:
+        st.block_time = None
+    with err_console.status(f"starting the local stack ({st.describe()})..."):
         status = st.up()
     if as_json:
         emit_json(status)
@@ -143,14 +156,6 @@ def _print_status(status: dict[str, dict[str, Any]]) -> None:
     console.print(t)
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
-
-
 # ---------------------------------------------------------------------- deploy
 
 
@@ -177,6 +182,39 @@ def deploy_cmd(
         emit_json(dep)
     else:
         console.print(f"LearningMarket deployed at [bold]{dep.address}[/] (chain {dep.chain_id}, block {dep.block_number}); wrote {s.deployment}")
+
+
+@app.command("fund")
+@handle_errors
+def fund_cmd(
+    address: str = typer.Argument(..., help="Address to fund, or the name of an account in the keystore."),
+    amount: str = typer.Option("10 ether", "--amount", help="How much, e.g. '10 ether' or '0.5 ether' (or wei)."),
+    rpc: str = RpcOpt,
+    dev_account: int = typer.Option(0, "--dev-account", help="The anvil dev account that pays (local chains only)."),
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Send ether from one of anvil's dev accounts: a new keystore account on a LOCAL chain has no
+    funds until you fund it. Refused on any other chain (there, use a faucet or an exchange)."""
+    from eth_account.signers.local import LocalAccount
+
+    from market.chain.accounts import Keystore
+
+    s = _settings(config, rpc=rpc)
+    w3 = connect(s.rpc)
+    payer: LocalAccount = pick_account(None, dev_account, s.keystore, int(w3.eth.chain_id))
+    to = address if address.startswith("0x") else Keystore(s.keystore).address_of(address)
+    value = parse_amount(amount, "--amount")
+    tx = {"to": checksum(to, "address"), "value": value, "gas": 21_000, "chainId": int(w3.eth.chain_id),
+          "nonce": w3.eth.get_transaction_count(payer.address, "pending"),
+          "maxFeePerGas": 2 * int(w3.eth.gas_price) + 1, "maxPriorityFeePerGas": 1}
+    tx_hash = w3.eth.send_raw_transaction(payer.sign_transaction(tx).raw_transaction)
+    w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
+    balance = int(w3.eth.get_balance(tx["to"]))
+    if as_json:
+        emit_json({"address": tx["to"], "sent": value, "balance": balance, "tx": tx_hash})
+    else:
+        console.print(f"sent {format_amount(value)} to {tx['to']}; its balance is now {format_amount(balance)}")
 
 
 # ---------------------------------------------------------------------- projects
@@ -216,7 +254,26 @@ def project_create(
     if as_json:
         emit_json(out)
     else:
-        console.print(f"project [bold]{project_id}[/] created; budget {params.budget} wei escrowed; spec {spec_cid}")
+        console.print(f"project [bold]{project_id}[/] created; budget {_amount(client, params.token, params.budget)}"
+                      f" escrowed; spec {spec_cid}")
+
+
+def _amount(client: MarketClient, token: str, value: int) -> str:
+    """`value` base units of the project's token (ETH or an ERC-20) for people to read."""
+    if token == ETH:
+        return format_amount(value)
+    from market.chain.client import ERC20_ABI
+
+    erc20 = client.w3.eth.contract(address=checksum(token, "token"), abi=ERC20_ABI)
+    try:
+        decimals = int(erc20.functions.decimals().call())
+    except Exception:  # noqa: BLE001 - a token without decimals(): show base units
+        return f"{value} base units"
+    try:
+        symbol = str(erc20.functions.symbol().call())
+    except Exception:  # noqa: BLE001 - symbol() is optional in ERC-20
+        symbol = "tokens"
+    return format_amount(value, decimals, symbol)
 
 
 def publish_spec(s: Settings, pf: ProjectFile) -> str:
@@ -257,15 +314,18 @@ def project_status(
         f"project {project_id}: owner {info.owner}; round {info.current_round}/{info.num_rounds}"
         f"{' (ended)' if info.ended else ''}; block {out['block']}"
     )
+    def amt(v: int) -> str:
+        return _amount(client, info.token, v)
+
     console.print(
-        f"budget {info.budget}  allocated {info.allocated}  claimed {info.claimed}  unallocated {info.unallocated}"
-        f"  stakes held {info.stakes_held}"
+        f"budget {amt(info.budget)}  allocated {amt(info.allocated)}  claimed {amt(info.claimed)}"
+        f"  unallocated {amt(info.unallocated)}  stakes held {amt(info.stakes_held)}"
     )
     if not info.ended and info.current_round < info.num_rounds:
         console.print(f"open round {info.current_round}: commits until block {info.commit_deadline}, reveals until {info.reveal_deadline}")
-    t = Table("round", "status", "finalized at", "allocation", "root")
+    t = Table("round", "status", "finalized", "allocation", "root")
     for r in rounds:
-        t.add_row(str(r.round), r.status.name.lower(), str(r.finalized_at or "-"), str(r.allocation), r.rewards_root[:18] + "...")
+        t.add_row(str(r.round), r.status.name.lower(), str(r.finalized_at or "-"), amt(r.allocation), r.rewards_root[:12] + "…")
     console.print(t)
     console.print(f"{len(trainers)} trainer(s): " + ", ".join(trainers))
 

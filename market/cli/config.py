@@ -1,6 +1,14 @@
-"""Configuration: a TOML file (`market.toml` by default) with command-line flags on top.
+"""Configuration: ONE TOML file for all three CLIs (`market.toml` by default), flags on top.
 
-Precedence: flag > environment variable > config file > built-in default.
+```toml
+[market]        # where things are: every tool reads it (rpc, deployment, ipfs, keystore, ...)
+[trainer]       # the trainer's own keys (trainer.config); it inherits rpc/deployment/ipfs/keystore
+[aggregator]    # the aggregator's own keys (aggregator.settings)
+```
+
+The file is strict: an unknown table or key is an error naming the closest valid one, so a typo
+never silently falls back to a default. Precedence: flag > environment variable > config file >
+built-in default. The file is `--config`, else `$MARKET_CONFIG`, else `./market.toml` if present.
 """
 
 from __future__ import annotations
@@ -13,9 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from market import paths
+from market._spec import closest
 from market.errors import ConfigError
 
 CONFIG_ENV = "MARKET_CONFIG"
+DEFAULT_FILE = Path("market.toml")
+#: The tables a config file may hold, one per tool.
+TABLES = ("market", "trainer", "aggregator", "dashboard")
 UNITS = {"wei": 0, "gwei": 9, "ether": 18, "eth": 18}
 
 
@@ -71,27 +83,64 @@ class Settings:
         return replace(self, **clean)
 
 
-def load_settings(path: Path | None = None) -> Settings:
-    """Settings from `path`, $MARKET_CONFIG, or ./market.toml if present; defaults otherwise.
+def config_path(path: Path | None = None) -> Path | None:
+    """The config file in force: `path` (--config), else $MARKET_CONFIG, else ./market.toml if it
+    exists, else None. A file named explicitly must exist."""
+    explicit = path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    if explicit is not None:
+        if not Path(explicit).exists():
+            raise ConfigError(f"config file {explicit} does not exist: create it, or drop --config / ${CONFIG_ENV}")
+        return Path(explicit)
+    return DEFAULT_FILE if DEFAULT_FILE.exists() else None
 
-    The file's `[market]` table holds the keys of Settings; relative paths are resolved against the
-    file's directory.
-    """
-    explicit = path or (Path(os.environ[CONFIG_ENV]) if CONFIG_ENV in os.environ else None)
-    candidate = explicit or Path("market.toml")
-    if not candidate.exists():
-        if explicit:
-            raise ConfigError(f"config file {candidate} does not exist: create it or drop --config")
+
+def check_keys(table: dict[str, Any], valid: Any, where: str) -> None:
+    """Refuse a key of `table` that is not in `valid`, naming the closest valid one."""
+    for key in table:
+        if key not in valid:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}{closest(key, valid)}; valid keys are {', '.join(sorted(valid))}"
+            )
+
+
+def read_config(path: Path | None = None) -> tuple[Path | None, dict[str, dict[str, Any]]]:
+    """(file, its tables) for the config in force; `({}` when there is no file). Unknown tables
+    are refused."""
+    found = config_path(path)
+    if found is None:
+        return None, {}
+    data = read_toml(found)
+    for name, value in data.items():
+        if name not in TABLES:
+            raise ConfigError(f"{found}: unknown table [{name}]{closest(name, TABLES)}; valid tables are "
+                              + ", ".join(f"[{t}]" for t in TABLES))
+        if not isinstance(value, dict):
+            raise ConfigError(f"{found}: {name!r} must be a table ([{name}]), got {type(value).__name__}")
+    return found, data
+
+
+def resolve_paths(table: dict[str, Any], keys: Any, file: Path) -> dict[str, Any]:
+    """`table` with the path-valued `keys` resolved against the directory of `file`."""
+    base = file.resolve().parent
+    return {k: (base / v).resolve() if k in keys and isinstance(v, str) else v for k, v in table.items()}
+
+
+_PATH_KEYS = ("deployment", "state", "keystore")
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Settings from the `[market]` table of the config in force (see `config_path`); defaults
+    without a file. Relative paths are resolved against the file's directory."""
+    found, tables = read_config(path)
+    if found is None:
         return Settings()
-    table = read_toml(candidate).get("market", {})
-    base = candidate.resolve().parent
-    for k in ("deployment", "state", "keystore"):
-        if k in table:
-            table[k] = (base / table[k]).resolve()
+    table = tables.get("market", {})
+    check_keys(table, {f.name for f in fields(Settings)}, f"{found} [market]")
+    table = resolve_paths(table, _PATH_KEYS, found)
     try:
         return Settings().merged(**table)
     except TypeError as exc:
-        raise ConfigError(f"{candidate}: {exc}") from None
+        raise ConfigError(f"{found} [market]: {exc}") from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

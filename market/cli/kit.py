@@ -15,13 +15,14 @@ from typing import Any, TypeVar
 import typer
 from eth_account.signers.local import LocalAccount
 from rich.console import Console
+from rich.markup import escape
 
 from market._text import one_line
 from market.chain import LOCAL_CHAIN_IDS
 from market.chain.accounts import PASSWORD_ENV, Keystore, dev_account
 from market.errors import ConfigError, ExitCode, MarketError, is_transient
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +32,8 @@ EXIT_INTERNAL = ExitCode.INTERNAL
 
 
 def fail(message: str, code: int) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: messages quote TOML tables ("[market]") and code, which Rich would read as markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -59,6 +61,17 @@ def handle_errors(fn: F) -> F:
             fail(f"{type(exc).__name__}: {one_line(exc, 400)} (set MARKET_DEBUG=1 for the traceback)", EXIT_INTERNAL)
 
     return wrapper  # type: ignore[return-value]
+
+
+def format_amount(base_units: int, decimals: int = 18, symbol: str = "ETH") -> str:
+    """`1500000000000000000` -> `"1.5 ETH"`: exact (no float rounding), trailing zeros dropped.
+    `--json` output keeps base units (wei); tables and messages use this."""
+    from decimal import Decimal
+
+    text = format(Decimal(int(base_units)).scaleb(-decimals), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text} {symbol}"
 
 
 def _jsonable(obj: Any) -> Any:
