@@ -164,3 +164,13 @@ def test_deployment_file_errors(tmp_path: Path, embedded) -> None:  # type: igno
     no_code = Deployment(**{**dep.__dict__, "address": dev_account(9).address})
     with pytest.raises(DeploymentError, match="no contract"):
         no_code.client(client.w3)
+
+
+def test_amounts_print_exactly_in_ether_or_token_units() -> None:
+    from market.cli.kit import format_amount
+
+    assert format_amount(1_500_000_000_000_000_000) == "1.5 ETH"
+    assert format_amount(1) == "0.000000000000000001 ETH"
+    assert format_amount(0) == "0 ETH"
+    assert format_amount(10**24) == "1000000 ETH"
+    assert format_amount(123_456, 6, "USDC") == "0.123456 USDC"

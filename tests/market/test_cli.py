@@ -35,7 +35,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """`market stack up --no-ipfs` + `market deploy`, torn down with `market stack down`."""
     d = tmp_path_factory.mktemp("cli")
     port = str(free_port())
-    up = run("stack", "up", "--state", str(d / "st"), "--no-ipfs", "--anvil-port", port, "--json")
+    up = run("stack", "up", "--state", str(d / "st"), "--no-ipfs", "--anvil-port", port, "--block-time", "0", "--json")
     assert up.returncode == 0, up.stderr
     status = json.loads(up.stdout)
     assert status["anvil"]["running"] and status["anvil"]["pid"]
@@ -180,3 +180,56 @@ def test_stack_up_is_idempotent_and_down_stops_by_pid(tmp_path: Path) -> None:
     finally:
         assert run("stack", "down", "--state", state).returncode == 0
     assert not pid_alive(pid)
+
+
+def test_stack_remembers_its_ports_and_refuses_conflicting_flags(tmp_path: Path) -> None:
+    """`up` without flags brings back the recorded stack; asking a running stack for another block
+    time or port is an error naming what runs, not a silent exit 0."""
+    port = str(free_port())
+    state = str(tmp_path / "s")
+    try:
+        a = run("stack", "up", "--state", state, "--no-ipfs", "--anvil-port", port, "--json")
+        assert a.returncode == 0, a.stderr
+        again = run("stack", "up", "--state", state, "--no-ipfs", "--json")  # no --anvil-port: the recorded one
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["anvil"]["url"].endswith(f":{port}")
+        clash = run("stack", "up", "--state", state, "--no-ipfs", "--block-time", "0")
+        assert clash.returncode == 4
+        line = one_error_line(clash)
+        assert "already runs" in line and "a block every 1 s" in line and "market stack down" in line
+        other_port = run("stack", "up", "--state", state, "--no-ipfs", "--anvil-port", str(free_port()))
+        assert other_port.returncode == 4 and "already runs" in one_error_line(other_port)
+    finally:
+        assert run("stack", "down", "--state", state).returncode == 0
+
+
+def test_config_file_is_strict(chain: dict[str, str], tmp_path: Path) -> None:
+    """A misspelled key or table is an error naming the closest valid one (exit 2), never ignored."""
+    for text, needle in [
+        ('[market]\nrcp = "http://127.0.0.1:1"\n', "unknown key 'rcp' (did you mean 'rpc'?)"),
+        ('[markt]\nrpc = "http://127.0.0.1:1"\n', "unknown table [markt] (did you mean 'market'?)"),
+        ('[trainer]\n[market]\nipfs_port = 5001\n', "(did you mean 'ipfs_api_port'?)"),
+        ("market = 3\n", "must be a table"),
+        ("[market\n", "not valid TOML"),
+    ]:
+        cfg = tmp_path / "market.toml"
+        cfg.write_text(text)
+        p = run("project", "status", "1", "--config", str(cfg))
+        assert p.returncode == 2, (text, p.stderr)
+        assert needle in one_error_line(p), (text, p.stderr)
+    missing = run("project", "status", "1", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "does not exist" in one_error_line(missing)
+
+
+def test_fund_pays_from_a_dev_account_in_ether(chain: dict[str, str], tmp_path: Path) -> None:
+    target = "0x000000000000000000000000000000000000dEaD"
+    p = run("fund", target, "--amount", "2.5 ether", "--rpc", chain["rpc"], "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["sent"] == 25 * 10**17 and out["balance"] >= 25 * 10**17
+    text = run("fund", target, "--amount", "0.5 ether", "--rpc", chain["rpc"])
+    assert text.returncode == 0 and "sent 0.5 ETH" in text.stdout
+    unknown = run("fund", "alice", "--rpc", chain["rpc"], env={"MARKET_CONFIG": ""},)
+    assert unknown.returncode == 2 and "no account named 'alice'" in one_error_line(unknown)
+    bad = run("fund", target, "--amount", "lots", "--rpc", chain["rpc"])
+    assert bad.returncode == 2 and "--amount" in one_error_line(bad)
