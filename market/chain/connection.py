@@ -47,7 +47,10 @@ def connect(rpc: str = DEFAULT_RPC, *, timeout: float = 10.0, allow_remote: bool
     if not rpc.startswith(("http://", "https://")):
         raise ConfigError(f"unsupported RPC URL {rpc!r}: use http://HOST:PORT or 'embedded'")
     _check_loopback(rpc, allow_remote)
-    w3 = Web3(HTTPProvider(rpc, request_kwargs={"timeout": timeout}))
+    # A node's chain id cannot change while it runs: asking once saves one RPC round trip on every
+    # signed transaction and every deployment check (web3 asks for it each time otherwise).
+    w3 = Web3(HTTPProvider(rpc, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
+                           cacheable_requests={"eth_chainId"}))
     try:
         _ = w3.eth.chain_id
     except Exception as exc:  # requests' ConnectionError, timeouts, bad JSON: all mean "no node"
