@@ -344,12 +344,14 @@ def project_end(
     """End a project after its last challenge window; only the unallocated budget returns to the owner."""
     s = _settings(config, rpc=rpc, deployment=deployment)
     client = _client(s, account, dev_account, need_account=True)
-    returned = client.project(project_id).unallocated
+    info = client.project(project_id)
+    returned = info.unallocated
     rcpt = client.end_project(project_id)
     if as_json:
         emit_json({"project_id": project_id, "returned": returned, "tx": rcpt.tx_hash})
     else:
-        console.print(f"project {project_id} ended; {returned} returned to the owner")
+        console.print(f"project {project_id} ended; {_amount(client, info.token, returned)} returned to the owner;"
+                      f" trainers take back their stakes with `trainer withdraw {project_id}`")
 
 
 @app.command("dispute")
@@ -373,7 +375,8 @@ def dispute_cmd(
     if as_json:
         emit_json({"project_id": project_id, "round": round_, "bond": info.dispute_bond, "tx": rcpt.tx_hash})
     else:
-        console.print(f"round {round_} of project {project_id} disputed (bond {info.dispute_bond}); the arbiter decides")
+        console.print(f"round {round_} of project {project_id} disputed (bond {_amount(client, info.token, info.dispute_bond)});"
+                      " the arbiter decides")
 
 
 @app.command("resolve")
@@ -381,8 +384,11 @@ def dispute_cmd(
 def resolve_cmd(
     project_id: int = typer.Argument(..., help="Project id."),
     round_: int = typer.Argument(..., metavar="ROUND", help="The disputed round."),
-    uphold: bool = typer.Option(..., "--uphold/--dismiss", help="Uphold (void the round) or dismiss the dispute."),
+    uphold: bool = typer.Option(..., "--uphold/--dismiss", help="Uphold (replace the round's root) or dismiss."),
     reason: str = typer.Option(..., "--reason", help="IPFS CID of the arbiter's reasoning."),
+    root: str = typer.Option(None, "--root", help="Upholding: the corrected rewards root (0x + 64 hex), e.g. from"
+                             " `market audit --json`."),
+    index: int = typer.Option(None, "--index", help="Which dispute of the round (default: the oldest pending one)."),
     rpc: str = RpcOpt,
     deployment: Path = DeploymentOpt,
     account: str = AccountOpt,
@@ -390,14 +396,193 @@ def resolve_cmd(
     config: Path = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Settle a dispute as the project's arbiter."""
+    """Rule on a dispute as the project's arbiter, before the ruling deadline. Upholding replaces the
+    round's rewards root with the corrected one (the allocation stays; the aggregator's bond goes
+    to the round's revealers); dismissing pays the disputer's bond to the aggregator."""
+    if uphold and not root:
+        raise ConfigError("--uphold needs --root: the corrected rewards root the round should pay by")
+    corrected = _hex32(root, "--root") if root else None
     s = _settings(config, rpc=rpc, deployment=deployment)
     client = _client(s, account, dev_account, need_account=True)
-    rcpt = client.resolve_dispute(project_id, round_, uphold, reason)
+    rcpt = client.resolve_dispute(project_id, round_, uphold, reason, index=index, corrected_root=corrected)
     if as_json:
-        emit_json({"project_id": project_id, "round": round_, "upheld": uphold, "tx": rcpt.tx_hash})
+        emit_json({"project_id": project_id, "round": round_, "upheld": uphold, "root": root, "tx": rcpt.tx_hash})
     else:
-        console.print(f"dispute on round {round_} {'upheld: round voided' if uphold else 'dismissed'}")
+        console.print(f"dispute on round {round_} {'upheld: the round pays by the corrected root' if uphold else 'dismissed'}")
+
+
+def _hex32(text: str, what: str) -> bytes:
+    try:
+        value = bytes.fromhex(text.removeprefix("0x"))
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise ConfigError(f"{what}: expected 0x followed by 64 hex digits, got {text!r}")
+    return value
+
+
+def _signed(config: Path, rpc: str, deployment: Path, account: str, dev_account: int) -> MarketClient:
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    return _client(s, account, dev_account, need_account=True)
+
+
+def _done(as_json: bool, payload: dict[str, Any], text: str) -> None:
+    if as_json:
+        emit_json(payload)
+    else:
+        console.print(text)
+
+
+@app.command("expire")
+@handle_errors
+def expire_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Option(None, "--round", help="The open round (default: the project's current round)."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Expire a round nobody finalized by its deadline (anyone may): it allocates nothing, its share
+    rolls over, the aggregator's bond goes to the round's revealers and the next round opens. A
+    round without reveals may be expired as soon as its reveal window closes."""
+    client = _signed(config, rpc, deployment, account, dev_account)
+    rcpt = client.expire_round(project_id, round_)
+    _done(as_json, {"project_id": project_id, "round": round_, "tx": rcpt.tx_hash},
+          f"round {'current' if round_ is None else round_} of project {project_id} expired")
+
+
+@app.command("lapse")
+@handle_errors
+def lapse_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Argument(..., metavar="ROUND", help="The disputed round."),
+    index: int = typer.Argument(..., help="The dispute's index in the round (see `market project status`)."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Close a dispute the arbiter did not rule on by its deadline (anyone may): the round stands and
+    the disputer's bond is credited back; the owner may then replace the arbiter."""
+    client = _signed(config, rpc, deployment, account, dev_account)
+    rcpt = client.lapse_dispute(project_id, round_, index)
+    _done(as_json, {"project_id": project_id, "round": round_, "index": index, "tx": rcpt.tx_hash},
+          f"dispute {index} on round {round_} lapsed: the round stands, the bond is refunded")
+
+
+@app.command("replace")
+@handle_errors
+def replace_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    aggregator: str = typer.Option(None, "--aggregator", help="The new aggregator's address."),
+    arbiter: str = typer.Option(None, "--arbiter", help="The new arbiter's address."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replace an aggregator that let a round expire, or an arbiter that let a dispute lapse (the
+    owner only; a role that met its deadlines cannot be replaced)."""
+    if (aggregator is None) == (arbiter is None):
+        raise ConfigError("give exactly one of --aggregator ADDRESS or --arbiter ADDRESS")
+    client = _signed(config, rpc, deployment, account, dev_account)
+    if aggregator is not None:
+        rcpt, role, who = client.replace_aggregator(project_id, checksum(aggregator, "--aggregator")), "aggregator", aggregator
+    else:
+        rcpt, role, who = client.replace_arbiter(project_id, checksum(arbiter, "--arbiter")), "arbiter", arbiter
+    _done(as_json, {"project_id": project_id, "role": role, "address": who, "tx": rcpt.tx_hash},
+          f"project {project_id}: the {role} is now {who}")
+
+
+@app.command("bond")
+@handle_errors
+def bond_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Post the aggregator's bond (the aggregator; `aggregator serve` does it before its first
+    finalize). A missed finalize deadline or an upheld dispute pays it to the round's revealers."""
+    client = _signed(config, rpc, deployment, account, dev_account)
+    rcpt = client.post_bond(project_id)
+    _done(as_json, {"project_id": project_id, "tx": rcpt.tx_hash}, f"bond posted for project {project_id}")
+
+
+@app.command("forfeit")
+@handle_errors
+def forfeit_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    round_: int = typer.Argument(..., metavar="ROUND", help="The round whose reveal window closed."),
+    trainer: str = typer.Argument(..., help="The trainer that committed and never revealed."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Take the commit deposit of a commitment that was never revealed (anyone may) and hand it to
+    the round's revealers: committing without revealing is not free."""
+    client = _signed(config, rpc, deployment, account, dev_account)
+    rcpt = client.forfeit_deposit(project_id, round_, checksum(trainer, "trainer"))
+    _done(as_json, {"project_id": project_id, "round": round_, "trainer": trainer, "tx": rcpt.tx_hash},
+          f"deposit of {trainer} in round {round_} forfeited to the round's revealers")
+
+
+@app.command("sweep")
+@handle_errors
+def sweep_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """After the claim window closed (anyone may): credit the owner with what no leaf claimed."""
+    client = _signed(config, rpc, deployment, account, dev_account)
+    rcpt = client.sweep(project_id)
+    _done(as_json, {"project_id": project_id, "tx": rcpt.tx_hash},
+          f"project {project_id} swept: unclaimed rewards credited to the owner (`market withdraw`)")
+
+
+@app.command("withdraw")
+@handle_errors
+def withdraw_cmd(
+    project_id: int = typer.Argument(..., help="Project id."),
+    rpc: str = RpcOpt,
+    deployment: Path = DeploymentOpt,
+    account: str = AccountOpt,
+    dev_account: int = DevAccountOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Withdraw what the project credits the signer: refunded dispute bonds, a budget returned to an
+    owner who did not end the project itself, an aggregator's bond (trainers: `trainer withdraw`)."""
+    s = _settings(config, rpc=rpc, deployment=deployment)
+    client = _client(s, account, dev_account, need_account=True)
+    info = client.project(project_id)
+    me = client.account_address
+    credit = client.credit_of(project_id, me)
+    tx = client.withdraw_credit(project_id).tx_hash if credit else None
+    if as_json:
+        emit_json({"project_id": project_id, "account": me, "credit": credit, "tx": tx})
+    elif credit:
+        console.print(f"withdrew {_amount(client, info.token, credit)} of credit from project {project_id} to {me}")
+    else:
+        console.print(f"{me} has no credit in project {project_id}: nothing to withdraw")
 
 
 def _load_plugins() -> None:

@@ -24,6 +24,17 @@ seed = 0                         # initial weights drawn from this seed unless i
 max_update_bytes = 50_000_000
 max_norm = 100.0
 
+[validation.defence]             # optional: the defence the project requires, checked at creation
+rule = "trimmed_mean:beta=0.1"   # market.protocol.tolerance refuses a defence that tolerates no
+gate = true                      #   attacker at some round size in [min_trainers, max_trainers]
+min_trainers = 3
+max_trainers = 100
+
+[validation.data]                # optional: secret per-round validation parts (market.protocol.valsplit)
+pool = "private_val.npz"         # arrays x and y (or a built-in name, for demos: it is public)
+samples_per_round = 200          # default: the pool's size // rounds
+key_file = "project.valkey.json" # written at creation (0600) unless it exists; give it to the aggregator
+
 [hyperparams]                    # round 0's training defaults (later rounds: from round records)
 epochs = 1
 lr = 0.05
@@ -35,13 +46,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from market.chain import ETH, ProjectParams, checksum
 from market.chain.accounts import dev_account
 from market.cli.config import parse_amount, read_toml
 from market.errors import ConfigError
+from market.files import atomic_write
 from market.protocol.documents import ProjectSpec, ValidationPolicy
+from market.protocol.tolerance import DefencePolicy, check_defence
+from market.protocol.valsplit import ValidationCommitment, ValSplit, load_pool
 
 
 def resolve_address(value: str, what: str) -> str:
@@ -60,11 +74,18 @@ class ProjectSection(BaseModel):
     rounds: int = Field(gt=0, le=2**32 - 1)
     reward_per_round: int | str
     token: str = "ETH"
-    stake: int | str = 0
-    dispute_bond: int | str = 0
+    #: None: the protocol minimum (market.protocol.allocation.minimums), which covers one commit deposit
+    stake: int | str | None = None
+    dispute_bond: int | str | None = None
+    aggregator_bond: int | str | None = None
+    commit_deposit: int | str | None = None
     commit_window: int = Field(gt=0, le=2**32 - 1)
     reveal_window: int = Field(gt=0, le=2**32 - 1)
     challenge_window: int = Field(gt=0, le=2**32 - 1)
+    #: None: the protocol defaults (market.protocol.allocation.windows)
+    finalize_window: int | None = Field(default=None, gt=0, le=2**32 - 1)
+    rule_window: int | None = Field(default=None, gt=0, le=2**32 - 1)
+    claim_window: int | None = Field(default=None, gt=0, le=2**32 - 1)
     aggregator: str
     arbiter: str
 
@@ -77,6 +98,17 @@ class ProjectSection(BaseModel):
         return v
 
 
+class ValidationData(BaseModel):
+    """`[validation.data]`: the private pool dealt into one secret validation part per round."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str
+    samples_per_round: int | None = Field(default=None, ge=1)
+    #: Where the split's key goes (relative to the project file); None: <project file>.valkey.json.
+    key_file: str | None = None
+
+
 class ProjectFile(BaseModel):
     """A parsed, validated project file."""
 
@@ -87,6 +119,49 @@ class ProjectFile(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict)
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     spec_cid: str | None = None
+    _path: Path | None = PrivateAttr(default=None)
+
+    def policy(self) -> tuple[ValidationPolicy, ValidationData | None]:
+        """The `[validation]` policy and the `[validation.data]` section (None: public validation)."""
+        table = dict(self.validation)
+        data = table.pop("data", None)
+        try:
+            return ValidationPolicy.model_validate(table), (ValidationData.model_validate(data) if data else None)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"[validation]: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+    def check_defence(self, validation_samples: int | None = None) -> None:
+        """Refuse (ConfigError) a defence that tolerates no attacker at some allowed round size."""
+        policy, data = self.policy()
+        if validation_samples is None and data is not None:
+            validation_samples = data.samples_per_round
+        check_defence(policy.defence or DefencePolicy(), validation_samples=validation_samples)
+
+    def key_path(self, data: ValidationData) -> Path:
+        base = self._path.parent if self._path is not None else Path.cwd()
+        if data.key_file is not None:
+            return base / data.key_file
+        stem = self._path.stem if self._path is not None else "project"
+        return base / f"{stem}.valkey.json"
+
+    def secret_parts(self, data: ValidationData) -> ValidationCommitment:
+        """The commitment to one secret validation part per round; the key file is written (0600)
+        unless it exists, in which case its split is reused (creating again gives the same root)."""
+        path = self.key_path(data)
+        if path.is_file():
+            split, pool = ValSplit.from_key_document(path.read_bytes(), str(path))
+            if pool != data.pool or split.parts != self.project.rounds:
+                raise ConfigError(f"{path} splits {pool!r} into {split.parts} parts, the project file asks for"
+                                  f" {data.pool!r} over {self.project.rounds} rounds; move the old key file away")
+            return split.commitment()
+        x, y = load_pool(data.pool)
+        split = ValSplit.make(x, y, self.project.rounds, data.samples_per_round)
+        try:
+            atomic_write(path, split.key_document(data.pool), mode=0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot write the validation key file {path} ({exc.strerror}); choose another key_file")
+        return split.commitment()
 
     def spec(self, store: Any) -> ProjectSpec:
         """The project spec; initial weights drawn from `[model].seed` and uploaded when the file
@@ -98,25 +173,33 @@ class ProjectFile(BaseModel):
         seed = int(table.pop("seed", 0))
         try:
             model = ModelSpec.model_validate(table)
-            policy = ValidationPolicy.model_validate(self.validation)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ConfigError(f"[model]/[validation]: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+            raise ConfigError(f"[model]: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        policy, data = self.policy()
+        commitment = self.secret_parts(data) if data is not None else None
+        self.check_defence(commitment.samples_per_part if commitment is not None else None)
         if model.initial_weights_cid is None:
             net = init_model(model, seed)
             blob = encode_model(net.state_dict(), ModelHeader(project_id=0, round=0, architecture=model.architecture))
             model = model.model_copy(update={"initial_weights_cid": store.add(blob)})
-        return ProjectSpec(model=model, validation=policy, hyperparams=self.hyperparams)
+        return ProjectSpec(model=model, validation=policy, hyperparams=self.hyperparams, validation_data=commitment)
 
     @classmethod
     def load(cls, path: Path) -> ProjectFile:
         data = read_toml(path)
         try:
-            return cls.model_validate(data)
+            pf = cls.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise ConfigError(f"{path}: {where}: {first['msg']}") from None
+        pf._path = Path(path)
+        try:
+            pf.check_defence()
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        return pf
 
     def params(self, spec_cid: str, decimals: int = 18) -> ProjectParams:
         p = self.project
@@ -131,6 +214,15 @@ class ProjectFile(BaseModel):
             challenge_window=p.challenge_window,
             spec_cid=spec_cid,
             token=token,
-            stake=parse_amount(p.stake, "stake", decimals),
-            dispute_bond=parse_amount(p.dispute_bond, "dispute_bond", decimals),
+            stake=_optional_amount(p.stake, "stake", decimals),
+            dispute_bond=_optional_amount(p.dispute_bond, "dispute_bond", decimals),
+            aggregator_bond=_optional_amount(p.aggregator_bond, "aggregator_bond", decimals),
+            commit_deposit=_optional_amount(p.commit_deposit, "commit_deposit", decimals),
+            finalize_window=p.finalize_window,
+            rule_window=p.rule_window,
+            claim_window=p.claim_window,
         )
+
+
+def _optional_amount(value: int | str | None, what: str, decimals: int) -> int | None:
+    return None if value is None else parse_amount(value, what, decimals)
