@@ -203,18 +203,18 @@ def fund_cmd(
     s = _settings(config, rpc=rpc)
     w3 = connect(s.rpc)
     payer: LocalAccount = pick_account(None, dev_account, s.keystore, int(w3.eth.chain_id))
-    to = address if address.startswith("0x") else Keystore(s.keystore).address_of(address)
+    to = checksum(address if address.startswith("0x") else Keystore(s.keystore).address_of(address), "address")
     value = parse_amount(amount, "--amount")
-    tx = {"to": checksum(to, "address"), "value": value, "gas": 21_000, "chainId": int(w3.eth.chain_id),
-          "nonce": w3.eth.get_transaction_count(payer.address, "pending"),
-          "maxFeePerGas": 2 * int(w3.eth.gas_price) + 1, "maxPriorityFeePerGas": 1}
+    tx: dict[str, Any] = {"to": to, "value": value, "gas": 21_000, "chainId": int(w3.eth.chain_id),
+                          "nonce": w3.eth.get_transaction_count(payer.address, "pending"),
+                          "maxFeePerGas": 2 * int(w3.eth.gas_price) + 1, "maxPriorityFeePerGas": 1}
     tx_hash = w3.eth.send_raw_transaction(payer.sign_transaction(tx).raw_transaction)
     w3.eth.wait_for_transaction_receipt(tx_hash, timeout=60)
-    balance = int(w3.eth.get_balance(tx["to"]))
+    balance = int(w3.eth.get_balance(to))
     if as_json:
-        emit_json({"address": tx["to"], "sent": value, "balance": balance, "tx": tx_hash})
+        emit_json({"address": to, "sent": value, "balance": balance, "tx": tx_hash})
     else:
-        console.print(f"sent {format_amount(value)} to {tx['to']}; its balance is now {format_amount(balance)}")
+        console.print(f"sent {format_amount(value)} to {to}; its balance is now {format_amount(balance)}")
 
 
 # ---------------------------------------------------------------------- projects
