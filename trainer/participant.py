@@ -1,10 +1,19 @@
-"""Taking part in a project: join, get the round's global model, submit an update with
-commit-reveal (crash-safe), and claim rewards.
+"""Taking part in a project: join, submit an update with commit-reveal (crash-safe), and claim
+rewards.
 
-The update bytes are produced elsewhere (training + codec); this module only moves them: upload to
+The update bytes are produced elsewhere (`trainer.update`); this module only moves them: upload to
 the content store, commit `hash(projectId, round, trainer, cid, digest, salt)` before the commit
 deadline, reveal after it. Every transaction is preceded by a state write, so a restart after a
 crash resumes where it stopped: never a second commit, always the same salt at reveal.
+
+`Participant.submit` is the one submission state machine (the CLI's `submit` and `run`, the
+benchmarks and simulations all use it):
+
+    (nothing) --upload--> PREPARED --commit--> COMMITTING -> COMMITTED --reveal--> REVEALING -> REVEALED
+
+It starts from whatever state is stored for the round, reports each step to `notify(event,
+state)` ("kept": a stored commitment wins over the bytes given; "uploaded", "committed",
+"revealed") and records its durations in `SubmitTimings`.
 """
 
 from __future__ import annotations
@@ -13,15 +22,20 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from market.chain import CommitState, MarketClient, checksum, commitment_of
 from market.protocol.documents import ProjectSpec
-from market.protocol.reading import is_settled, load_record, load_spec, round_base
+from market.protocol.reading import is_settled, load_record, load_spec
 from trainer.errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
 from trainer.state import RoundState, Stage, StateStore
+
+__all__ = ["Claimable", "Claimed", "Notify", "Participant", "SubmitTimings"]
+
+#: `notify(event, state)` after each step of a submission.
+Notify = Callable[[str, RoundState], None]
 
 
 class Store(Protocol):
@@ -29,17 +43,16 @@ class Store(Protocol):
     def cat(self, cid: str, *, max_bytes: int | None = None, timeout: float | None = None) -> bytes: ...
 
 
-@dataclass(frozen=True)
-class RoundContext:
-    """What a trainer needs to train round `round`."""
+@dataclass
+class SubmitTimings:
+    """Seconds spent in each step of a submission (0 for steps a resumed submission skipped)."""
 
-    project_id: int
-    round: int
-    base_model_cid: str
-    hyperparams: dict[str, Any]
-    spec: ProjectSpec
-    commit_deadline: int
-    reveal_deadline: int
+    upload: float = 0.0
+    commit: float = 0.0
+    wait: float = 0.0
+    reveal: float = 0.0
+    resumed_from: str | None = None
+    steps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,17 @@ class Claimable:
     @property
     def amount(self) -> int:
         return max(0, self.cumulative - self.claimed)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """What a claim paid (`amount` 0 and `tx` None when there was nothing to claim)."""
+
+    amount: int
+    round: int | None
+    cumulative: int
+    claimed_before: int
+    tx: str | None
 
 
 class Participant:
@@ -91,17 +115,6 @@ class Participant:
     def spec(self, project_id: int) -> ProjectSpec:
         return load_spec(self.client, self.store, project_id)
 
-    def context(self, project_id: int) -> RoundContext:
-        """The open round, its global model and its hyper-parameters."""
-        info = self.client.project(project_id)
-        if info.ended or info.current_round >= info.num_rounds:
-            raise RoundMismatch(f"project {project_id} has no open round (all {info.num_rounds} finalized): nothing to train")
-        spec = self.spec(project_id)
-        base = round_base(self.client, self.store, project_id, info.current_round, spec)
-        return RoundContext(
-            project_id, info.current_round, base.model_cid, base.hyperparams, spec, info.commit_deadline, info.reveal_deadline
-        )
-
     # ------------------------------------------------------------------ submitting
 
     def prepare(self, project_id: int, round_: int, update: bytes) -> RoundState:
@@ -136,11 +149,7 @@ class Participant:
                 return state
             self._check_commitment_is_ours(state)
             return self.states.save(state.at(Stage.COMMITTED))
-        info = self.client.project(pid)
-        if info.current_round != r:
-            raise RoundMismatch(f"round {r} is not open (the open round is {info.current_round}): train on the current model")
-        if self.client.block_number >= info.commit_deadline:
-            raise DeadlinePassed(f"the commit deadline of round {r} (block {info.commit_deadline}) has passed: wait for the next round")
+        self._require_commit_open(pid, r)
         registered, _ = self.client.registration(pid, self.address)
         if not registered:
             raise NotRegistered(f"{self.address} is not registered in project {pid}: run `trainer join {pid}` first")
@@ -148,6 +157,15 @@ class Participant:
         commitment = commitment_of(pid, r, self.address, state.cid, _b(state.digest), _b(state.salt))
         rcpt = self.client.commit(pid, r, commitment)
         return self.states.save(state.at(Stage.COMMITTED, commit_tx=rcpt.tx_hash))
+
+    def _require_commit_open(self, project_id: int, round_: int) -> None:
+        info = self.client.project(project_id)
+        if info.current_round != round_:
+            raise RoundMismatch(f"round {round_} is not open (the open round is {info.current_round}): train on the current model")
+        if self.client.block_number >= info.commit_deadline:
+            raise DeadlinePassed(
+                f"the commit deadline of round {round_} (block {info.commit_deadline}) has passed: wait for round {round_ + 1}"
+            )
 
     def _check_commitment_is_ours(self, state: RoundState) -> None:
         """The commitment on chain is this state's (a crash after sending), not another one's."""
@@ -178,24 +196,65 @@ class Participant:
         rcpt = self.client.reveal(pid, r, state.cid, _b(state.digest), _b(state.salt))
         return self.states.save(state.at(Stage.REVEALED, reveal_tx=rcpt.tx_hash))
 
-    def submit(self, project_id: int, round_: int, update: bytes, *, timeout: float = 600.0) -> RoundState:
-        """prepare + commit + reveal; safe to call again after a crash at any point."""
-        state = self.prepare(project_id, round_, update)
+    def submit(
+        self, project_id: int, round_: int, update: bytes | None, *, timeout: float = 600.0,
+        check: Callable[[bytes], None] | None = None, notify: Notify | None = None,
+        timings: SubmitTimings | None = None,
+    ) -> RoundState:
+        """Upload, commit, wait for the commit deadline and reveal `update` in round `round_`, or
+        finish the submission stored for that round; safe to call again after a crash at any point.
+
+        `update` None finishes the stored submission. Once a commit may have been sent the stored
+        state wins over `update` (the chain holds that commitment; `notify("kept", ...)` says so
+        when the bytes differ). New bytes are passed to `check` (which raises to refuse them), and
+        refused without upload once the commit deadline has passed.
+        """
+        t = timings if timings is not None else SubmitTimings()
+        say = notify or (lambda _event, _state: None)
+        state = self.states.load(project_id, round_, self.address)
+        if state is not None:
+            t.resumed_from = state.stage.value
+            if state.stage != Stage.PREPARED:
+                if update is not None and state.digest != "0x" + hashlib.sha256(update).hexdigest():
+                    say("kept", state)
+                update = None
+        if update is not None:
+            if check is not None:
+                check(update)
+            self._require_commit_open(project_id, round_)
+            start = time.perf_counter()
+            state = self.prepare(project_id, round_, update)
+            t.upload = time.perf_counter() - start
+            t.steps.append("upload")
+            say("uploaded", state)
+        if state is None:
+            raise RoundMismatch(f"nothing to submit for round {round_}: run `trainer train {project_id}` first")
         if state.stage in (Stage.PREPARED, Stage.COMMITTING):
+            start = time.perf_counter()
             state = self.commit(state)
+            t.commit = time.perf_counter() - start
+            t.steps.append("commit")
+            say("committed", state)
         if state.stage != Stage.REVEALED:
+            info = self.client.project(project_id)
+            start = time.perf_counter()
+            if info.current_round == round_:
+                self.wait_for_block(info.commit_deadline + 1, "commit deadline", timeout)
+            t.wait = time.perf_counter() - start
+            start = time.perf_counter()
             state = self.reveal(state, timeout=timeout)
+            t.reveal = time.perf_counter() - start
+            t.steps.append("reveal")
+            say("revealed", state)
         return state
 
-    def resume(self, project_id: int, *, timeout: float = 600.0) -> RoundState | None:
+    def resume(self, project_id: int, *, timeout: float = 600.0, notify: Notify | None = None) -> RoundState | None:
         """Finish a submission interrupted in the open round, if any."""
-        info = self.client.project(project_id)
-        state = self.states.load(project_id, info.current_round, self.address)
+        r = self.client.project(project_id).current_round
+        state = self.states.load(project_id, r, self.address)
         if state is None or state.stage == Stage.REVEALED:
             return state
-        if state.stage in (Stage.PREPARED, Stage.COMMITTING):
-            state = self.commit(state)
-        return self.reveal(state, timeout=timeout)
+        return self.submit(project_id, r, None, timeout=timeout, notify=notify)
 
     def wait_for_block(self, block: int, what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -215,10 +274,10 @@ class Participant:
 
     def claimable(self, project_id: int) -> Claimable | None:
         """The newest settled round's cumulative entitlement for this trainer, with its proof."""
-        info = self.client.project(project_id)
+        self.client.project(project_id)  # an unknown project fails here, with its own message
         now = self.client.block_number
         for f in sorted(self.client.finalized(project_id), key=lambda f: -f.round):
-            if not is_settled(self.client, project_id, f.round, info.challenge_window, now):
+            if not is_settled(self.client, project_id, f.round, now):
                 continue
             record = load_record(self.store, f.record_cid)
             key = next((k for k in record.cumulative_rewards if k.lower() == self.address.lower()), None)
@@ -227,13 +286,14 @@ class Participant:
             return Claimable(f.round, cumulative, self.client.claimed_by(project_id, self.address), proof)
         return None
 
-    def claim(self, project_id: int) -> int:
-        """Claim what is claimable; returns the amount paid (0 if nothing)."""
+    def claim(self, project_id: int) -> Claimed:
+        """Claim what the newest settled round entitles this trainer to (nothing sent when that is 0)."""
         c = self.claimable(project_id)
         if c is None or c.amount == 0:
-            return 0
-        self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof)
-        return c.amount
+            before = c.claimed if c else self.client.claimed_by(project_id, self.address)
+            return Claimed(0, c.round if c else None, c.cumulative if c else 0, before, None)
+        rcpt = self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof)
+        return Claimed(c.amount, c.round, c.cumulative, c.claimed, rcpt.tx_hash)
 
 
 def _b(hexstr: str) -> bytes:

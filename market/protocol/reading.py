@@ -56,8 +56,11 @@ def round_base(
     return RoundBase(round_, prev.model_cid, dict(record.hyperparams), prev)
 
 
-def is_settled(client: MarketClient, project_id: int, round_: int, challenge_window: int, now: int) -> bool:
+def is_settled(client: MarketClient, project_id: int, round_: int, now: int) -> bool:
+    """Whether round `round_` is final and claimable at block `now`: finalized (possibly disputed,
+    dismissed or corrected) and past the contract's `settlesAfter` (the challenge window, and the
+    ruling deadline of any dispute opened in it)."""
     r = client.round(project_id, round_)
-    return r.status == RoundStatus.DISMISSED or (
-        r.status == RoundStatus.FINALIZED and now > r.finalized_at + challenge_window
-    )
+    if r.status in (RoundStatus.NONE, RoundStatus.EXPIRED, RoundStatus.VOIDED):
+        return False
+    return now > client.settles_after(project_id, round_)
