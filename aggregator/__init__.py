@@ -1,6 +1,6 @@
 """Off-chain aggregator core: screening filters, robust aggregation rules, contribution scoring
-and reward splitting with the cumulative-rewards Merkle tree. Pure torch/numpy: no chain, no IPFS
-(the service, chain following and audit build on these modules)."""
+and reward splitting with the cumulative-rewards Merkle tree. Pure torch/numpy: no chain, no IPFS.
+The round built from them is `aggregator.round`; the service, chain following and audit build on it."""
 
 from aggregator.errors import (
     AggregatorError,
@@ -11,14 +11,20 @@ from aggregator.errors import (
 )
 from aggregator.filters import (
     COPY_OF,
+    FILTERS,
     NON_FINITE,
     OK,
     OUTLIER,
     STALE_UPDATE,
     ZERO_UPDATE,
+    Batch,
+    CopyConfig,
     CopyFilter,
+    Filter,
     FilterConfig,
+    FreeRiderConfig,
     FreeRiderFilter,
+    OutlierConfig,
     OutlierFilter,
     ScreenReport,
     Submission,
@@ -44,11 +50,11 @@ from aggregator.rules import (
     clip_scales,
     coordinate_median,
     make_rule,
-    parse_spec,
 )
 from aggregator.scoring import (
     SCORERS,
     CoalitionUtility,
+    Equal,
     ExactShapley,
     GTGShapley,
     LeaveOneOut,
@@ -61,6 +67,7 @@ from aggregator.scoring import (
 
 __all__ = [
     "COPY_OF",
+    "FILTERS",
     "NON_FINITE",
     "OK",
     "OUTLIER",
@@ -71,14 +78,19 @@ __all__ = [
     "Aggregate",
     "AggregatorError",
     "Allocation",
+    "Batch",
     "CenteredClipping",
     "Clipped",
     "CoalitionUtility",
+    "CopyConfig",
     "CopyFilter",
+    "Equal",
     "ExactShapley",
     "FedAvg",
+    "Filter",
     "FilterConfig",
     "FoundationFL",
+    "FreeRiderConfig",
     "FreeRiderFilter",
     "GTGShapley",
     "GeometricMedian",
@@ -88,6 +100,7 @@ __all__ = [
     "Median",
     "MultiKrum",
     "NormClipping",
+    "OutlierConfig",
     "OutlierFilter",
     "RewardError",
     "RoundRewards",
@@ -107,7 +120,6 @@ __all__ = [
     "make_rule",
     "make_scorer",
     "make_utility",
-    "parse_spec",
     "round_rewards",
     "screen",
     "split_reward",

@@ -3,16 +3,16 @@
 For each `RoundFinalized` event, in round order:
 
 - the record behind the event's `recordCID` is fetched and parsed;
-- the round is rebuilt with `pipeline.compute_round` from the chain (spec from `specCID`,
+- the round is rebuilt with `round.compute_round` from the chain (spec from `specCID`,
   reveals and commits from events, the seed from the reveal-deadline block's hash, the
   allocation from the event) and from IPFS (updates, base model, validation set from the
   record's `validation_cid`), with the rule, filter, scorer and adaptation settings the record
   states (so an auditor checks the aggregator's computation, not its choice of settings);
 - and compared: the **model** (sha256 of the bytes at the chain's model CID equals the record's
   `model_digest`, which equals the rebuilt model's), the **verdicts**, the **scores** (exact
-  equality: every operation is deterministic, see `pipeline`), the **rewards** (increments,
-  cumulative amounts, and the allocation, which must equal the chain's; an allocation of 0 while
-  accepted trainers scored positive is reported as withheld), the **root** (the chain's root must
+  equality: every operation is deterministic, see `aggregator.round.compute`), the **rewards** (increments,
+  cumulative amounts, and the allocation, which must equal the chain's: the contract fixes it from
+  the project's terms, so the aggregator cannot withhold it), the **root** (the chain's root must
   equal the record's, the rebuilt one, and the root of the record's own cumulative amounts) and
   every other field of the record (inputs, seed, proofs, hyper-parameters, metrics, ...).
 
@@ -26,7 +26,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from aggregator.pipeline import ZERO_ADDRESS, compute_round, config_from_record, load_context
+from aggregator.round import ZERO_ADDRESS, compute_round, config_from_record, load_context
 from aggregator.valset import MAX_BYTES as VALSET_MAX_BYTES
 from aggregator.valset import ValidationSet
 from market.chain import Finalized, MarketClient, RoundStatus
@@ -125,8 +125,10 @@ def audit_round(
     if own_root.lower() != chain_root.lower():
         out.fail("root", f"rewards root: the chain's root {chain_root} is not the root of the record's "
                          f"cumulative amounts ({own_root})")
-    if sum(record.rewards.values()) != record.allocation:
-        out.fail("rewards", f"rewards: increments sum to {sum(record.rewards.values())}, the allocation is {record.allocation}")
+    paid = sum(record.rewards.values())
+    if paid not in (0, record.allocation):
+        # all of the fixed allocation, or nothing when nobody earned a share (it is swept later)
+        out.fail("rewards", f"rewards: increments sum to {paid}, the allocation is {record.allocation}")
     if not same_multihash(record.model_cid, event.model_cid):
         out.fail("model", f"model CID: the record says {record.model_cid}, the chain {event.model_cid}")
     try:
@@ -143,21 +145,14 @@ def audit_round(
         valset = ValidationSet.from_npz(
             store.cat(record.validation_cid, max_bytes=VALSET_MAX_BYTES), spec.model, record.validation_cid
         )
-        # The allocation is an input (the chain's); a zero allocation is checked separately below.
-        ctx = load_context(client, store, project_id, r, max(event.allocation, 1), spec=spec)
+        # The allocation is an input: the chain's, which the contract fixes from the project's terms.
+        ctx = load_context(client, store, project_id, r, event.allocation, spec=spec)
         config = config_from_record(record, allow_user_models=allow_user_models)
         computed = compute_round(ctx, store, config, valset, record.validation_cid, code_version=record.code_version)
     except Exception as exc:  # noqa: BLE001 - whatever stops the rebuild is the finding
         out.fail("record", f"the round cannot be rebuilt: {type(exc).__name__}: {exc}")
         return out
     rebuilt = computed.record(event.model_cid)
-    if event.allocation == 0 and computed.allocation > 0:
-        out.fail("rewards", "allocation: nothing was allocated although accepted trainers scored positive (reward withheld)")
-        # compare the rest as if the aggregator had (rightly) rolled the reward over
-        ctx0 = load_context(client, store, project_id, r, 0, spec=spec)
-        computed = compute_round(ctx0, store, config, valset, record.validation_cid, code_version=record.code_version)
-        rebuilt = computed.record(event.model_cid)
-
     if computed.model_digest != record.model_digest:
         out.fail("model", f"model digest: the inputs give {computed.model_digest}, the record says {record.model_digest}")
     _compare(out, record, rebuilt)

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from market.cli.config import Settings, load_settings
-from market.cli.kit import ConfigOpt, DeploymentOpt, JsonOpt, RpcOpt, console, emit_json, err_console
+from market.cli.kit import ConfigOpt, DeploymentOpt, JsonOpt, RpcOpt, console, emit_json, err_console, format_amount
 from market.errors import ExitCode
 
 __all__ = ["EXIT_MISMATCH", "audit", "open_settings_store"]
@@ -40,8 +40,9 @@ UserModelsOpt = typer.Option(
 )
 
 
-def _mark(ok: bool | None) -> str:
-    return "[green]ok[/]" if ok else "[bold red]MISMATCH[/]"
+#: How a failed check reads in the table ("record": the round could not be rebuilt or re-encoded).
+_CHECK_NAMES = {"record": "not rebuilt", "model": "model", "verdicts": "verdicts", "scores": "scores",
+                "rewards": "rewards", "root": "root"}
 
 
 def audit(
@@ -71,14 +72,18 @@ def audit(
     if as_json:
         emit_json({"project_id": project_id, "ok": not problems, "rounds": [r.to_json() for r in results]})
     else:
-        table = Table("round", "status", "inputs", "accepted", "allocation", "model", "verdicts", "scores",
-                      "rewards", "root", "verdict", title=f"audit of project {project_id}")
+        # one "checks" column naming what failed, so the table fits 80 columns and a round whose
+        # rebuild could not run is not shown with every check "ok"
+        table = Table("round", "status", "trainers", "allocation", "checks", "result",
+                      title=f"audit of project {project_id}")
+        for col in table.columns[:4]:
+            col.no_wrap = True
+        table.columns[4].overflow = "fold"
         for r in results:
-            c = r.checks
+            failed = [name for name, ok in r.checks.items() if not ok]
+            checks = "[green]all ok[/]" if not failed else "[bold red]" + ", ".join(_CHECK_NAMES.get(n, n) for n in failed) + "[/]"
             table.add_row(
-                str(r.round), r.status, str(r.inputs), str(r.accepted), str(r.allocation),
-                _mark(c.get("model")), _mark(c.get("verdicts")), _mark(c.get("scores")),
-                _mark(c.get("rewards")), _mark(c.get("root")),
+                str(r.round), r.status, f"{r.accepted}/{r.inputs}", format_amount(r.allocation), checks,
                 "[green]PASS[/]" if r.ok else "[bold red]FAIL[/]",
             )
         console.print(table)

@@ -2,14 +2,14 @@
 
 Configuration: the TOML file `market.toml` (or --config, or $MARKET_CONFIG): its `[market]`
 table says where the node, deployment, IPFS API and state directory are; its `[aggregator]`
-table holds the aggregator's settings (see `aggregator.settings`); flags go on top. Errors print
-one line and exit with a meaningful code (2 configuration, 5 chain, 6 revert, 7 deployment, 8
-storage, 10 protocol, 20-26 aggregator, 70 internal; `audit` exits 1 on a mismatch).
+table holds the aggregator's settings (see `aggregator.settings`); both are strict (an unknown key
+names the closest valid one); flags go on top. Errors print one line and exit with a code of the
+one table of all three CLIs (`market.errors.EXIT_CODES`; `audit` exits 1 on a mismatch). Amounts
+print in ether, wei under --json.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from aggregator.audit_cli import audit, open_settings_store
-from market.cli.config import CONFIG_ENV, Settings, load_settings, read_toml
+from market.cli.config import Settings, check_keys, load_settings, read_config
 from market.cli.kit import (
     AccountOpt,
     ConfigOpt,
@@ -27,6 +27,7 @@ from market.cli.kit import (
     RpcOpt,
     console,
     emit_json,
+    format_amount,
     handle_errors,
     pick_account,
 )
@@ -43,21 +44,16 @@ StateOpt = typer.Option(None, "--state", help="State directory (the journal live
 IpfsOpt = typer.Option(None, "--ipfs", help="IPFS API (multiaddr or URL) or embedded:DIR; default from the config.")
 
 
-def _config_path(config: Path | None) -> Path | None:
-    if config is not None:
-        return config
-    if CONFIG_ENV in os.environ:
-        return Path(os.environ[CONFIG_ENV])
-    return Path("market.toml") if Path("market.toml").exists() else None
-
-
 def _settings(config: Path | None, **flags: Any) -> tuple[Settings, Any]:
-    from aggregator.settings import load_aggregator_settings
+    """The `[market]` table with the flags on top, and the `[aggregator]` table (strict)."""
+    from aggregator.settings import AggregatorSettings, load_aggregator_settings
 
     market = load_settings(config).merged(**flags)
-    path = _config_path(config)
-    table = read_toml(path).get("aggregator") if path is not None and path.exists() else None
-    return market, load_aggregator_settings(table, path or "defaults")
+    found, tables = read_config(config)
+    table = tables.get("aggregator")
+    if found is not None and table is not None:
+        check_keys(table, AggregatorSettings.model_fields, f"{found} [aggregator]")
+    return market, load_aggregator_settings(table, found or "defaults")
 
 
 def _journal(s: Settings, client: Any, project_id: int) -> Any:
@@ -77,6 +73,9 @@ def serve(
     poll: float = typer.Option(None, "--poll", help="Seconds between chain polls."),
     once: bool = typer.Option(False, "--once", help="Finish at most one round (waiting for it if needed), then exit."),
     until_done: bool = typer.Option(False, "--until-done", help="Exit when the project has no open round."),
+    allow_user_models: bool = typer.Option(
+        None, "--allow-user-models/--no-user-models",
+        help="Build the spec's `package.module:factory` architecture (runs that code; only for code you trust)."),
     json_log: bool = typer.Option(False, "--json-log", help="Log JSON objects, one per line, on stderr."),
     rpc: str = RpcOpt,
     deployment: Path = DeploymentOpt,
@@ -94,7 +93,8 @@ def serve(
     from market.chain.deployment import Deployment
 
     s, agg = _settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs, state=state)
-    agg = agg.merged(rule=rule, scorer=scorer, server_lr=server_lr, validation=validation, poll=poll)
+    agg = agg.merged(rule=rule, scorer=scorer, server_lr=server_lr, validation=validation, poll=poll,
+                     allow_user_models=allow_user_models)
     setup_logging(json_log)
     w3 = connect(s.rpc)
     acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id))
@@ -140,10 +140,13 @@ def status(
     done_journal = sum(1 for r in rows if r["journal"] == "finalized")
     console.print(f"project {project_id}: {done_chain} round(s) finalized on chain, {done_journal} per the journal ({journal.directory})")
     t = Table("round", "chain", "allocation", "journal", "record (chain)", "same")
+    for col in t.columns:
+        col.no_wrap = True
     for r in rows:
         same = "-" if r["agree"] is None else ("[green]yes[/]" if r["agree"] else "[red]no[/]")
-        t.add_row(str(r["round"]), r["chain"], str(r["allocation"] if r["allocation"] is not None else "-"),
-                  r["journal"] or "-", r["chain_record_cid"] or "-", same)
+        cid = r["chain_record_cid"]
+        t.add_row(str(r["round"]), r["chain"], "-" if r["allocation"] is None else format_amount(r["allocation"]),
+                  r["journal"] or "-", f"{cid[:8]}…{cid[-4:]}" if cid else "-", same)
     console.print(t)
 
 

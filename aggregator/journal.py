@@ -25,16 +25,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from aggregator.errors import AggregatorError
+from aggregator.errors import JournalError
 from market.files import atomic_write
 
 __all__ = ["Journal", "JournalError", "RoundEntry", "Stage"]
-
-
-class JournalError(AggregatorError):
-    """The journal directory cannot be written or holds a malformed entry."""
-
-    exit_code = 25
 
 
 class Stage(str, Enum):

@@ -14,6 +14,7 @@ Scorers:
   truncation), and sampling stops when a sweep changes the estimate by less than `tolerance`
   (relative L1) or the evaluation budget is spent.
 - `LeaveOneOut`: v(N) - v(N minus i).
+- `Equal`: every player 1, no evaluation (an even split; for runs that do not measure contributions).
 
 Every random choice comes from a SHA-256 counter-mode stream seeded by `rng_seed` (see `_rng`),
 and every sum is `math.fsum` (exactly rounded), so an auditor with the same utilities gets the
@@ -22,7 +23,6 @@ same scores bit for bit, whatever the platform.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,11 +32,12 @@ import torch
 
 from aggregator._rng import DeterministicRNG
 from aggregator.errors import RuleConfigError, ScoringError
-from aggregator.rules import parse_spec
+from market._spec import Registry
 
 __all__ = [
     "SCORERS",
     "CoalitionUtility",
+    "Equal",
     "ExactShapley",
     "GTGShapley",
     "LeaveOneOut",
@@ -141,6 +142,18 @@ class LeaveOneOut:
         full = memo(everyone)
         scores = {p: full - memo(everyone - {i}) for i, p in enumerate(ps)}
         return ScoreResult(scores, memo.evaluations, self.name)
+
+
+@dataclass(frozen=True)
+class Equal:
+    """Every player scores 1 without evaluating anything: the allocation splits evenly over the
+    accepted trainers. For simulations and benchmarks that measure something other than
+    contributions (the model does not depend on the scores)."""
+
+    name: ClassVar[str] = "equal"
+
+    def score(self, players: Sequence[str], utility: Utility, rng_seed: int = 0) -> ScoreResult:
+        return ScoreResult({p: 1.0 for p in _check_players(players)}, 0, self.name)
 
 
 @dataclass(frozen=True)
@@ -317,27 +330,14 @@ def make_utility(
     return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights)
 
 
-SCORERS: dict[str, type] = {cls.name: cls for cls in (ExactShapley, GTGShapley, LeaveOneOut)}
-_ALIASES = {
-    "exact": "exact_shapley",
-    "shapley": "exact_shapley",
-    "gtg": "gtg_shapley",
-    "loo": "leave_one_out",
-}
+#: Every scorer by name (and alias): `SCORERS.get("gtg")` is the class.
+SCORERS: Registry[Scorer] = Registry("scorer", error=RuleConfigError)
+SCORERS.add(ExactShapley.name, ExactShapley, ("exact", "shapley"))
+SCORERS.add(GTGShapley.name, GTGShapley, ("gtg",))
+SCORERS.add(LeaveOneOut.name, LeaveOneOut, ("loo",))
+SCORERS.add(Equal.name, Equal)
 
 
-def make_scorer(spec: str) -> Any:
+def make_scorer(spec: str) -> Scorer:
     """A scorer from a spec such as "gtg_shapley:eps=0.001,tolerance=0.05" or "exact"."""
-    name, kwargs = parse_spec(spec)
-    name = _ALIASES.get(name, name)
-    if name not in SCORERS:
-        raise RuleConfigError(f"unknown scorer {name!r}; choose one of {', '.join(sorted(SCORERS))}")
-    cls = SCORERS[name]
-    allowed = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(kwargs) - allowed
-    if unknown:
-        raise RuleConfigError(
-            f"{name} takes no parameter {', '.join(sorted(unknown))}; "
-            f"its parameters are {', '.join(sorted(allowed)) or 'none'}"
-        )
-    return cls(**kwargs)
+    return SCORERS.build(spec)

@@ -2,9 +2,9 @@
 
 The service polls the chain (every `poll` seconds). Round r runs when it is the project's open
 round, its reveal deadline has passed and round r-1 is settled (challenge window over, no
-dispute pending). Running it means: `pipeline.load_context` (chain) -> `pipeline.compute_round`
-(pure) -> `pipeline.publish_round` (store) -> `finalizeRound` (chain), with the local journal
-advanced after every stage.
+dispute pending). Running it means: `round.load_context` (chain) -> `round.compute_round`
+(`gather_inputs`, then the pure `compute_from_inputs`) -> `round.publish_round` (store) ->
+`finalizeRound` (chain), with the local journal advanced after every stage.
 
 Restartable and idempotent. The state is the chain plus the journal (`aggregator.journal`):
 
@@ -37,34 +37,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from aggregator.errors import AggregatorError
+from aggregator.errors import AggregatorError, SettingsError
 from aggregator.filters import FilterConfig
-from aggregator.journal import Journal, RoundEntry, Stage
-from aggregator.pipeline import (
-    STAGES,
-    RoundConfig,
-    compute_round,
-    load_context,
-    publish_round,
-)
+from aggregator.journal import Journal, JournalError, RoundEntry, Stage
+from aggregator.round import STAGES, RoundConfig, compute_round, load_context, publish_round
 from aggregator.rules import make_rule
 from aggregator.scoring import make_scorer
-from aggregator.settings import AggregatorSettings, SettingsError
+from aggregator.settings import AggregatorSettings
 from aggregator.valset import BUILTINS, ValidationSet, load_validation_set
+from market._text import one_line
 from market.chain import Finalized, MarketClient, ProjectInfo, RoundStatus
 from market.errors import (
     ChainError,
-    ContentNotFound,
-    ContentTooLarge,
     ContractRevert,
     InsufficientFunds,
-    IntegrityError,
-    InvalidCid,
     StorageError,
-    StorageUnavailable,
+    TransientError,
+    is_transient,
 )
+from market.protocol.allocation import fixed_allocation
 from market.protocol.documents import ProjectSpec
 from market.protocol.reading import load_spec
 from market.storage import Store, same_multihash
@@ -144,20 +135,17 @@ def crash_point(stage: str) -> None:
 
 
 def outage_kind(exc: BaseException) -> str | None:
-    """"ipfs" or "rpc" when `exc` means a service is not answering (worth waiting for), else None."""
+    """"ipfs" or "rpc" when `exc` means a service is not answering (worth waiting for), else None.
+
+    Decided by type (`market.errors.TransientError`), never by message: wrong bytes (IntegrityError,
+    a malformed spec or record) and reverts are not outages. Any other chain failure (a node that
+    timed out a transaction, a dropped connection) is waited out.
+    """
+    if isinstance(exc, StorageError):
+        return "ipfs" if isinstance(exc, TransientError) else None
     if isinstance(exc, ContractRevert | InsufficientFunds):
         return None
-    if isinstance(exc, StorageUnavailable | ContentNotFound):
-        return "ipfs"
-    if isinstance(exc, StorageError):
-        # the node answered late or kept failing ("IPFS node at ... did not ..."), as opposed to
-        # bytes that are wrong (IntegrityError, a malformed spec or record): only the former passes
-        if isinstance(exc, IntegrityError | InvalidCid | ContentTooLarge):
-            return None
-        return "ipfs" if str(exc).startswith("IPFS node at") else None
-    if isinstance(exc, ChainError):
-        return "rpc"
-    if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError | TimeoutError):
+    if isinstance(exc, ChainError) or is_transient(exc):
         return "rpc"
     return None
 
@@ -198,18 +186,14 @@ class Step:
     record_cid: str | None = None
 
 
-#: Rounds store allocations as uint104 (the contract caps the running total there too).
-_UINT104_MAX = (1 << 104) - 1
 #: Reverts that only mean "too early": wait and try again.
 _TOO_EARLY = frozenset({"RevealStillOpen", "ChallengeWindowOpen", "PreviousRoundUnsettled"})
 
 
 def available_for(info: ProjectInfo, round_: int) -> int:
-    """What the contract lets round `round_` allocate: unallocated minus later rounds' shares
-    (`LearningMarket._requireAllocatable`)."""
-    later = info.num_rounds - round_ - 1
-    available = int(info.unallocated) - int(info.reward_per_round) * later
-    return max(0, min(available, _UINT104_MAX - int(info.allocated)))
+    """What the contract lets round `round_` allocate (`market.protocol.allocation`, on the chain's figures)."""
+    return fixed_allocation(int(info.unallocated), int(info.allocated), int(info.reward_per_round),
+                            int(info.num_rounds), round_)
 
 
 class AggregatorService:
@@ -293,7 +277,7 @@ class AggregatorService:
                     raise
                 if outage is None:
                     what = "IPFS node" if kind == "ipfs" else "RPC node"
-                    _warn(f"paused: the {what} does not answer ({_one_line(exc)}); retrying with backoff",
+                    _warn(f"paused: the {what} does not answer ({one_line(exc)}); retrying with backoff",
                           event="outage", service=kind)
                     backoff = self.settings.poll
                 outage = kind
@@ -359,11 +343,12 @@ class AggregatorService:
             return (f"reveal-{r}", f"round {r}: waiting for the reveal deadline (block {info.reveal_deadline}, now {now})")
         if r > 0:
             prev = self.client.round(self.project_id, r - 1)
-            if prev.status == RoundStatus.DISPUTED:
-                return (f"dispute-{r}", f"round {r}: round {r - 1} is disputed; waiting for the arbiter")
-            closes = prev.finalized_at + info.challenge_window
-            if prev.status == RoundStatus.FINALIZED and now <= closes:
-                msg = f"round {r}: waiting for round {r - 1}'s challenge window (closes at block {closes}, now {now})"
+            settles = self.client.settles_after(self.project_id, r - 1)
+            if prev.status != RoundStatus.EXPIRED and now <= settles:
+                if prev.pending_disputes:
+                    msg = f"round {r}: round {r - 1} is disputed; waiting for the ruling (deadline block {settles}, now {now})"
+                    return (f"dispute-{r}", msg)
+                msg = f"round {r}: waiting for round {r - 1}'s challenge window (closes at block {settles}, now {now})"
                 return (f"challenge-{r}", msg)
         return ("", "")
 
@@ -469,8 +454,6 @@ class AggregatorService:
 
 def round_status(client: MarketClient, journal: Journal, project_id: int) -> list[dict[str, Any]]:
     """Per round: the chain's status and record CID beside the journal's stage and CIDs."""
-    from aggregator.journal import JournalError
-
     info = client.project(project_id)
     events = {f.round: f for f in client.finalized(project_id)}
     rows = []
@@ -501,6 +484,3 @@ def round_status(client: MarketClient, journal: Journal, project_id: int) -> lis
         })
     return rows
 
-
-def _one_line(exc: BaseException) -> str:
-    return (" ".join(str(exc).split()) or type(exc).__name__)[:200]

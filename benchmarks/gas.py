@@ -124,7 +124,7 @@ def run(anvil: Anvil, counts: list[int], console: Console) -> tuple[list[tuple[s
         anvil.mine(max(0, info.reveal_deadline - market.block_number + 1))
         amounts = {t.address: ETHER // count for t in trainers}
         tree = RewardTree.build(amounts)
-        fin = market.with_account(agg).finalize_round(pid, 0, CID, CID, tree.root, sum(amounts.values()))
+        fin = market.with_account(agg).finalize_round(pid, 0, CID, CID, tree.root)  # bond posted first, apart
         finalize_gas[count] = fin.gas_used
         register_gas, commit_gas, reveal_gas = max(r[0] for r in regs), max(r[1] for r in regs), max(reveals)
         commit_reveal.append(max(a[1] + b for a, b in zip(regs, reveals)))
@@ -145,10 +145,20 @@ def run(anvil: Anvil, counts: list[int], console: Console) -> tuple[list[tuple[s
     )
     anvil.mine(12)
     tree = RewardTree.build({owner.address: ETHER})
-    market.with_account(agg).finalize_round(pid, 0, CID, CID, tree.root, ETHER)
+    market.with_account(agg).finalize_round(pid, 0, CID, CID, tree.root)
     dispute_gas = market.dispute(pid, 0, CID, ETHER // 100).gas_used
     resolve_gas = market.with_account(arb).resolve_dispute(pid, 0, False, CID).gas_used
+    anvil.mine(12)
     end_gas = market.end_project(pid).gas_used
+    # trust-model paths: an expired round on a project whose aggregator never shows up
+    pid, _ = market.create_project(
+        ProjectParams(
+            aggregator=agg.address, arbiter=arb.address, num_rounds=1, reward_per_round=ETHER,
+            commit_window=5, reveal_window=5, challenge_window=5, spec_cid=CID,
+        )
+    )
+    anvil.mine(12)
+    expire_gas = market.expire_round(pid, 0).gas_used
 
     # ERC-20 claim, for comparison with merkle-distributor's 78-95k
     token_claim = erc20_claim(w3, market, anvil, owner, agg, arb)
@@ -168,6 +178,7 @@ def run(anvil: Anvil, counts: list[int], console: Console) -> tuple[list[tuple[s
         ("dispute", dispute_gas, None),
         ("resolveDispute (dismiss)", resolve_gas, None),
         ("endProject", end_gas, None),
+        ("expireRound (nobody revealed)", expire_gas, None),
     ]
     del last_pid, last_tree, last_trainers, last_amounts
     return rows, naive_rows
@@ -180,6 +191,7 @@ def erc20_claim(w3, market: MarketClient, anvil: Anvil, owner, agg, arb) -> int:
     rc = sender.send(w3.eth.contract(abi=tok.abi, bytecode=tok.bytecode).constructor(), action="deploy token")
     token = w3.eth.contract(address=w3.eth.get_transaction_receipt(rc.tx_hash)["contractAddress"], abi=tok.abi)
     sender.send(token.functions.approve(market.address, 10 * ETHER), action="approve")
+    sender.send(token.functions.transfer(agg.address, ETHER), action="fund the aggregator bond")
     pid, _ = market.create_project(
         ProjectParams(
             aggregator=agg.address, arbiter=arb.address, num_rounds=1, reward_per_round=ETHER,
@@ -190,7 +202,7 @@ def erc20_claim(w3, market: MarketClient, anvil: Anvil, owner, agg, arb) -> int:
     trainer = Account.create()
     rpc_call(anvil.url, "anvil_setBalance", [trainer.address, hex(ETHER)])
     tree = RewardTree.build({trainer.address: ETHER // 2, owner.address: ETHER // 2})
-    market.with_account(agg).finalize_round(pid, 0, CID, CID, tree.root, ETHER)
+    market.with_account(agg).finalize_round(pid, 0, CID, CID, tree.root)
     anvil.mine(6)
     return market.with_account(trainer).claim(pid, 0, trainer.address, ETHER // 2, tree.proof(trainer.address)).gas_used
 

@@ -1,30 +1,30 @@
 """The marketplace's figures (issue 6): robustness, filters, rewards, and protocol overhead.
 
 Run: .venv/bin/python benchmarks/marketplace.py [--fast] [--full] [--smoke] [--workers 2]
-     (default ~11 min on 2 quiet cores, most of it contribution scoring; --full ~45 min; --smoke ~20 s)
+     (default ~11 min on 2 quiet cores, most of it contribution scoring; --full ~45 min; --smoke seconds)
 
-1. **Accuracy under attack**: an in-process federated simulation (trainer + aggregator code, no
-   chain, no IPFS). MNIST-5k with `mnist_cnn` (`--fast`: scikit-learn digits with `digits_mlp`)
-   is split 80/10/10 (stratified, seed 0): the training part is dealt to N = 10 trainers (IID, or
-   Dirichlet alpha = 0.5 label skew), the validation part is the aggregator's validation set
-   (scores, plateau adaptation), the test part gives the final accuracy. Every round runs the
-   trainers' code (`train_local` with the round's hyper-parameters, then the scripted behaviour
-   of `trainer.behaviours`), encodes each update with `market.protocol.codec`, then runs the aggregator
-   service's own stages from `aggregator.pipeline`: `validate_updates` (the same checks as on
-   the real stack), `filter_updates` (zero, stale, copy and outlier filters with the service's
-   `FilterConfig`), `aggregate_updates` with the rule, `score_contributions` (the service's
-   scorer, `auto`), `allocate_rewards`, and `adapt_hyperparams` (server learning rate and
-   local epochs on a plateau). The service's defaults come from `AggregatorSettings()` through
-   `aggregator.service.config_from_settings`. Training defaults are `market demo`'s: 5 rounds,
-   2 local epochs, lr 0.05, batch 32. The malicious trainers are the last m = round(N x
-   fraction); commit order is a seeded shuffle per round, with copycats committing after the
-   trainer they copy. Scripted attacks use their defaults (`parse_behaviour(name)`):
-   sign_flip k=1, gaussian_noise sigma=1, scaling x10, label_flip, alie (z from n and m, the
-   colluders' own honest deltas as the group), ipm epsilon=0.1, free_rider mode=zero, copycat
-   (the same round's update of an honest trainer, as if leaked before the reveal: the strongest
-   copy; through commit-reveal alone a copycat has nothing to copy and sends zeros), sample_liar
-   (claims 10x its samples). Runs are independent (models diverge per rule) and go to a pool of
-   `--workers` processes, one torch thread each.
+1. **Accuracy under attack**: the in-memory federation of `lab.inprocess` (trainer + aggregator
+   code, no chain, no IPFS). MNIST-5k with `mnist_cnn` (`--fast`: scikit-learn digits with
+   `digits_mlp`) is split 80/10/10 (stratified, seed 0): the training part is dealt to N = 10
+   trainers (IID, or Dirichlet alpha = 0.5 label skew), the validation part is the aggregator's
+   validation set (scores, plateau adaptation), the test part gives the final accuracy. Every
+   round runs the trainers' code (`train_local` with the round's hyper-parameters, then the
+   scripted behaviour of `trainer.behaviours`, given what it declares in `needs`), encodes each
+   update with `market.protocol.codec`, and computes the round with
+   `aggregator.round.compute_from_inputs`, the very function the service and the audit run
+   (validate, filter with the replayed-global-step and previous-update references, aggregate,
+   score, reward, adapt), with the service's defaults (`AggregatorSettings()` through
+   `aggregator.service.config_from_settings`). Runs that do not measure rewards use the `equal`
+   scorer (no evaluations; the model does not depend on the scores). Training defaults are
+   `market demo`'s: 5 rounds, 2 local epochs, lr 0.05, batch 32. The malicious trainers are the
+   last m = round(N x fraction); commit order is a seeded shuffle per round, with copycats
+   committing after the trainer they copy. Scripted attacks use their defaults
+   (`parse_behaviour(name)`): sign_flip k=1, gaussian_noise sigma=1, scaling x10, label_flip,
+   alie (z from n and m, the colluders' own honest deltas as the group), ipm epsilon=0.1,
+   free_rider mode=zero, copycat (the same round's update of an honest trainer, as if leaked
+   before the reveal: the strongest copy; through commit-reveal alone a copycat has nothing to
+   copy and sends zeros), sample_liar (claims 10x its samples). Runs are independent (models
+   diverge per rule) and go to a pool of `--workers` processes, one torch thread each.
    Default grid: the service's default rule, fedavg and median x every attack at 30% malicious
    (IID), plus Dirichlet(0.5) for fedavg without attack, the default rule under every attack, and
    fedavg with free-riders (their zero updates are rejected: FedAvg over the honest trainers only,
@@ -39,17 +39,17 @@ Run: .venv/bin/python benchmarks/marketplace.py [--fast] [--full] [--smoke] [--w
    and a fairness run: 10 honest trainers with label noise 0, 0.1, 0.2, 0.3, 0.5 (two each,
    `trainer.partition.with_label_noise`), Spearman between total reward and quality = 1 - noise.
 4. **Protocol overhead per round on the real local stack**: this script starts anvil
-   (`market.anvil.Anvil`, automine) and a js-ipfs daemon (`market.ipfsnode.IpfsNode`) on free
+   (`devnet.anvil.Anvil`, automine) and a js-ipfs daemon (`devnet.ipfsnode.IpfsNode`) on free
    loopback ports, deploys LearningMarket, and for 10, 50 and 100 trainers (keys funded with
    anvil_setBalance, registered, each its own `trainer.participant.Participant` with its own
    IPFS client and state directory) runs rounds with pre-encoded updates (a real `mnist_cnn`
    delta, perturbed per trainer, encoded with `market.protocol.codec` before the clock starts):
    trainers (thread pool): upload to IPFS, commit, [mine past the commit deadline], reveal;
-   aggregator (`aggregator.pipeline`): `load_context` (chain events, spec, previous record),
-   `fetch_updates` (`fetch_verified`, journal cache as the service) + the base model,
-   `validate_updates`, build the record (verdicts, equal scores, reward split, Merkle root and
-   proofs) and `publish_round` (model + record on IPFS), `finalizeRound`.
-   Not counted: training, scoring, filter + aggregate (shown apart), and chain waiting
+   aggregator (`aggregator.round`): `load_context` (chain events, spec, previous record),
+   `gather_inputs` (`fetch_verified`, journal cache as the service, + the base models), the
+   validate stage of `compute_from_inputs`, then `publish_round` (model + record on IPFS),
+   `finalizeRound`. The round runs with the `equal` scorer.
+   Not counted: training, filter + aggregate + score + reward (shown apart), and chain waiting
    (deadlines are passed with anvil_mine; the time of those calls is shown apart).
    Both processes are stopped by PID at the end.
 
@@ -63,13 +63,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
 import platform
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -87,63 +85,29 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported, here 
 
 import numpy as np
 import torch
-from eth_utils import to_checksum_address
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aggregator.pipeline import (
-    CODE_VERSION,
-    UTILITY,
-    Computed,
-    Fetched,
-    RoundConfig,
-    RoundContext,
-    _Evaluator,
-    adapt_hyperparams,
-    aggregate_updates,
-    allocate_rewards,
-    fetch_updates,
-    filter_updates,
-    initial_state,
-    load_base_model,
-    load_context,
-    publish_round,
-    score_contributions,
-    utility_rule,
-    validate_updates,
-)
+from aggregator.round import RoundConfig, compute_from_inputs, gather_inputs, load_context, publish_round
 from aggregator.rules import make_rule
-from aggregator.service import available_for, config_from_settings
+from aggregator.service import available_for
 from aggregator.settings import AggregatorSettings
-from aggregator.valset import ValidationSet
-from market.models import ModelSpec, build_model, flatten, init_model, unflatten
+from lab.inprocess import DIRICHLET, ETHER, IID, MODELS, RunSpec, service_config, simulate, splits
+from market.models import ModelSpec, init_model
 from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
-from market.protocol.documents import ProjectSpec, UpdateInput
-from market.protocol.validation import update_spec
-from market.storage import raw_cid
-from trainer.behaviours import Behaviour, BehaviourContext, Copycat, parse_behaviour
-from trainer.data import Dataset, load_builtin, train_val_test_split
-from trainer.partition import dirichlet, iid, split_by_partition, with_label_noise
-from trainer.training import TrainConfig, TrainResult, train_local
+from market.protocol.documents import ProjectSpec
+from trainer.behaviours import parse_behaviour
+from trainer.training import TrainConfig, train_local
 
-ETHER = 10**18
 ATTACKS = ("none", "sign_flip", "gaussian_noise", "scaling", "label_flip", "alie", "ipm", "free_rider", "copycat",
            "sample_liar")
 UNPAID_ATTACKS = ("free_rider", "copycat")
 NOISE_LEVELS = (0.0, 0.1, 0.2, 0.3, 0.5)
-IID = "iid"
-DIRICHLET = "dirichlet:0.5"
 #: market demo's training defaults (market.simulate.Scenario)
 DEMO = {"rounds": 5, "epochs": 2, "lr": 0.05, "batch_size": 32}
 #: the project's round-0 hyper-parameters (`market demo`'s project.toml [hyperparams])
 DEMO_HP = {"epochs": DEMO["epochs"], "lr": DEMO["lr"], "batch_size": DEMO["batch_size"]}
-MODELS = {
-    "mnist5k": ModelSpec(architecture="mnist_cnn", input_shape=(1, 28, 28), num_classes=10, dataset="mnist5k"),
-    "digits": ModelSpec(architecture="digits_mlp", input_shape=(64,), num_classes=10, dataset="digits"),
-}
-PROJECT_ID = 1  # the simulation's updates claim project 1 (validation checks the header)
-SIM_CONTRACT = "0x000000000000000000000000000000000000dEaD"
 TARGET_ACC_GAP = 0.02
 TARGET_HONEST_SHARE = 0.95
 TARGET_SPEARMAN = 0.8
@@ -156,232 +120,12 @@ def service_settings() -> AggregatorSettings:
     return AggregatorSettings()
 
 
-def service_config() -> RoundConfig:
-    return config_from_settings(service_settings())
-
-
-# ============================================================================ 1-3: simulation
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    rule: str
-    attack: str
-    fraction: float
-    partition: str
-    dataset: str
-    n: int
-    rounds: int
-    epochs: int
-    lr: float
-    batch_size: int
-    seed: int = 0
-    score: bool = False
-    #: per-trainer label noise (the fairness run); empty: none
-    noise: tuple[float, ...] = ()
-    kind: str = "grid"  # grid | fairness
-
-    @property
-    def malicious(self) -> int:
-        return 0 if self.attack == "none" else round(self.n * self.fraction)
-
-    @property
-    def name(self) -> str:
-        extra = f" noise={list(self.noise)}" if self.noise else ""
-        return f"{self.kind} {self.partition} {self.rule} {self.attack}@{self.fraction:g}{extra}"
-
-
-def trainer_address(i: int) -> str:
-    return to_checksum_address(f"0x{0x1000 + i:040x}")
-
-
-def _seed(*parts: object) -> int:
-    h = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(h[:4], "big")
-
-
-_DATA: dict[str, tuple[Dataset, Dataset, Dataset]] = {}
-
-
-def _splits(dataset: str, seed: int) -> tuple[Dataset, Dataset, Dataset]:
-    key = f"{dataset}:{seed}"
-    if key not in _DATA:
-        ds = load_builtin(dataset, spec=MODELS[dataset])
-        sp = train_val_test_split(ds, 0.1, 0.1, seed=seed)
-        _DATA[key] = (sp.train, sp.val, sp.test)
-    return _DATA[key]
-
-
-def evaluator(model: torch.nn.Module, like: dict[str, torch.Tensor], ds: Dataset, source: str) -> _Evaluator:
-    """The service's own evaluator (what `score_contributions` calls for its utility) on `ds`.
-    It is private to `aggregator.pipeline`; using it keeps the benchmark's scores the service's."""
-    return _Evaluator(model, like, ValidationSet(ds.x, ds.y, source))
+# ============================================================================ 1-3: simulation (lab.inprocess)
 
 
 def _worker_init() -> None:
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-
-
-def simulate(spec: RunSpec) -> dict[str, Any]:
-    """One federated run; returns plain data (accuracy per round, verdicts, rewards)."""
-    started = time.perf_counter()
-    torch.set_num_threads(1)
-    config = service_config()
-    rule = make_rule(spec.rule)
-    model_spec = MODELS[spec.dataset]
-    train, val, test = _splits(spec.dataset, spec.seed)
-    n, m = spec.n, spec.malicious
-    if spec.partition == IID:
-        parts = iid(len(train), n, seed=spec.seed)
-    else:
-        parts = dirichlet(train.y, n, alpha=float(spec.partition.split(":")[1]), seed=spec.seed)
-    shards = split_by_partition(train, parts)
-    if spec.noise:
-        shards = [with_label_noise(s, spec.noise[i], seed=_seed("noise", spec.seed, i)) if spec.noise[i] else s
-                  for i, s in enumerate(shards)]
-    addresses = [trainer_address(i) for i in range(n)]
-    bad = set(range(n - m, n))
-    honest_ids = [i for i in range(n) if i not in bad]
-    behaviours: list[Behaviour] = [parse_behaviour(spec.attack if i in bad else "honest") for i in range(n)]
-    copy_source = {i: honest_ids[k % len(honest_ids)] for k, i in enumerate(sorted(bad))} if spec.attack == "copycat" else {}
-    data = [behaviours[i].transform_dataset(shards[i]) for i in range(n)]
-
-    project_spec = ProjectSpec(model=model_spec,
-                               hyperparams={"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size})
-    base_hyper = dict(project_spec.hyperparams)
-    policy = project_spec.validation
-    model = build_model(model_spec)
-    like = {k: v.detach().clone() for k, v in init_model(model_spec, spec.seed).state_dict().items()}
-    tspec = update_spec(like)
-    val_eval = evaluator(model, like, val, f"{spec.dataset}:val")
-    test_eval = evaluator(model, like, test, f"{spec.dataset}:test")
-
-    state = dict(like)
-    previous_global: dict[str, torch.Tensor] | None = None
-    state_in = initial_state(config, base_hyper)
-    hyper = dict(base_hyper)
-    prev_updates: dict[str, torch.Tensor] = {}
-    prev_submitted: dict[int, dict[str, torch.Tensor]] = {}
-    cumulative: dict[str, int] = {}
-    cumulative_scores: dict[str, float] = {}
-    unallocated = spec.rounds * ETHER
-    rounds_out: list[dict[str, Any]] = []
-    base_cfg = TrainConfig(epochs=spec.epochs, lr=spec.lr, batch_size=spec.batch_size)
-    train_overrides = {k: v for k, v in hyper.items() if k in TrainConfig.model_fields}
-    acc0 = test_eval.accuracy(flatten(state))
-
-    for r in range(spec.rounds):
-        t_round = time.perf_counter()
-        base_vector = flatten(state, like.keys())
-        base_cid = raw_cid(base_vector.numpy().tobytes())
-        cfg = base_cfg.with_overrides(train_overrides)
-        honest: dict[int, TrainResult] = {}
-        for i in range(n):
-            if behaviours[i].needs_training:
-                honest[i] = train_local(model_spec, state, data[i], cfg.with_overrides({"seed": _seed(addresses[i], r)}),
-                                        num_threads=1)
-        group = [honest[j].delta for j in sorted(bad) if j in honest]
-        submitted: dict[int, tuple[dict[str, torch.Tensor], int]] = {}
-        order = [int(i) for i in np.random.default_rng(_seed("order", spec.seed, r)).permutation(n)]
-        order = [i for i in order if i not in copy_source] + [i for i in order if i in copy_source]
-        for i in order:
-            b = behaviours[i]
-            if isinstance(b, Copycat):
-                src = copy_source[i]
-                b.source = lambda _ctx, src=src, sub=submitted: sub[src][0]
-            ctx = BehaviourContext(
-                global_state=state, round=r, seed=_seed(addresses[i], r), previous_global_state=previous_global,
-                honest_deltas=group if i in bad else (), num_trainers=n, num_malicious=max(m, 1),
-                num_samples=len(shards[i]), previous_delta=prev_submitted.get(i), trainer_id=addresses[i],
-            )
-            submitted[i] = b.produce(honest.get(i), ctx)
-        t_train = time.perf_counter() - t_round
-
-        # the service's stages, on encoded updates in commit order
-        fetched, position = [], {}
-        for pos, i in enumerate(order):
-            delta, claimed = submitted[i]
-            blob = encode_update({k: delta[k].to(torch.float32).contiguous() for k in like},
-                                 UpdateHeader(PROJECT_ID, r, base_cid, addresses[i], int(claimed)))
-            u = UpdateInput(trainer=addresses[i], cid=raw_cid(blob), digest="0x" + hashlib.sha256(blob).hexdigest(),
-                            commit_block=100 * r + pos + 1, commit_log_index=0, reveal_block=100 * r + 50 + pos)
-            fetched.append(Fetched(u, blob))
-            position[addresses[i]] = i
-        available = max(0, unallocated - ETHER * (spec.rounds - r - 1))
-        rctx = RoundContext(
-            project_id=PROJECT_ID, round=r, chain_id=31337, contract=SIM_CONTRACT, spec=project_spec,
-            base_model_cid=base_cid, base_hyperparams=hyper, previous_aggregation={}, reveal_deadline=100 * r + 99,
-            seed=_seed("round-seed", spec.seed, r), inputs=tuple(f.input for f in fetched), previous_inputs=(),
-            previous_base_model_cid=None, cumulative_rewards=dict(cumulative), cumulative_scores=dict(cumulative_scores),
-            available=available,
-        )
-        candidates = validate_updates(fetched, rctx, tspec)
-        validated = {c.input.trainer: c.delta for c in candidates if c.accepted and c.delta is not None}
-        candidates, filter_stats = filter_updates(candidates, prev_updates, config.filters)
-        accepted = [c for c in candidates if c.accepted]
-        server_lr = float(state_in["server_lr"])
-        aggregate, _ = aggregate_updates(accepted, rule, policy.max_claimed_samples, base_vector.numel())
-        new_vector = base_vector + server_lr * aggregate
-        acc_val, _loss = val_eval.both(new_vector)
-        scores: dict[str, float] = {}
-        increments: dict[str, int] = {}
-        allocation = 0
-        evaluations = 0
-        scorer = ""
-        if spec.score:
-            scorer = config.scorer_for(len(accepted))
-            scores, evaluations, _ = score_contributions(accepted, base_vector, val_eval, server_lr, scorer,
-                                                         rctx.seed, policy.max_claimed_samples)
-            outcome = allocate_rewards(candidates, scores, available, cumulative)
-            increments, cumulative, allocation = dict(outcome.increments), dict(outcome.cumulative), outcome.allocation
-            unallocated -= allocation
-            for t, s in scores.items():
-                cumulative_scores[t] = cumulative_scores.get(t, 0.0) + s
-        state_out, hyper_next = adapt_hyperparams(state_in, acc_val, config.adapt, base_hyper)
-        acc_test = test_eval.accuracy(new_vector)
-        rounds_out.append({
-            "round": r,
-            "val_accuracy": acc_val,
-            "test_accuracy": acc_test,
-            "server_lr": server_lr,
-            "epochs": cfg.epochs,
-            "accepted": len(accepted),
-            "verdicts": [
-                {"trainer": position[c.input.trainer], "malicious": position[c.input.trainer] in bad,
-                 "accepted": c.accepted, "reason": c.reason or "ok"}
-                for c in candidates
-            ],
-            "scorer": scorer,
-            "score_evaluations": evaluations,
-            "scores": {str(position[t]): s for t, s in scores.items()},
-            "rewards": {str(position[t]): int(v) for t, v in increments.items() if t in position},
-            "allocation": int(allocation),
-            "filter_stats": filter_stats,
-            "seconds": time.perf_counter() - t_round,
-            "train_seconds": t_train,
-        })
-        prev_updates = validated
-        prev_submitted = {i: submitted[i][0] for i in range(n)}
-        previous_global = state
-        state = unflatten(new_vector, like)
-        state_in, hyper = state_out, hyper_next
-        train_overrides = {k: v for k, v in hyper.items() if k in TrainConfig.model_fields}
-
-    total = {str(position[t]): int(v) for t, v in cumulative.items() if t in position}
-    return {
-        "spec": asdict(spec),
-        "name": spec.name,
-        "malicious": sorted(bad),
-        "quality": [(0.0 if i in bad else 1.0 - (spec.noise[i] if spec.noise else 0.0)) for i in range(n)],
-        "initial_test_accuracy": acc0,
-        "final_test_accuracy": rounds_out[-1]["test_accuracy"],
-        "rounds": rounds_out,
-        "cumulative_rewards": total,
-        "cumulative_scores": {str(position[t]): s for t, s in cumulative_scores.items() if t in position},
-        "unallocated": int(unallocated),
-        "seconds": time.perf_counter() - started,
-    }
 
 
 def safe_simulate(spec: RunSpec) -> dict[str, Any]:
@@ -395,6 +139,8 @@ def safe_simulate(spec: RunSpec) -> dict[str, Any]:
 def grid(args: argparse.Namespace, default_rule: str) -> list[RunSpec]:
     common = {"dataset": args.dataset, "n": args.trainers, "rounds": args.rounds, "epochs": args.epochs, "lr": args.lr,
               "batch_size": args.batch_size, "seed": args.seed}
+    if args.smoke:  # one point: the default rule against the first attack, scored
+        return [RunSpec(default_rule, args.attacks[0], args.fractions[0], IID, score=True, **common)]
     if args.full:
         rules = [default_rule, "fedavg", "median", "trimmed_mean:beta=0.2", "krum", "foundation_fl"]
     else:
@@ -584,17 +330,6 @@ def summarize_sim(results: list[dict[str, Any]], default_rule: str) -> dict[str,
 # ============================================================================ 4: overhead
 
 
-def free_ports(n: int) -> list[int]:
-    out: list[int] = []
-    while len(out) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in out:
-            out.append(port)
-    return out
-
-
 def _cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of a process (0 if unknown)."""
     if pid is None:
@@ -663,7 +398,7 @@ class RoundTiming:
 
 def _real_delta(spec: ModelSpec) -> dict[str, torch.Tensor]:
     """One real mnist_cnn update: one epoch on 400 MNIST-5k samples from the initial weights."""
-    train, _, _ = _splits("mnist5k", 0)
+    train, _, _ = splits("mnist5k", 0)
     shard = train.subset(np.arange(400))
     res = train_local(spec, init_model(spec, 0).state_dict(), shard, TrainConfig(epochs=1, lr=0.05, seed=1))
     return res.delta
@@ -677,13 +412,14 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
     from aggregator.valset import load_validation_set
     from devnet.anvil import Anvil, rpc_call
     from devnet.ipfsnode import IpfsNode
+    from devnet.ports import free_ports
     from market.chain import ProjectParams, connect
     from market.chain.accounts import dev_account
     from market.chain.deployment import deploy
     from market.storage import IpfsStore
     from trainer.participant import Participant
 
-    config = service_config()
+    config = service_config(score=False)  # scoring is not protocol overhead
     ms = MODELS["mnist5k"]
     out: dict[str, Any] = {"rounds_per_count": rounds, "timings": []}
     with tempfile.TemporaryDirectory(prefix="marketplace-bench-") as d:
@@ -714,10 +450,6 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                 spec_cid = agg_store.add(pspec.to_bytes())
                 valset = load_validation_set("mnist5k:size=500,seed=0", ms)
                 validation_cid = agg_store.add(valset.to_npz())
-            like = build_model(ms).state_dict()
-            tspec = update_spec(like)
-            rule = config.make_rule()
-            policy = pspec.validation
             for n in counts:
                 accounts = [Account.from_key(keccak(text=f"marketplace-benchmark-trainer-{n}-{i}")) for i in range(n)]
                 for a in accounts:
@@ -777,8 +509,8 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
                             timing.cpu_trainers = cpu.stop()
                         with console.status(f"{n} trainers, round {r}: aggregator fetch, validate, publish, finalize"):
                             cpu.start()
-                            published = _aggregate_round(agg, agg_store, journal, pid, r, pspec, tspec, like, rule,
-                                                         config, policy, validation_cid, timing)
+                            published = _aggregate_round(agg, agg_store, journal, pid, r, pspec, config, valset,
+                                                         validation_cid, timing)
                             timing.cpu_aggregator = cpu.stop()
                         base_cid = published
                         out["timings"].append({**asdict(timing), "trainers": timing.trainers,
@@ -800,61 +532,34 @@ def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int)
 
 
 def _aggregate_round(agg: Any, store: Any, journal: Any, pid: int, r: int, pspec: ProjectSpec,
-                     tspec: dict[str, Any], like: dict[str, torch.Tensor], rule: Any, config: RoundConfig,
-                     policy: Any, validation_cid: str, timing: RoundTiming) -> str:
-    """The service's round without scoring: context, fetch, validate, [filter + aggregate, not
-    counted], record with equal scores and the reward split, publish, finalize. Returns the
-    new model's CID."""
+                     config: RoundConfig, valset: Any, validation_cid: str, timing: RoundTiming) -> str:
+    """The service's round (`aggregator.round`) with the `equal` scorer: context, fetch (the
+    journal as cache), validate, [filter, aggregate, score, reward, adapt: not counted], publish,
+    finalize. Returns the new model's CID."""
     t0 = time.perf_counter()
     info = agg.project(pid)
     ctx = load_context(agg, store, pid, r, available_for(info, r), spec=pspec)
     t1 = time.perf_counter()
-    fetched = fetch_updates(store, ctx.inputs, max_bytes=policy.max_update_bytes, workers=config.fetch_workers,
-                            timeout=config.fetch_timeout, attempts=config.fetch_attempts, cache=journal)
-    base = load_base_model(store, ctx.base_model_cid, like, 2 * policy.max_update_bytes, config.fetch_timeout)
+    inputs = gather_inputs(store, ctx, valset=valset, validation_cid=validation_cid, config=config, cache=journal)
     t2 = time.perf_counter()
-    candidates = validate_updates(fetched, ctx, tspec)
-    t3 = time.perf_counter()
-    assert all(c.accepted for c in candidates), [c.reason for c in candidates if not c.accepted]
-    candidates, _ = filter_updates(candidates, {}, config.filters)
-    accepted = [c for c in candidates if c.accepted]
-    base_vector = flatten(base, like.keys())
-    aggregate, agg_details = aggregate_updates(accepted, rule, policy.max_claimed_samples, base_vector.numel())
-    new_state = unflatten(base_vector + float(config.server_lr) * aggregate, like)
+    marks: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        marks[name] = time.perf_counter()
+
+    computed = compute_from_inputs(inputs, config, on_stage=mark)
     t4 = time.perf_counter()
-    scores = {c.input.trainer: 1.0 for c in accepted}  # scoring is not protocol overhead
-    rewards = allocate_rewards(candidates, scores, ctx.available, ctx.cumulative_rewards)
-    model_bytes = encode_model(new_state, ModelHeader(pid, r, pspec.model.architecture))
-    cumulative_scores = dict(ctx.cumulative_scores)
-    for t, s in scores.items():
-        cumulative_scores[t] = cumulative_scores.get(t, 0.0) + s
-    state_in = dict(ctx.previous_aggregation.get("state_out") or initial_state(config, ctx.base_hyperparams))
-    fields = {
-        "project_id": pid, "round": r, "chain_id": ctx.chain_id, "contract": ctx.contract,
-        "code_version": CODE_VERSION, "seed": ctx.seed, "base_model_cid": ctx.base_model_cid,
-        "model_digest": "0x" + hashlib.sha256(model_bytes).hexdigest(), "validation_cid": validation_cid,
-        "rule": rule.spec, "filters": asdict(config.filters), "scorer": "none (benchmark: scoring not timed)",
-        "hyperparams": dict(ctx.base_hyperparams), "inputs": list(ctx.inputs),
-        "verdicts": [c.verdict for c in candidates], "scores": scores, "cumulative_scores": cumulative_scores,
-        "rewards": rewards.increments, "cumulative_rewards": rewards.cumulative, "allocation": rewards.allocation,
-        "rewards_root": rewards.root, "proofs": rewards.proofs,
-        "metrics": {"inputs": float(len(candidates)), "accepted": float(len(accepted))},
-        "aggregation": {"server_lr": float(state_in["server_lr"]), "state_in": state_in, "state_out": state_in,
-                        "utility": {"metric": UTILITY, "rule": utility_rule(policy.max_claimed_samples).spec},
-                        "adapt": config.adapt.model_dump(), "threads": config.threads,
-                        **({"aggregate": agg_details} if agg_details else {})},
-    }
-    computed = Computed(model_bytes, fields, tuple(candidates))
     published = publish_round(store, computed)
     t5 = time.perf_counter()
     agg.finalize_round(pid, r, published.model_cid, published.record_cid, computed.root, computed.allocation)
     t6 = time.perf_counter()
+    t3 = marks["validate"]
     timing.context, timing.fetch, timing.validate = t1 - t0, t2 - t1, t3 - t2
     timing.compute_not_counted = t4 - t3
     timing.publish, timing.finalize = t5 - t4, t6 - t5
     timing.record_bytes = len(published.record_bytes)
-    timing.accepted = len(accepted)
-    return published.model_cid
+    timing.accepted = sum(1 for c in computed.candidates if c.accepted)
+    return str(published.model_cid)
 
 
 def summarize_overhead(ov: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1062,7 +767,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fast", action="store_true", help="digits + digits_mlp instead of MNIST-5k + mnist_cnn")
     ap.add_argument("--full", action="store_true", help="every rule x attack x {20, 30, 40}%% malicious")
     ap.add_argument("--smoke", action="store_true",
-                    help="2 rounds, digits, 4 trainers, one attack (free_rider); overhead with 10 trainers only")
+                    help="seconds: one scored run (default rule, free_rider), 3 trainers, 2 rounds, digits; no overhead")
     ap.add_argument("--rounds", type=int, default=DEMO["rounds"])
     ap.add_argument("--epochs", type=int, default=DEMO["epochs"])
     ap.add_argument("--lr", type=float, default=DEMO["lr"])
@@ -1082,12 +787,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.attacks = list(ATTACKS)
     args.fractions = [0.2, 0.3, 0.4] if args.full else [0.3]
     if args.smoke:
-        args.rounds, args.trainers = 2, 4
-        args.attacks = ["none", "free_rider"]
+        args.rounds, args.trainers, args.epochs = 2, 3, 1
+        args.attacks = ["free_rider"]
         args.fractions = [0.3]
         args.full = False
-        args.overhead_counts = "10"
-        args.overhead_rounds = 2
+        args.workers = 1
+        args.skip_overhead = True
     args.counts = [int(x) for x in str(args.overhead_counts).split(",") if x.strip()]
     if args.out is None:
         name = "marketplace.smoke.json" if args.smoke else "marketplace.json"

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/robust_rules.py            # n in {10, 50, 100}, d in {100k, 1M}
     .venv/bin/python benchmarks/robust_rules.py --quick    # n in {10, 50}, d = 100k
+    .venv/bin/python benchmarks/robust_rules.py --smoke    # seconds: n = 10, d = 10k, ours only
 
 Each (library, n, d) runs in a fresh subprocess that builds the same random stack (torch normal_,
 seeded identically, float32) and calls every rule of that library on it: the first call measures
@@ -367,15 +368,18 @@ def main() -> None:
     ap.add_argument("--skip", default="")
     ap.add_argument("--quick", action="store_true", help="n in {10, 50}, d = 100k")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="seconds: n = 10, d = 10k, no peers (a run check: memory ratios mean nothing at this size)")
     args = ap.parse_args()
+    if args.smoke:
+        args.no_peers, args.reps = True, 1
     if args.worker:
         worker(args.worker, args.n, args.d, args.reps, args.outdir, args.skip.split(","))
         return
 
     import numpy as np
 
-    ns = [10, 50] if args.quick else [10, 50, 100]
-    ds = [100_000] if args.quick else [100_000, 1_000_000]
+    ns = [10] if args.smoke else [10, 50] if args.quick else [10, 50, 100]
+    ds = [10_000] if args.smoke else [100_000] if args.quick else [100_000, 1_000_000]
     byz_ok = flwr_ok = False
     if not args.no_peers:
         t0 = time.perf_counter()

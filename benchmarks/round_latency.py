@@ -1,12 +1,12 @@
 """Round latency for one trainer: from "round opened" to "revealed", training excluded.
 
 Run: .venv/bin/python benchmarks/round_latency.py [--trials 5] [--block-time 1] [--commit-window 2]
-                                                   [--model mnist_cnn]
+                                                   [--model mnist_cnn] [--smoke]
 
 Starts a real anvil node and a real js-ipfs node on free loopback ports (stopped by PID at the
 end), deploys LearningMarket, and for each trial creates a project (round 0 opens at creation),
 registers the trainer, then times, with a pre-encoded update (so no training), the trainer's
-own code path (`trainer.pipeline.check_update` + `submit_update`, what `trainer submit` runs):
+own code path (`trainer.update.check_update` + `Participant.submit`, what `trainer submit` runs):
 
 - validate: the trainer's self-check of its encoded update against the spec (nothing is sent
   with a bad payload)
@@ -30,7 +30,6 @@ open) and stops when the reveal's receipt is back.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -46,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devnet.anvil import Anvil
 from devnet.ipfsnode import IpfsNode
+from devnet.ports import free_ports
 from market.chain import MarketClient, ProjectParams, connect
 from market.chain.accounts import dev_account
 from market.chain.deployment import deploy
@@ -53,8 +53,8 @@ from market.models import ModelSpec, init_model
 from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
 from market.protocol.documents import ProjectSpec
 from market.storage import IpfsStore
-from trainer.participant import Participant
-from trainer.pipeline import SubmitTimings, check_update, submit_update
+from trainer.participant import Participant, SubmitTimings
+from trainer.update import check_update
 
 ETHER = 10**18
 STEPS = ("validate", "upload", "commit", "wait", "reveal", "other", "total")
@@ -63,17 +63,6 @@ MODELS = {
     "digits_mlp": ModelSpec(architecture="digits_mlp", input_shape=(64,), num_classes=10, dataset="digits"),
     "mnist_cnn": ModelSpec(architecture="mnist_cnn", input_shape=(1, 28, 28), num_classes=10, dataset="mnist5k"),
 }
-
-
-def free_ports(n: int) -> list[int]:
-    out: list[int] = []
-    while len(out) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in out:
-            out.append(port)
-    return out
 
 
 def publish_spec(store: IpfsStore, ms: ModelSpec) -> tuple[ProjectSpec, str, torch.nn.Module]:
@@ -90,7 +79,7 @@ def trial(owner: MarketClient, trainer: MarketClient, store: IpfsStore, state_di
         aggregator=dev_account(1).address, arbiter=dev_account(2).address, num_rounds=1, reward_per_round=ETHER,
         commit_window=commit_window, reveal_window=max(10, commit_window), challenge_window=2, spec_cid=spec_cid,
     ))
-    trainer.register(pid, 0)
+    trainer.register(pid)  # with the stake the project asks
     base = spec.model.initial_weights_cid
     assert base is not None
     gen = torch.Generator().manual_seed(pid)
@@ -106,7 +95,7 @@ def trial(owner: MarketClient, trainer: MarketClient, store: IpfsStore, state_di
     start = time.perf_counter()  # the round is open and the trainer registered
     check_update(data, spec, template, project_id=pid, round_=0, base_model_cid=base, trainer=participant.address)
     validated = time.perf_counter()
-    state = submit_update(participant, pid, 0, data, timeout=600, timings=t)
+    state = participant.submit(pid, 0, data, timeout=600, timings=t)
     total = time.perf_counter() - start
     assert state.stage.value == "revealed"
     row = {"validate": validated - start, "upload": t.upload, "commit": t.commit, "wait": t.wait, "reveal": t.reveal,
@@ -147,7 +136,10 @@ def main() -> None:
     ap.add_argument("--block-time", type=float, default=1.0, help="seconds per block in the interval mode")
     ap.add_argument("--commit-window", type=int, default=2, help="blocks")
     ap.add_argument("--model", choices=sorted(MODELS), default="mnist_cnn")
+    ap.add_argument("--smoke", action="store_true", help="one trial per mode with logreg: checks the script runs, not a figure")
     args = ap.parse_args()
+    if args.smoke:
+        args.trials, args.model = 1, "logreg"
     console = Console()
     ms = MODELS[args.model]
     torch.set_num_threads(1)

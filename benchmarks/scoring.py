@@ -1,6 +1,7 @@
 """Contribution scoring: GTG-Shapley against exact Shapley on a real utility.
 
     .venv/bin/python benchmarks/scoring.py
+    .venv/bin/python benchmarks/scoring.py --smoke    # seconds: n = 6, 2 seeds, a scored round of 8
 
 The task: scikit-learn's digits (1,797 8x8 images, shipped with the package) split into a small
 public set that pre-trains the global model, a validation set (the utility) and a training pool
@@ -19,6 +20,7 @@ evaluations.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from dataclasses import dataclass
@@ -224,9 +226,16 @@ def other_splits(n: int, scorer: GTGShapley, task_seeds: list[int], seeds: list[
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="seconds: n = 6 over 2 seeds, one scored round of 8")
+    args = ap.parse_args()
     torch.set_num_threads(1)
     scorer = GTGShapley()
     print(f"GTG-Shapley settings: {scorer}")
+    if args.smoke:
+        compare(6, scorer, [1, 2])
+        scored_round(8, scorer)
+        return
     seeds = list(range(1, 11))
     compare(8, scorer, seeds)
     compare(10, scorer, seeds)

@@ -10,7 +10,7 @@ process CPU time, which a busy machine disturbs less than wall time (with one th
 work done; with more it also counts OpenMP spinning).
 
     .venv/bin/python benchmarks/training.py [--reps 5] [--epochs 1] [--batch-sizes 32,128]
-                                            [--threads N]
+                                            [--threads N] [--smoke]
 """
 
 from __future__ import annotations
@@ -71,13 +71,19 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="32,128")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's own choice)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="3 repetitions at batch size 128 on 512 samples: checks the script runs, not a figure")
     args = ap.parse_args()
+    if args.smoke:
+        args.reps, args.batch_sizes = 3, "128"
     if args.reps < 3:
         ap.error("--reps must be at least 3 (the table reports medians)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     ds = load_builtin("mnist5k", spec=SPEC)
+    if args.smoke:
+        ds = ds.subset(range(512))
     n = len(ds)
     global_state = init_model(SPEC, SEED).state_dict()
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]

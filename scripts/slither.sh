@@ -28,10 +28,11 @@ cat >"$OUT/input.json" <<'JSON'
 {
   "language": "Solidity",
   "sources": {
-    "contracts/src/LearningMarket.sol": {"urls": ["contracts/src/LearningMarket.sol"]}
+    "contracts/src/LearningMarket.sol": {"urls": ["contracts/src/LearningMarket.sol"]},
+    "contracts/src/ILearningMarket.sol": {"urls": ["contracts/src/ILearningMarket.sol"]}
   },
   "settings": {
-    "optimizer": {"enabled": true, "runs": 10000},
+    "optimizer": {"enabled": true, "runs": 200},
     "evmVersion": "cancun",
     "remappings": ["@openzeppelin/=node_modules/@openzeppelin/"]
   }

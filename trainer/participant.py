@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from market.chain import CommitState, MarketClient, checksum, commitment_of
+from market.chain import CommitState, MarketClient, ProjectInfo, checksum, commitment_of
 from market.protocol.documents import ProjectSpec
 from market.protocol.reading import is_settled, load_record, load_spec
 from trainer.errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
@@ -164,7 +164,7 @@ class Participant:
             raise RoundMismatch(f"round {round_} is not open (the open round is {info.current_round}): train on the current model")
         if self.client.block_number >= info.commit_deadline:
             raise DeadlinePassed(
-                f"the commit deadline of round {round_} (block {info.commit_deadline}) has passed: wait for round {round_ + 1}"
+                f"the commit deadline of round {round_} (block {info.commit_deadline}) has passed: {_after(info, round_)}"
             )
 
     def _check_commitment_is_ours(self, state: RoundState) -> None:
@@ -294,6 +294,13 @@ class Participant:
             return Claimed(0, c.round if c else None, c.cumulative if c else 0, before, None)
         rcpt = self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof)
         return Claimed(c.amount, c.round, c.cumulative, c.claimed, rcpt.tx_hash)
+
+
+def _after(info: ProjectInfo, round_: int) -> str:
+    """What a trainer who missed `round_` can do next."""
+    if round_ + 1 >= info.num_rounds:
+        return f"it was the project's last round (of {info.num_rounds}): nothing is left to submit to"
+    return f"wait for round {round_ + 1}"
 
 
 def _b(hexstr: str) -> bytes:

@@ -19,21 +19,26 @@ keeps exactly its classes whenever every class has at least as many samples as h
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from market._spec import Registry
 from trainer.data import Dataset
 from trainer.errors import PartitionError
 
 __all__ = [
     "PARTITIONERS",
+    "PARTITIONS",
     "Partition",
     "dirichlet",
     "flip_labels_noise",
     "iid",
+    "parse_partition",
     "partition",
     "pathological",
     "quantity_skew",
@@ -199,26 +204,79 @@ def quantity_skew(n_or_labels: int | Labels, n_trainers: int, *, alpha: float | 
     return _finish(list(np.split(perm, np.cumsum(sizes)[:-1])), n)
 
 
-PARTITIONERS: dict[str, Callable[..., Partition]] = {
-    "iid": iid,
-    "dirichlet": dirichlet,
-    "pathological": pathological,
-    "quantity_skew": quantity_skew,
-}
+# The spec language's view of the partitioners: one dataclass of parameters per scheme, so
+# `--partition dirichlet:alpha=0.5` is typed and checked like every other spec string.
+
+
+class _Scheme:
+    name: ClassVar[str]
+    function: ClassVar[Callable[..., Partition]]
+
+    def __call__(self, labels: Labels, n_trainers: int, *, seed: int) -> Partition:
+        return type(self).function(labels, n_trainers, seed=seed, **dataclasses.asdict(self))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class _Iid(_Scheme):
+    name: ClassVar[str] = "iid"
+    function = staticmethod(iid)
+
+
+@dataclass(frozen=True)
+class _Dirichlet(_Scheme):
+    alpha: float = 0.5
+    name: ClassVar[str] = "dirichlet"
+    function = staticmethod(dirichlet)
+
+
+@dataclass(frozen=True)
+class _Pathological(_Scheme):
+    classes_per_trainer: int = 2
+    name: ClassVar[str] = "pathological"
+    function = staticmethod(pathological)
+
+
+@dataclass(frozen=True)
+class _QuantitySkew(_Scheme):
+    alpha: float | None = 1.0
+    exponent: float | None = None
+    name: ClassVar[str] = "quantity_skew"
+    function = staticmethod(quantity_skew)
+
+
+_SCHEMES: tuple[type[_Scheme], ...] = (_Iid, _Dirichlet, _Pathological, _QuantitySkew)
+
+PARTITIONS: Registry[_Scheme] = Registry("partition scheme", error=PartitionError)
+for _scheme in _SCHEMES:
+    PARTITIONS.add(_scheme.name, _scheme)
+
+#: The partitioner functions by scheme name.
+PARTITIONERS: dict[str, Callable[..., Partition]] = {cls.name: cls.function for cls in _SCHEMES}
+
+
+def parse_partition(text: str) -> tuple[str, dict[str, Any]]:
+    """`iid`, `dirichlet:0.5`, `pathological:2`, `quantity_skew:1.0`, or `name:key=value,...`: a
+    bare value sets the scheme's first parameter (alpha, classes_per_trainer, alpha)."""
+    name, _, tail = str(text).partition(":")
+    value = tail.strip()
+    if value and "=" not in value and "," not in value:
+        params = list(PARTITIONS.parameters(name))
+        if not params:
+            raise PartitionError(f"partition {text!r}: {PARTITIONS.canonical(name)} takes no value; write it alone")
+        text = f"{name}:{params[0]}={value}"
+    return PARTITIONS.parse(text)
 
 
 def partition(labels: Labels, n_trainers: int, scheme: str = "iid", *, seed: int = 0,
               **params: Any) -> Partition:
     """Dispatch by name: `partition(y, 10, "dirichlet", alpha=0.3, seed=1)`."""
-    try:
-        fn = PARTITIONERS[scheme]
-    except KeyError:
-        raise PartitionError(f"unknown partition scheme {scheme!r}; use one of "
-                             f"{', '.join(PARTITIONERS)}") from None
-    try:
-        return fn(labels, n_trainers, seed=seed, **params)
-    except TypeError as e:
-        raise PartitionError(f"bad parameters {sorted(params)} for scheme {scheme!r}: {e}") from e
+    allowed = PARTITIONS.parameters(scheme)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise PartitionError(
+            f"bad parameters {unknown} for scheme {PARTITIONS.canonical(scheme)!r}: it takes {', '.join(allowed) or 'none'}"
+        )
+    return PARTITIONS.create(scheme, **params)(labels, n_trainers, seed=seed)
 
 
 def split_by_partition(ds: Dataset, parts: Partition) -> list[Dataset]:

@@ -4,195 +4,65 @@ pragma solidity ^0.8.24;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {Address} from "@openzeppelin/contracts/utils/Address.sol";
+import {ILearningMarket} from "./ILearningMarket.sol";
 
-/// @title LearningMarket
-/// @notice Escrow and round ledger for collaborative-learning projects. A project owner escrows the
-/// whole reward budget up front; registered trainers commit to and then reveal model updates each
-/// round; the project's aggregator finalizes each round with the new model, a round record and a
-/// cumulative-rewards Merkle root; anyone with a stake in the project may dispute a round inside its
-/// challenge window, and the project's arbiter settles disputes; trainers pull their cumulative
-/// rewards with a Merkle proof. No function loops over trainers.
-/// @dev Per-project roles (owner, aggregator, arbiter) are addresses in the project record rather
-/// than OpenZeppelin AccessControl roles: AccessControl roles are contract-wide, and one contract
-/// serves many projects whose roles must not leak into each other. Ownership of a project is
-/// handed over in two steps, as Ownable2Step does.
+/// @title LearningMarket (trust model v2)
+/// @notice Escrow and round ledger for collaborative-learning projects. The owner escrows the whole
+/// budget; registered trainers commit to and reveal model updates; the bonded aggregator finalizes
+/// each round with its fixed allocation and a cumulative-rewards Merkle root; stakeholders dispute
+/// inside the challenge window; the arbiter rules (an upheld dispute corrects the root and slashes
+/// the aggregator's bond to the round's revealers); trainers pull rewards with a Merkle proof.
+/// Every step has a deadline and a default outcome, so no single role can lock funds or withhold
+/// pay: a round not finalized in time is expired by anyone (its share rolls over, the bond goes to
+/// its revealers), a dispute not ruled in time lapses (the round stands, the bond is refunded), the
+/// project can be ended by anyone once every round is settled, and a missed aggregator or arbiter
+/// can be replaced by the owner. No function loops over trainers. See docs/trust-model.md.
+/// @dev Per-project roles are addresses in the project record (AccessControl roles are
+/// contract-wide; one contract serves many projects).
 ///
-/// Slither notes: `scripts/slither.sh` (slither 0.11.6, all 102 detectors, OpenZeppelin filtered)
-/// reports no finding of any impact for this file; the only results are informational ones inside
-/// OpenZeppelin (assembly, pragma ranges, solc-version). By design, should a detector change: every
-/// deadline is a block number (no `timestamp`); strict equalities compare enum states, roles and
-/// commitments, never balances; `_pullExact` compares balances around `transferFrom` on purpose
-/// (fee-on-transfer tokens are refused); payments go out last, after the state update, from
-/// nonReentrant functions, to the account the state names (pull payments only).
-contract LearningMarket is ReentrancyGuard {
+/// Slither notes: every deadline is a block number (no `timestamp`); strict equalities compare enum
+/// states, roles and commitments, never balances; `_pullExact` compares balances around
+/// `transferFrom` on purpose (fee-on-transfer tokens are refused); payments go out last, after the
+/// state update, from nonReentrant functions, either to the caller or to the recipient the caller
+/// names; third parties are only ever credited (pull payments).
+contract LearningMarket is ILearningMarket, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
-    // ------------------------------------------------------------------ types
-
-    /// @notice Life cycle of a finalized round. States only move forward:
-    /// None -> Finalized -> (Disputed -> Voided | Dismissed).
-    enum RoundStatus {
-        None,
-        Finalized,
-        Disputed,
-        Voided,
-        Dismissed
-    }
-
-    /// @notice Everything a project needs to be created; passed as one struct to keep the ABI stable.
-    struct ProjectParams {
-        address token; // address(0) for ETH
-        address aggregator;
-        address arbiter;
-        uint32 numRounds;
-        uint32 commitWindow; // blocks during which commits are accepted
-        uint32 revealWindow; // blocks after the commit window during which reveals are accepted
-        uint32 challengeWindow; // blocks after a finalize during which the round may be disputed
-        uint128 rewardPerRound;
-        uint128 stake; // per trainer, 0 for none
-        uint128 disputeBond; // paid by a disputer, refunded if upheld, forfeited to the pool if not
-        string specCID; // IPFS CID of the model spec (architecture, initial weights, validation policy)
-    }
-
-    /// @dev Packed so that finalizeRound writes two project slots (round pointer, allocation).
-    struct Project {
-        // slot 0
-        address owner;
-        uint32 currentRound; // the round open for commits; == numRounds once every round is finalized
-        uint64 openedAt; // block at which currentRound opened
-        // slot 1
-        address token;
-        uint32 commitWindow;
-        uint32 revealWindow;
-        uint32 challengeWindow;
-        // slot 2
-        address aggregator;
-        uint32 numRounds;
-        bool ended;
-        // slot 3
-        address arbiter;
-        // slot 4
-        address pendingOwner;
-        // slot 5
-        uint128 rewardPerRound;
-        uint128 stake;
-        // slot 6
-        uint128 unallocated; // budget + forfeits - allocated - returned
-        uint128 allocated; // rewards of finalized, non-voided rounds
-        // slot 7
-        uint128 budget; // deposited by the owner
-        uint128 claimed; // rewards paid out
-        // slot 8
-        uint128 disputeBond;
-        uint128 stakesHeld;
-    }
-
-    struct Round {
-        // slot 0
-        uint40 finalizedAt;
-        RoundStatus status;
-        uint104 allocation; // reward allocated by this round
-        uint104 cumulativeAllocated; // project.allocated right after this round was finalized
-        // slot 1
-        bytes32 rewardsRoot;
-    }
-
-    struct Dispute {
-        address disputer;
-        uint128 bond;
-    }
-
-    // ------------------------------------------------------------------ storage
+    /// @notice Minimum dispute bond: rewardPerRound / MIN_BOND_DIVISOR (and at least 1).
+    uint256 public constant MIN_BOND_DIVISOR = 100;
+    /// @notice Minimum aggregator bond: rewardPerRound / MIN_AGGREGATOR_BOND_DIVISOR (and at least 1).
+    uint256 public constant MIN_AGGREGATOR_BOND_DIVISOR = 10;
+    /// @notice Minimum commit deposit: rewardPerRound / MIN_DEPOSIT_DIVISOR (and at least 1); the
+    /// stake must cover one deposit.
+    uint256 public constant MIN_DEPOSIT_DIVISOR = 1000;
+    /// @notice A challenge window of one block cannot be watched: at least this many blocks.
+    uint256 public constant MIN_CHALLENGE_WINDOW = 2;
 
     uint256 public projectCount;
     mapping(uint256 projectId => Project) internal _projects;
     mapping(uint256 projectId => mapping(uint256 round => Round)) internal _rounds;
-    mapping(uint256 projectId => mapping(uint256 round => Dispute)) internal _disputes;
-    /// @dev Per trainer: staked amount plus one, so that 0 means "not registered" even without a stake.
+    mapping(uint256 projectId => mapping(uint256 round => mapping(uint256 index => Dispute))) internal _disputes;
+    /// @dev Per trainer: stake left plus one, so that 0 means "not registered".
     mapping(uint256 projectId => mapping(address trainer => uint256)) internal _registration;
-    /// @dev Commitment per (project, round, trainer); overwritten with REVEALED once revealed.
+    /// @dev Commitment per (project, round, trainer); REVEALED once revealed, FORFEITED once its
+    /// deposit was taken.
     mapping(uint256 projectId => mapping(uint256 round => mapping(address trainer => bytes32))) internal
         _commitments;
     mapping(uint256 projectId => mapping(address trainer => uint256)) internal _claimed;
-    /// @dev Pull payments owed outside the reward tree (refunded dispute bonds).
+    /// @dev What each revealer already took from its round's pool.
+    mapping(uint256 projectId => mapping(uint256 round => mapping(address trainer => uint256))) internal _poolPaid;
+    /// @dev Pull payments owed outside the reward tree.
     mapping(uint256 projectId => mapping(address account => uint256)) internal _credits;
 
     bytes32 internal constant REVEALED = bytes32(uint256(1));
+    bytes32 internal constant FORFEITED = bytes32(uint256(2));
 
-    // ------------------------------------------------------------------ events
-
-    /// @notice A project was created and its budget escrowed.
-    event ProjectCreated(
-        uint256 indexed projectId, address indexed owner, address indexed token, uint256 budget, ProjectParams params
-    );
-    /// @notice A round opened for commits at `openedAt`.
-    event RoundOpened(uint256 indexed projectId, uint256 indexed round, uint256 openedAt);
-    event TrainerRegistered(uint256 indexed projectId, address indexed trainer, uint256 stake);
-    event UpdateCommitted(uint256 indexed projectId, uint256 indexed round, address indexed trainer, bytes32 commitment);
-    event UpdateRevealed(
-        uint256 indexed projectId, uint256 indexed round, address indexed trainer, string cid, bytes32 digest
-    );
-    event RoundFinalized(
-        uint256 indexed projectId,
-        uint256 indexed round,
-        string modelCID,
-        string recordCID,
-        bytes32 rewardsRoot,
-        uint256 allocation
-    );
-    event RoundDisputed(uint256 indexed projectId, uint256 indexed round, address indexed disputer, string evidenceCID, uint256 bond);
-    event DisputeResolved(uint256 indexed projectId, uint256 indexed round, bool upheld, string reasonCID);
-    event RewardClaimed(
-        uint256 indexed projectId, uint256 indexed round, address indexed trainer, uint256 cumulative, uint256 paid
-    );
-    event StakeWithdrawn(uint256 indexed projectId, address indexed trainer, uint256 amount);
-    event StakeSlashed(uint256 indexed projectId, address indexed trainer, uint256 amount, string reasonCID);
-    event CreditWithdrawn(uint256 indexed projectId, address indexed account, uint256 amount);
-    event ProjectEnded(uint256 indexed projectId, uint256 returned);
-    event ProjectOwnershipTransferStarted(uint256 indexed projectId, address indexed previousOwner, address indexed newOwner);
-    event ProjectOwnershipTransferred(uint256 indexed projectId, address indexed previousOwner, address indexed newOwner);
-
-    // ------------------------------------------------------------------ errors
-
-    error UnknownProject(uint256 projectId);
-    error InvalidParams(string what);
-    error WrongPayment(uint256 expected, uint256 received);
-    error NotOwner(uint256 projectId, address caller);
-    error NotPendingOwner(uint256 projectId, address caller);
-    error NotAggregator(uint256 projectId, address caller);
-    error NotArbiter(uint256 projectId, address caller);
-    error NotStakeholder(uint256 projectId, address caller);
-    error AlreadyRegistered(uint256 projectId, address trainer);
-    error NotRegistered(uint256 projectId, address trainer);
-    error ProjectEndedAlready(uint256 projectId);
-    error ProjectNotEnded(uint256 projectId);
-    error RoundNotOpen(uint256 projectId, uint256 round, uint256 currentRound);
-    error CommitClosed(uint256 projectId, uint256 round, uint256 deadline);
-    error AlreadyCommitted(uint256 projectId, uint256 round, address trainer);
-    error RevealNotOpen(uint256 projectId, uint256 round, uint256 opensAfter);
-    error RevealClosed(uint256 projectId, uint256 round, uint256 deadline);
-    error NotCommitted(uint256 projectId, uint256 round, address trainer);
-    error AlreadyRevealed(uint256 projectId, uint256 round, address trainer);
-    error RevealMismatch(uint256 projectId, uint256 round, address trainer);
-    error RevealStillOpen(uint256 projectId, uint256 round, uint256 deadline);
-    error PreviousRoundUnsettled(uint256 projectId, uint256 round);
-    error AllocationTooLarge(uint256 allocation, uint256 available);
-    error EmptyRoot();
-    error RoundNotFinalized(uint256 projectId, uint256 round);
-    error ChallengeWindowOpen(uint256 projectId, uint256 round, uint256 closesAt);
-    error ChallengeWindowClosed(uint256 projectId, uint256 round, uint256 closedAt);
-    error RoundNotClaimable(uint256 projectId, uint256 round, RoundStatus status);
-    error NotDisputed(uint256 projectId, uint256 round);
-    error InvalidProof(uint256 projectId, uint256 round, address trainer);
-    error NothingToClaim(uint256 projectId, address trainer, uint256 cumulative, uint256 alreadyClaimed);
-    error ClaimExceedsAllocation(uint256 projectId, uint256 requested, uint256 available);
-    error RoundsRemaining(uint256 projectId, uint256 finalized, uint256 numRounds);
-    error NothingToWithdraw(uint256 projectId, address account);
-    error UnexpectedEther();
-
-    // ------------------------------------------------------------------ modifiers-as-functions
+    uint8 internal constant MIN_STAKE = 0;
+    uint8 internal constant MIN_DISPUTE_BOND = 1;
+    uint8 internal constant MIN_AGGREGATOR_BOND = 2;
+    uint8 internal constant MIN_COMMIT_DEPOSIT = 3;
 
     function _project(uint256 projectId) internal view returns (Project storage p) {
         p = _projects[projectId];
@@ -202,53 +72,81 @@ contract LearningMarket is ReentrancyGuard {
     // ------------------------------------------------------------------ owner
 
     /// @notice Create a project and escrow its whole budget (`numRounds * rewardPerRound`).
-    /// @dev For ETH send exactly the budget as value; for an ERC-20 approve the budget first and send
-    /// no value. Fee-on-transfer tokens are refused: the escrow must hold exactly what it accounts.
+    /// @dev For ETH send exactly the budget as value; for an ERC-20 approve it first and send no value.
     /// @param params The project's configuration; see ProjectParams.
     /// @return projectId The new project's id (ids start at 1).
     function createProject(ProjectParams calldata params) external payable nonReentrant returns (uint256 projectId) {
-        if (params.numRounds == 0) revert InvalidParams("numRounds must be > 0");
-        if (params.rewardPerRound == 0) revert InvalidParams("rewardPerRound must be > 0");
-        if (params.commitWindow == 0 || params.revealWindow == 0 || params.challengeWindow == 0) {
-            revert InvalidParams("windows must be > 0 blocks");
-        }
-        // A round can only be finalized after the previous one's challenge window, and the next round
-        // opens at finalize: so the challenge window must fit inside commit + reveal windows or every
-        // round stalls waiting for it.
-        if (params.challengeWindow > uint256(params.commitWindow) + params.revealWindow) {
-            revert InvalidParams("challengeWindow must be <= commitWindow + revealWindow");
-        }
-        if (params.aggregator == address(0) || params.arbiter == address(0)) {
-            revert InvalidParams("aggregator and arbiter must be set");
-        }
-        if (bytes(params.specCID).length == 0) revert InvalidParams("specCID must be set");
+        _checkParams(params);
         uint256 budget = uint256(params.rewardPerRound) * params.numRounds;
-        if (budget > type(uint104).max) revert InvalidParams("budget too large");
 
         projectId = ++projectCount;
         Project storage p = _projects[projectId];
         p.owner = msg.sender;
-        p.numRounds = params.numRounds;
+        p.openedAt = uint40(block.number);
         p.token = params.token;
         p.commitWindow = params.commitWindow;
         p.revealWindow = params.revealWindow;
-        p.challengeWindow = params.challengeWindow;
+        p.finalizeWindow = params.finalizeWindow;
         p.aggregator = params.aggregator;
-        p.openedAt = uint64(block.number);
+        p.numRounds = params.numRounds;
+        p.challengeWindow = params.challengeWindow;
         p.arbiter = params.arbiter;
+        p.claimWindow = params.claimWindow;
+        p.ruleWindow = params.ruleWindow;
+        p.commitDeposit = params.commitDeposit;
         p.rewardPerRound = params.rewardPerRound;
         p.stake = params.stake;
-        p.budget = uint128(budget);
         p.unallocated = uint128(budget);
+        p.budget = uint128(budget);
         p.disputeBond = params.disputeBond;
+        p.aggregatorBond = params.aggregatorBond;
 
-        emit ProjectCreated(projectId, msg.sender, params.token, budget, params);
+        emit ProjectCreated(projectId, msg.sender, params.token, budget, params.specCID);
         emit RoundOpened(projectId, 0, block.number);
 
         _pullExact(params.token, budget);
     }
 
-    /// @notice Start handing the project over to `newOwner`; it must call acceptOwnership.
+    function _checkParams(ProjectParams calldata params) internal view {
+        if (params.numRounds == 0) revert ZeroRounds();
+        uint256 reward = params.rewardPerRound;
+        if (reward == 0) revert ZeroReward();
+        if (params.commitWindow == 0) revert WindowTooShort(0, 1);
+        if (params.revealWindow == 0) revert WindowTooShort(0, 1);
+        if (params.finalizeWindow == 0) revert WindowTooShort(0, 1);
+        if (params.ruleWindow == 0) revert WindowTooShort(0, 1);
+        if (params.claimWindow == 0) revert WindowTooShort(0, 1);
+        if (params.challengeWindow < MIN_CHALLENGE_WINDOW) {
+            revert WindowTooShort(params.challengeWindow, MIN_CHALLENGE_WINDOW);
+        }
+        // Round r + 1 opens when r is finalized and must be finalized by its own deadline, which
+        // needs r settled first: r's whole settlement must fit before that deadline.
+        uint256 settlement = uint256(params.challengeWindow) + params.ruleWindow;
+        uint256 room = uint256(params.commitWindow) + params.revealWindow + params.finalizeWindow;
+        if (settlement >= room) revert SettlementDoesNotFit(settlement, room);
+        address agg = params.aggregator;
+        address arb = params.arbiter;
+        if (agg == address(0) || agg == msg.sender) revert RolesNotDistinct(agg);
+        if (arb == address(0) || arb == msg.sender || arb == agg) revert RolesNotDistinct(arb);
+        if (bytes(params.specCID).length == 0) revert EmptyCID();
+        uint256 budget = reward * params.numRounds;
+        if (budget > type(uint96).max) revert BudgetTooLarge(budget);
+        _atLeast(MIN_DISPUTE_BOND, params.disputeBond, _floor(reward, MIN_BOND_DIVISOR));
+        _atLeast(MIN_AGGREGATOR_BOND, params.aggregatorBond, _floor(reward, MIN_AGGREGATOR_BOND_DIVISOR));
+        _atLeast(MIN_COMMIT_DEPOSIT, params.commitDeposit, _floor(reward, MIN_DEPOSIT_DIVISOR));
+        _atLeast(MIN_STAKE, params.stake, params.commitDeposit);
+    }
+
+    function _floor(uint256 reward, uint256 divisor) internal pure returns (uint256) {
+        uint256 m = reward / divisor;
+        return m == 0 ? 1 : m;
+    }
+
+    function _atLeast(uint8 what, uint256 given, uint256 minimum) internal pure {
+        if (given < minimum) revert BelowMinimum(what, given, minimum);
+    }
+
+    /// @notice Start handing the project over to `newOwner`; it must call acceptProjectOwnership.
     /// @param projectId The project.
     /// @param newOwner The proposed owner (address(0) cancels a pending hand-over).
     function transferProjectOwnership(uint256 projectId, address newOwner) external {
@@ -258,41 +156,105 @@ contract LearningMarket is ReentrancyGuard {
         emit ProjectOwnershipTransferStarted(projectId, msg.sender, newOwner);
     }
 
-    /// @notice Accept a pending hand-over of the project.
+    /// @notice Accept a pending hand-over. The new owner may not hold another role or be a trainer.
     /// @param projectId The project.
     function acceptProjectOwnership(uint256 projectId) external {
         Project storage p = _project(projectId);
         if (msg.sender != p.pendingOwner) revert NotPendingOwner(projectId, msg.sender);
+        if (msg.sender == p.aggregator || msg.sender == p.arbiter || _registration[projectId][msg.sender] != 0) {
+            revert RolesNotDistinct(msg.sender);
+        }
         address previous = p.owner;
         p.owner = msg.sender;
         p.pendingOwner = address(0);
         emit ProjectOwnershipTransferred(projectId, previous, msg.sender);
     }
 
-    /// @notice End the project once every round is finalized and settled; returns to the owner only
-    /// the budget no round allocated (plus forfeited bonds and slashed stakes).
+    /// @notice Replace the aggregator after it let a round with reveals expire, or the arbiter after
+    /// it let a dispute lapse. Only the owner, and only then: a working role cannot be swapped out.
+    /// @dev A re-posted bond of the replaced aggregator is credited back to it: the round it missed
+    /// is the latest one, so no round it finalized can still be disputed.
+    /// @param projectId The project.
+    /// @param role Which role.
+    /// @param replacement The new holder (not the owner, the other role, or a trainer).
+    function replaceRole(uint256 projectId, Role role, address replacement) external {
+        Project storage p = _project(projectId);
+        if (msg.sender != p.owner) revert NotOwner(projectId, msg.sender);
+        if (p.endedAt != 0) revert ProjectEndedAlready(projectId);
+        if (
+            replacement == address(0) || replacement == p.owner || replacement == p.aggregator
+                || replacement == p.arbiter || _registration[projectId][replacement] != 0
+        ) revert RolesNotDistinct(replacement);
+        address previous = address(0);
+        if (role == Role.Aggregator) {
+            if (!p.aggregatorMissed) revert RoleNotMissed(projectId, role);
+            previous = p.aggregator;
+            uint256 bond = p.bondHeld;
+            p.aggregator = replacement;
+            p.aggregatorMissed = false;
+            p.bondHeld = 0;
+            emit RoleReplaced(projectId, role, previous, replacement);
+            if (bond != 0) _credit(projectId, previous, bond);
+        } else {
+            if (!p.arbiterMissed) revert RoleNotMissed(projectId, role);
+            previous = p.arbiter;
+            p.arbiter = replacement;
+            p.arbiterMissed = false;
+            emit RoleReplaced(projectId, role, previous, replacement);
+        }
+    }
+
+    /// @notice End the project once every round is finalized or expired and the last one is
+    /// settled. Anyone may call it: nobody's stake depends on the owner. Returns the never-allocated
+    /// budget to the owner (paid if the owner calls, credited otherwise) and credits the aggregator's
+    /// bond back to it.
     /// @param projectId The project.
     function endProject(uint256 projectId) external nonReentrant {
         Project storage p = _project(projectId);
-        if (msg.sender != p.owner) revert NotOwner(projectId, msg.sender);
-        if (p.ended) revert ProjectEndedAlready(projectId);
-        if (p.currentRound < p.numRounds) revert RoundsRemaining(projectId, p.currentRound, p.numRounds);
-        _requireSettled(projectId, p, p.numRounds - 1);
+        if (p.endedAt != 0) revert ProjectEndedAlready(projectId);
+        uint256 n = p.numRounds;
+        if (p.currentRound < n) revert RoundsRemaining(projectId, p.currentRound, n);
+        uint256 settles = _settlesAfter(projectId, p, n - 1);
+        if (block.number <= settles) revert RoundUnsettled(projectId, n - 1, settles);
 
         uint256 returned = p.unallocated;
+        uint256 bond = p.bondHeld;
         p.unallocated = 0;
-        p.ended = true;
+        p.bondHeld = 0;
+        p.endedAt = uint32(block.number);
         emit ProjectEnded(projectId, returned);
-        _pay(p.token, msg.sender, returned);
+        if (bond != 0) _credit(projectId, p.aggregator, bond);
+        address owner_ = p.owner;
+        if (msg.sender == owner_) _pay(p.token, owner_, returned);
+        else if (returned != 0) _credit(projectId, owner_, returned);
+    }
+
+    /// @notice After the claim deadline, credit the owner with what no leaf claimed. Anyone may call.
+    /// @param projectId The project.
+    function sweep(uint256 projectId) external {
+        Project storage p = _project(projectId);
+        uint256 ended = p.endedAt;
+        if (ended == 0) revert ProjectNotEnded(projectId);
+        uint256 deadline = ended + p.claimWindow;
+        if (block.number <= deadline) revert ClaimsStillOpen(projectId, deadline);
+        if (p.swept) revert ClaimsClosed(projectId, deadline);
+        uint256 amount = uint256(p.allocated) - p.claimed;
+        p.swept = true;
+        emit Swept(projectId, amount);
+        if (amount != 0) _credit(projectId, p.owner, amount);
     }
 
     // ------------------------------------------------------------------ trainers
 
-    /// @notice Register as a trainer of the project, staking `stake` (ETH value, or approved token).
+    /// @notice Register as a trainer, staking `stake` (ETH value, or approved token). Role holders
+    /// cannot be trainers.
     /// @param projectId The project.
     function register(uint256 projectId) external payable nonReentrant {
         Project storage p = _project(projectId);
-        if (p.ended) revert ProjectEndedAlready(projectId);
+        if (p.endedAt != 0) revert ProjectEndedAlready(projectId);
+        if (msg.sender == p.owner || msg.sender == p.aggregator || msg.sender == p.arbiter) {
+            revert RolesNotDistinct(msg.sender);
+        }
         if (_registration[projectId][msg.sender] != 0) revert AlreadyRegistered(projectId, msg.sender);
         uint128 stake = p.stake;
         _registration[projectId][msg.sender] = uint256(stake) + 1;
@@ -301,19 +263,21 @@ contract LearningMarket is ReentrancyGuard {
         _pullExact(p.token, stake);
     }
 
-    /// @notice Commit to an update for the open round before its commit deadline.
+    /// @notice Commit to an update for the open round before its commit deadline. The stake left must
+    /// cover the commit deposit, which is lost if the commitment is not revealed.
     /// @param projectId The project.
     /// @param round The round (must be the open one).
     /// @param commitment `commitmentOf(projectId, round, trainer, cid, digest, salt)`.
     function commit(uint256 projectId, uint256 round, bytes32 commitment) external {
         Project storage p = _project(projectId);
-        if (_registration[projectId][msg.sender] == 0) revert NotRegistered(projectId, msg.sender);
-        // currentRound == numRounds once every round is finalized (and always after end): that
-        // round does not exist, so it is never open.
+        uint256 reg = _registration[projectId][msg.sender];
+        if (reg == 0) revert NotRegistered(projectId, msg.sender);
+        // currentRound == numRounds once every round is closed: that round does not exist.
         if (round != p.currentRound || round >= p.numRounds) revert RoundNotOpen(projectId, round, p.currentRound);
         uint256 deadline = uint256(p.openedAt) + p.commitWindow;
         if (block.number > deadline) revert CommitClosed(projectId, round, deadline);
-        if (commitment == bytes32(0) || commitment == REVEALED) revert InvalidParams("commitment");
+        if (uint256(commitment) <= uint256(FORFEITED)) revert InvalidCommitment();
+        if (reg - 1 < p.commitDeposit) revert StakeBelowDeposit(projectId, reg - 1, p.commitDeposit);
         mapping(address => bytes32) storage slot = _commitments[projectId][round];
         if (slot[msg.sender] != bytes32(0)) revert AlreadyCommitted(projectId, round, msg.sender);
         slot[msg.sender] = commitment;
@@ -335,52 +299,140 @@ contract LearningMarket is ReentrancyGuard {
         if (block.number > revealDeadline) revert RevealClosed(projectId, round, revealDeadline);
         mapping(address => bytes32) storage slot = _commitments[projectId][round];
         bytes32 committed = slot[msg.sender];
-        if (committed == bytes32(0)) revert NotCommitted(projectId, round, msg.sender);
+        if (committed == bytes32(0) || committed == FORFEITED) revert NotCommitted(projectId, round, msg.sender);
         if (committed == REVEALED) revert AlreadyRevealed(projectId, round, msg.sender);
         if (committed != commitmentOf(projectId, round, msg.sender, cid, digest, salt)) {
             revert RevealMismatch(projectId, round, msg.sender);
         }
         slot[msg.sender] = REVEALED;
+        p.reveals += 1;
         emit UpdateRevealed(projectId, round, msg.sender, cid, digest);
     }
 
-    /// @notice Pull the cumulative reward proven against a settled round's root; pays the difference
-    /// from what `trainer` already claimed. Anyone may trigger the payment; it always goes to `trainer`.
+    /// @notice Take the commit deposit of `trainer`, who committed to `round` and did not reveal by
+    /// its reveal deadline, from its stake into the round's pool (shared by the round's revealers;
+    /// with none, into the unallocated budget). Anyone may call it until the project ends.
     /// @param projectId The project.
-    /// @param round A finalized round whose challenge window has passed undisputed (or dismissed).
-    /// @param trainer The beneficiary.
+    /// @param round The round.
+    /// @param trainer The trainer that did not reveal.
+    function forfeitDeposit(uint256 projectId, uint256 round, address trainer) external {
+        Project storage p = _project(projectId);
+        if (p.endedAt != 0) revert ProjectEndedAlready(projectId);
+        if (round >= p.currentRound) {
+            uint256 revealDeadline = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
+            if (round > p.currentRound || block.number <= revealDeadline) {
+                revert RevealStillOpen(projectId, round, revealDeadline);
+            }
+        }
+        mapping(address => bytes32) storage slot = _commitments[projectId][round];
+        bytes32 c = slot[trainer];
+        if (c == bytes32(0) || c == FORFEITED) revert NotCommitted(projectId, round, trainer);
+        if (c == REVEALED) revert AlreadyRevealed(projectId, round, trainer);
+        uint256 left = _registration[projectId][trainer] - 1;
+        uint256 amount = left < p.commitDeposit ? left : p.commitDeposit;
+        slot[trainer] = FORFEITED;
+        _registration[projectId][trainer] -= amount;
+        p.stakesHeld -= uint128(amount);
+        emit DepositForfeited(projectId, round, trainer, amount);
+        uint256 reveals = round == p.currentRound ? p.reveals : _rounds[projectId][round].reveals;
+        _toPool(projectId, p, round, reveals, amount);
+    }
+
+    /// @notice Pull the cumulative reward proven against a settled round's root to `trainer`;
+    /// anyone may trigger it.
+    /// @param projectId The project.
+    /// @param round A settled finalized round.
+    /// @param trainer The leaf's account, and the beneficiary.
     /// @param cumulative The trainer's cumulative entitlement in that round's tree.
-    /// @param proof Merkle proof of the leaf `keccak256(bytes.concat(keccak256(abi.encode(trainer, cumulative))))`.
+    /// @param proof Merkle proof of `keccak256(bytes.concat(keccak256(abi.encode(trainer, cumulative))))`.
     function claim(uint256 projectId, uint256 round, address trainer, uint256 cumulative, bytes32[] calldata proof)
         external
         nonReentrant
     {
-        Project storage p = _project(projectId);
+        _claim(projectId, round, trainer, cumulative, proof, trainer);
+    }
+
+    /// @notice Pull the caller's cumulative reward to `recipient` (for example when the token blocks
+    /// the trainer's own address).
+    /// @param projectId The project.
+    /// @param round A settled finalized round.
+    /// @param cumulative The caller's cumulative entitlement in that round's tree.
+    /// @param proof Merkle proof of the caller's leaf.
+    /// @param recipient Who receives the payment.
+    function claimTo(
+        uint256 projectId,
+        uint256 round,
+        uint256 cumulative,
+        bytes32[] calldata proof,
+        address recipient
+    ) external nonReentrant {
+        if (recipient == address(0)) revert ZeroRecipient();
+        _claim(projectId, round, msg.sender, cumulative, proof, recipient);
+    }
+
+    function _claim(
+        uint256 projectId,
+        uint256 round,
+        address trainer,
+        uint256 cumulative,
+        bytes32[] calldata proof,
+        address recipient
+    ) internal {
+        (Project storage p, uint256 payout) = _payout(projectId, round, trainer, cumulative, proof);
+        _claimed[projectId][trainer] = cumulative;
+        p.claimed += uint128(payout);
+        emit RewardClaimed(projectId, round, trainer, cumulative, payout, recipient);
+        _pay(p.token, recipient, payout);
+    }
+
+    /// @dev What a valid claim of `trainer`'s leaf through `round` pays now (reverts otherwise).
+    function _payout(uint256 projectId, uint256 round, address trainer, uint256 cumulative, bytes32[] calldata proof)
+        internal
+        view
+        returns (Project storage p, uint256 payout)
+    {
+        p = _project(projectId);
+        _requireClaimsOpen(projectId, p);
         Round storage r = _rounds[projectId][round];
         _requireClaimable(projectId, p, r, round);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(trainer, cumulative))));
         if (!MerkleProof.verifyCalldata(proof, r.rewardsRoot, leaf)) revert InvalidProof(projectId, round, trainer);
         uint256 already = _claimed[projectId][trainer];
         if (cumulative <= already) revert NothingToClaim(projectId, trainer, cumulative, already);
-        uint256 payout = cumulative - already;
-        // A root cannot pay out more than the project allocated up to its round, whatever the
-        // aggregator put in it: the escrow of other projects is never at risk.
-        // Claims through newer roots may already exceed an older round's cumulative allocation.
+        payout = cumulative - already;
+        // A root cannot pay out more than the project allocated up to its round, whatever it holds.
         uint256 cap = r.cumulativeAllocated;
         uint256 available = cap > p.claimed ? cap - p.claimed : 0;
         if (payout > available) revert ClaimExceedsAllocation(projectId, payout, available);
-
-        _claimed[projectId][trainer] = cumulative;
-        p.claimed += uint128(payout);
-        emit RewardClaimed(projectId, round, trainer, cumulative, payout);
-        _pay(p.token, trainer, payout);
     }
 
-    /// @notice Withdraw the registration stake once the project has ended.
+    /// @notice Take the caller's share of a closed round's pool (slashed aggregator bond, forfeited
+    /// deposits): pool / reveals, less what it already took. Only the round's revealers.
+    /// @param projectId The project.
+    /// @param round A finalized or expired round the caller revealed in.
+    /// @param recipient Who receives the payment.
+    function claimPoolShare(uint256 projectId, uint256 round, address recipient) external nonReentrant {
+        if (recipient == address(0)) revert ZeroRecipient();
+        Project storage p = _project(projectId);
+        Round storage r = _rounds[projectId][round];
+        if (r.status == RoundStatus.None || _commitments[projectId][round][msg.sender] != REVEALED) {
+            revert NothingToWithdraw(projectId, msg.sender);
+        }
+        uint256 share = uint256(r.pool) / r.reveals;
+        uint256 paid = _poolPaid[projectId][round][msg.sender];
+        if (share <= paid) revert NothingToWithdraw(projectId, msg.sender);
+        uint256 amount = share - paid;
+        _poolPaid[projectId][round][msg.sender] = share;
+        p.pools -= uint128(amount);
+        emit PoolShareClaimed(projectId, round, msg.sender, amount, recipient);
+        _pay(p.token, recipient, amount);
+    }
+
+    /// @notice Withdraw the stake left once the project has ended.
     /// @param projectId The project.
     function withdrawStake(uint256 projectId) external nonReentrant {
         Project storage p = _project(projectId);
-        if (!p.ended) revert ProjectNotEnded(projectId);
+        if (p.endedAt == 0) revert ProjectNotEnded(projectId);
         uint256 reg = _registration[projectId][msg.sender];
         if (reg <= 1) revert NothingToWithdraw(projectId, msg.sender);
         uint256 amount = reg - 1;
@@ -390,7 +442,7 @@ contract LearningMarket is ReentrancyGuard {
         _pay(p.token, msg.sender, amount);
     }
 
-    /// @notice Withdraw pull-payment credits (refunded dispute bonds).
+    /// @notice Withdraw the caller's credits (refunded and forfeited bonds, returned budget, sweep).
     /// @param projectId The project.
     function withdrawCredit(uint256 projectId) external nonReentrant {
         Project storage p = _project(projectId);
@@ -403,18 +455,29 @@ contract LearningMarket is ReentrancyGuard {
 
     // ------------------------------------------------------------------ aggregator
 
+    /// @notice Post the aggregator bond (ETH value, or approved token); required before finalizing.
+    /// @param projectId The project.
+    function postBond(uint256 projectId) external payable nonReentrant {
+        Project storage p = _project(projectId);
+        if (msg.sender != p.aggregator) revert NotAggregator(projectId, msg.sender);
+        if (p.endedAt != 0) revert ProjectEndedAlready(projectId);
+        if (p.bondHeld != 0) revert BondAlreadyPosted(projectId);
+        uint128 bond = p.aggregatorBond;
+        p.bondHeld = bond;
+        emit AggregatorBonded(projectId, msg.sender, bond);
+        _pullExact(p.token, bond);
+    }
+
     /// @notice Finalize the open round: publish the new model, the round record and the cumulative
-    /// rewards root, allocate this round's reward, and open the next round.
-    /// @dev Allowed after the reveal deadline, once the previous round is settled (challenge window
-    /// over and no dispute pending). `allocation` may be below the round's share (what is not paid
-    /// rolls over) and at most what is left after reserving `rewardPerRound` for each later round
-    /// (and never more than keeps the project's total allocation within uint104).
+    /// rewards root, allocate the round's fixed allocation (`roundAllocation`), open the next round.
+    /// @dev Allowed after the reveal deadline and until the finalize deadline, once the previous
+    /// round is settled, with the aggregator's bond posted.
     /// @param projectId The project.
     /// @param round The open round.
     /// @param modelCID CID of the new global model.
-    /// @param recordCID CID of the round record (inputs, verdicts, scores, seeds, proofs).
+    /// @param recordCID CID of the round record.
     /// @param rewardsRoot Root of the cumulative-rewards tree after this round.
-    /// @param allocation Reward allocated by this round (sum of increments in the tree).
+    /// @param allocation Must equal `roundAllocation(projectId)`: the tree is built for that amount.
     function finalizeRound(
         uint256 projectId,
         uint256 round,
@@ -424,99 +487,192 @@ contract LearningMarket is ReentrancyGuard {
         uint256 allocation
     ) external {
         Project storage p = _project(projectId);
+        _requireFinalizable(projectId, p, round);
+        if (rewardsRoot == bytes32(0)) revert EmptyRoot();
+        if (bytes(modelCID).length == 0 || bytes(recordCID).length == 0) revert EmptyCID();
+        uint256 expected = _allocationOf(p, round);
+        if (allocation != expected) revert AllocationMismatch(expected, allocation);
+
+        uint128 allocated = p.allocated + uint128(allocation);
+        p.allocated = allocated;
+        p.unallocated -= uint128(allocation);
+        Round storage r = _rounds[projectId][round];
+        r.finalizedAt = uint32(block.number);
+        r.status = RoundStatus.Finalized;
+        r.allocation = uint96(allocation);
+        r.cumulativeAllocated = uint96(allocated);
+        r.reveals = p.reveals;
+        r.rewardsRoot = rewardsRoot;
+        if (p.aggregatorMissed) p.aggregatorMissed = false;
+        p.currentRound = uint32(round + 1);
+        p.openedAt = uint40(block.number);
+        p.reveals = 0;
+        emit RoundFinalized(projectId, round, modelCID, recordCID, rewardsRoot, allocation);
+        if (round + 1 < p.numRounds) emit RoundOpened(projectId, round + 1, block.number);
+    }
+
+    function _requireFinalizable(uint256 projectId, Project storage p, uint256 round) internal view {
         if (msg.sender != p.aggregator) revert NotAggregator(projectId, msg.sender);
         uint256 current = p.currentRound;
         if (round != current || current >= p.numRounds) revert RoundNotOpen(projectId, round, current);
         uint256 revealDeadline = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
         if (block.number <= revealDeadline) revert RevealStillOpen(projectId, round, revealDeadline);
-        if (round > 0) _requireSettled(projectId, p, round - 1);
-        if (rewardsRoot == bytes32(0)) revert EmptyRoot();
-        if (bytes(modelCID).length == 0 || bytes(recordCID).length == 0) revert InvalidParams("CIDs must be set");
-        _requireAllocatable(p, round, allocation);
+        uint256 deadline = revealDeadline + p.finalizeWindow;
+        if (block.number > deadline) revert FinalizeClosed(projectId, round, deadline);
+        if (round > 0) {
+            uint256 settles = _settlesAfter(projectId, p, round - 1);
+            if (block.number <= settles) revert RoundUnsettled(projectId, round - 1, settles);
+        }
+        if (p.bondHeld == 0) revert BondNotPosted(projectId, p.aggregatorBond);
+    }
 
-        uint128 allocated = p.allocated + uint128(allocation);
-        p.allocated = allocated;
-        p.unallocated -= uint128(allocation);
-        _rounds[projectId][round] = Round({
-            finalizedAt: uint40(block.number),
-            status: RoundStatus.Finalized,
-            allocation: uint104(allocation),
-            cumulativeAllocated: uint104(allocated),
-            rewardsRoot: rewardsRoot
-        });
+    /// @notice Close the open round without a finalize: after its finalize deadline, or right after
+    /// its reveal deadline when nobody revealed (once the previous round is settled). Anyone may call it. Default outcome: the round
+    /// allocates nothing (its share rolls over to the next round, or back to the owner after the
+    /// last); if someone revealed, the aggregator's bond is slashed to the revealers and the owner may
+    /// replace the aggregator. The next round opens.
+    /// @param projectId The project.
+    /// @param round The open round.
+    function expireRound(uint256 projectId, uint256 round) external {
+        Project storage p = _project(projectId);
+        uint256 current = p.currentRound;
+        if (round != current || current >= p.numRounds) revert RoundNotOpen(projectId, round, current);
+        uint256 revealDeadline = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
+        uint256 reveals = p.reveals;
+        uint256 expiresAfter = reveals == 0 ? revealDeadline : revealDeadline + p.finalizeWindow;
+        if (block.number <= expiresAfter) revert FinalizeStillOpen(projectId, round, expiresAfter);
+        // An empty round may close before its finalize deadline: it must not close (and so let the
+        // project end) while the previous round can still be disputed or ruled.
+        if (current > 0) {
+            uint256 settles = _settlesAfter(projectId, p, current - 1);
+            if (block.number <= settles) revert RoundUnsettled(projectId, current - 1, settles);
+        }
+
+        Round storage r = _rounds[projectId][round];
+        r.finalizedAt = uint32(block.number);
+        r.status = RoundStatus.Expired;
+        r.reveals = uint24(reveals);
+        r.cumulativeAllocated = uint96(p.allocated);
+        uint256 slashed = 0;
+        if (reveals != 0) {
+            slashed = p.bondHeld;
+            p.bondHeld = 0;
+            p.aggregatorMissed = true;
+        }
         p.currentRound = uint32(current + 1);
-        p.openedAt = uint64(block.number);
-        emit RoundFinalized(projectId, round, modelCID, recordCID, rewardsRoot, allocation);
+        p.openedAt = uint40(block.number);
+        p.reveals = 0;
+        emit RoundExpired(projectId, round, slashed);
+        if (slashed != 0) {
+            emit AggregatorSlashed(projectId, round, p.aggregator, slashed);
+            _toPool(projectId, p, round, reveals, slashed);
+        }
         if (current + 1 < p.numRounds) emit RoundOpened(projectId, current + 1, block.number);
     }
 
     // ------------------------------------------------------------------ disputes
 
-    /// @notice Dispute a finalized round inside its challenge window, freezing it until the arbiter
-    /// settles. Only stakeholders (the owner or a registered trainer) may dispute: they are the ones
-    /// a wrong round harms, and restricting it stops outsiders from freezing rounds for free. The
-    /// disputer posts the project's bond, refunded if upheld and forfeited to the reward pool if not,
-    /// so that stalling a project costs the staller. A round can be disputed once.
+    /// @notice Dispute a finalized round inside its challenge window, with evidence and the project's
+    /// bond. Only stakeholders (the owner or a registered trainer). Any number of disputes per round;
+    /// each is ruled on its own; none blocks another.
     /// @param projectId The project.
     /// @param round The finalized round.
     /// @param evidenceCID IPFS CID of the evidence (for example a failing audit report).
-    function dispute(uint256 projectId, uint256 round, string calldata evidenceCID) external payable nonReentrant {
+    /// @return index The dispute's index in the round.
+    function dispute(uint256 projectId, uint256 round, string calldata evidenceCID)
+        external
+        payable
+        nonReentrant
+        returns (uint256 index)
+    {
         Project storage p = _project(projectId);
         if (msg.sender != p.owner && _registration[projectId][msg.sender] == 0) {
             revert NotStakeholder(projectId, msg.sender);
         }
+        if (bytes(evidenceCID).length == 0) revert EmptyCID();
         Round storage r = _rounds[projectId][round];
-        if (r.status != RoundStatus.Finalized) revert RoundNotFinalized(projectId, round);
+        RoundStatus s = r.status;
+        if (s == RoundStatus.None || s == RoundStatus.Expired) revert RoundNotFinalized(projectId, round);
         uint256 closesAt = uint256(r.finalizedAt) + p.challengeWindow;
         if (block.number > closesAt) revert ChallengeWindowClosed(projectId, round, closesAt);
         uint128 bond = p.disputeBond;
+        index = r.disputeCount;
+        r.disputeCount = uint32(index + 1);
+        r.pendingDisputes += 1;
         r.status = RoundStatus.Disputed;
-        _disputes[projectId][round] = Dispute({disputer: msg.sender, bond: bond});
-        emit RoundDisputed(projectId, round, msg.sender, evidenceCID, bond);
+        _disputes[projectId][round][index] = Dispute({disputer: msg.sender, status: DisputeStatus.Pending, bond: bond});
+        emit RoundDisputed(projectId, round, index, msg.sender, evidenceCID, bond);
         _pullExact(p.token, bond);
     }
 
-    /// @notice Settle a dispute. Upheld: the round is voided, its allocation returns to the pool and
-    /// the bond is credited back to the disputer. Dismissed: the round stands and the bond goes to
-    /// the pool.
+    /// @notice Rule on a dispute by the ruling deadline (`challenge window + ruleWindow`). Upheld: the
+    /// round's root is replaced by `correctedRoot` (its allocation is unchanged), the bond is
+    /// credited back and the aggregator's bond is slashed to the round's revealers. Dismissed: the
+    /// round stands and the bond is credited to the aggregator.
     /// @param projectId The project.
     /// @param round The disputed round.
+    /// @param index The dispute.
     /// @param upheld Whether the dispute is upheld.
     /// @param reasonCID IPFS CID of the arbiter's reasoning.
-    function resolveDispute(uint256 projectId, uint256 round, bool upheld, string calldata reasonCID) external {
+    /// @param correctedRoot The corrected cumulative-rewards root (upheld only; ignored otherwise).
+    function resolveDispute(
+        uint256 projectId,
+        uint256 round,
+        uint256 index,
+        bool upheld,
+        string calldata reasonCID,
+        bytes32 correctedRoot
+    ) external {
         Project storage p = _project(projectId);
         if (msg.sender != p.arbiter) revert NotArbiter(projectId, msg.sender);
+        Dispute storage d = _disputes[projectId][round][index];
+        if (d.status != DisputeStatus.Pending) revert DisputeNotPending(projectId, round, index);
         Round storage r = _rounds[projectId][round];
-        if (r.status != RoundStatus.Disputed) revert NotDisputed(projectId, round);
-        Dispute memory d = _disputes[projectId][round];
+        uint256 deadline = uint256(r.finalizedAt) + p.challengeWindow + p.ruleWindow;
+        if (block.number > deadline) revert RulingClosed(projectId, round, deadline);
+        if (upheld && correctedRoot == bytes32(0)) revert EmptyRoot();
+        uint256 slashed = 0;
         if (upheld) {
-            r.status = RoundStatus.Voided;
-            p.allocated -= uint128(r.allocation);
-            p.unallocated += uint128(r.allocation);
-            _credits[projectId][d.disputer] += d.bond;
+            d.status = DisputeStatus.Upheld;
+            r.rewardsRoot = correctedRoot;
+            r.corrected = true;
+            slashed = p.bondHeld;
+            p.bondHeld = 0;
         } else {
-            r.status = RoundStatus.Dismissed;
-            p.unallocated += d.bond;
+            d.status = DisputeStatus.Dismissed;
+            correctedRoot = bytes32(0);
         }
-        emit DisputeResolved(projectId, round, upheld, reasonCID);
+        _closeDispute(r);
+        emit DisputeResolved(projectId, round, index, upheld, reasonCID, correctedRoot);
+        if (upheld) {
+            _credit(projectId, d.disputer, d.bond);
+            if (slashed != 0) {
+                emit AggregatorSlashed(projectId, round, p.aggregator, slashed);
+                _toPool(projectId, p, round, r.reveals, slashed);
+            }
+        } else {
+            _credit(projectId, p.aggregator, d.bond);
+        }
     }
 
-    /// @notice Slash a trainer's stake into the reward pool (for example after proven copying or
-    /// poisoning); the arbiter decides, the evidence is on IPFS.
+    /// @notice Close a dispute the arbiter did not rule on by the ruling deadline. Anyone may call
+    /// it. Default outcome: the round stands as it is, the bond is credited back to the disputer
+    /// (the silence is not its fault), and the owner may replace the arbiter.
     /// @param projectId The project.
-    /// @param trainer The trainer.
-    /// @param reasonCID IPFS CID of the evidence.
-    function slashStake(uint256 projectId, address trainer, string calldata reasonCID) external {
+    /// @param round The round.
+    /// @param index The dispute.
+    function lapseDispute(uint256 projectId, uint256 round, uint256 index) external {
         Project storage p = _project(projectId);
-        if (msg.sender != p.arbiter) revert NotArbiter(projectId, msg.sender);
-        if (p.ended) revert ProjectEndedAlready(projectId);
-        uint256 reg = _registration[projectId][trainer];
-        if (reg <= 1) revert NothingToWithdraw(projectId, trainer);
-        uint256 amount = reg - 1;
-        _registration[projectId][trainer] = 1;
-        p.stakesHeld -= uint128(amount);
-        p.unallocated += uint128(amount);
-        emit StakeSlashed(projectId, trainer, amount, reasonCID);
+        Dispute storage d = _disputes[projectId][round][index];
+        if (d.status != DisputeStatus.Pending) revert DisputeNotPending(projectId, round, index);
+        Round storage r = _rounds[projectId][round];
+        uint256 deadline = uint256(r.finalizedAt) + p.challengeWindow + p.ruleWindow;
+        if (block.number <= deadline) revert RulingStillOpen(projectId, round, deadline);
+        d.status = DisputeStatus.Lapsed;
+        p.arbiterMissed = true;
+        _closeDispute(r);
+        emit DisputeLapsed(projectId, round, index);
+        _credit(projectId, d.disputer, d.bond);
     }
 
     // ------------------------------------------------------------------ views
@@ -539,13 +695,18 @@ contract LearningMarket is ReentrancyGuard {
         return _project(projectId);
     }
 
-    /// @notice A finalized round's record (status None if not finalized).
+    /// @notice A round's record (status None if neither finalized nor expired).
     function getRound(uint256 projectId, uint256 round) external view returns (Round memory) {
         return _rounds[projectId][round];
     }
 
+    /// @notice One dispute of a round.
+    function getDispute(uint256 projectId, uint256 round, uint256 index) external view returns (Dispute memory) {
+        return _disputes[projectId][round][index];
+    }
+
     /// @notice Deadlines of the open round: commits while block <= commitDeadline, reveals while
-    /// commitDeadline < block <= revealDeadline, finalize after revealDeadline.
+    /// commitDeadline < block <= revealDeadline, finalize while revealDeadline < block <= finalizeDeadline.
     function roundDeadlines(uint256 projectId)
         external
         view
@@ -558,11 +719,26 @@ contract LearningMarket is ReentrancyGuard {
         revealDeadline = commitDeadline + p.revealWindow;
     }
 
-    /// @notice 0 = none, 1 = committed, 2 = revealed.
+    /// @notice The fixed allocation of the open round: its share plus everything rolled over, less
+    /// the shares reserved for later rounds (0 once no round is open).
+    function roundAllocation(uint256 projectId) external view returns (uint256) {
+        Project storage p = _project(projectId);
+        if (p.currentRound >= p.numRounds) return 0;
+        return _allocationOf(p, p.currentRound);
+    }
+
+    /// @notice Last block at which `round` may still be unsettled: claims through it, and the next
+    /// finalize, wait until after it. 0 for an expired round.
+    function settlesAfter(uint256 projectId, uint256 round) external view returns (uint256) {
+        return _settlesAfter(projectId, _project(projectId), round);
+    }
+
+    /// @notice 0 = none, 1 = committed, 2 = revealed, 3 = deposit forfeited.
     function commitmentState(uint256 projectId, uint256 round, address trainer) external view returns (uint8) {
         bytes32 c = _commitments[projectId][round][trainer];
         if (c == bytes32(0)) return 0;
-        return c == REVEALED ? 2 : 1;
+        if (c == REVEALED) return 2;
+        return c == FORFEITED ? 3 : 1;
     }
 
     /// @notice Whether `trainer` is registered, and its stake still held.
@@ -577,46 +753,76 @@ contract LearningMarket is ReentrancyGuard {
         return _claimed[projectId][trainer];
     }
 
-    /// @notice Pull-payment credit of `account` (refunded dispute bonds).
+    /// @notice Pull-payment credit of `account`.
     function creditOf(uint256 projectId, address account) external view returns (uint256) {
         return _credits[projectId][account];
     }
 
-    /// @notice The dispute on a round, if any.
-    function getDispute(uint256 projectId, uint256 round) external view returns (Dispute memory) {
-        return _disputes[projectId][round];
+    /// @notice What `trainer` may take now from `round`'s pool.
+    function poolShareOf(uint256 projectId, uint256 round, address trainer) external view returns (uint256) {
+        Round storage r = _rounds[projectId][round];
+        if (r.status == RoundStatus.None || _commitments[projectId][round][trainer] != REVEALED) return 0;
+        uint256 share = uint256(r.pool) / r.reveals;
+        uint256 paid = _poolPaid[projectId][round][trainer];
+        return share > paid ? share - paid : 0;
     }
 
     // ------------------------------------------------------------------ internals
 
-    function _requireSettled(uint256 projectId, Project storage p, uint256 round) internal view {
-        Round storage prev = _rounds[projectId][round];
-        RoundStatus s = prev.status;
-        if (s == RoundStatus.Disputed) revert PreviousRoundUnsettled(projectId, round);
-        if (s == RoundStatus.Finalized) {
-            uint256 closesAt = uint256(prev.finalizedAt) + p.challengeWindow;
-            if (block.number <= closesAt) revert ChallengeWindowOpen(projectId, round, closesAt);
-        }
+    function _settlesAfter(uint256 projectId, Project storage p, uint256 round) internal view returns (uint256) {
+        Round storage r = _rounds[projectId][round];
+        RoundStatus s = r.status;
+        if (s == RoundStatus.Expired) return 0;
+        uint256 closesAt = uint256(r.finalizedAt) + p.challengeWindow;
+        if (s == RoundStatus.Disputed) return closesAt + p.ruleWindow;
+        return closesAt;
     }
 
-    /// @dev At most what is left after reserving `rewardPerRound` for each later round. Rounds store
-    /// allocations as uint104: the budget fits, but slashed stakes and forfeited bonds can lift
-    /// `unallocated` above that, so the running total is also kept storable (never truncated).
-    function _requireAllocatable(Project storage p, uint256 round, uint256 allocation) internal view {
-        uint256 available = uint256(p.unallocated) - uint256(p.rewardPerRound) * (p.numRounds - round - 1);
-        uint256 room = type(uint104).max - uint256(p.allocated);
+    /// @dev Everything unallocated less the shares of later rounds, so a round's allocation follows
+    /// from the parameters and the history alone. Rounds store allocations as uint96: the budget
+    /// fits, and the running total is kept storable.
+    function _allocationOf(Project storage p, uint256 round) internal view returns (uint256 available) {
+        available = uint256(p.unallocated) - uint256(p.rewardPerRound) * (p.numRounds - round - 1);
+        uint256 room = type(uint96).max - uint256(p.allocated);
         if (available > room) available = room;
-        if (allocation > available) revert AllocationTooLarge(allocation, available);
+    }
+
+    function _requireClaimsOpen(uint256 projectId, Project storage p) internal view {
+        uint256 ended = p.endedAt;
+        if (ended != 0) {
+            uint256 deadline = ended + p.claimWindow;
+            if (block.number > deadline) revert ClaimsClosed(projectId, deadline);
+        }
     }
 
     function _requireClaimable(uint256 projectId, Project storage p, Round storage r, uint256 round) internal view {
         RoundStatus s = r.status;
-        if (s == RoundStatus.Finalized) {
-            uint256 closesAt = uint256(r.finalizedAt) + p.challengeWindow;
-            if (block.number <= closesAt) revert ChallengeWindowOpen(projectId, round, closesAt);
-        } else if (s != RoundStatus.Dismissed) {
-            revert RoundNotClaimable(projectId, round, s);
+        if (s == RoundStatus.None || s == RoundStatus.Expired) revert RoundNotClaimable(projectId, round, 0);
+        uint256 settles = uint256(r.finalizedAt) + p.challengeWindow;
+        if (s == RoundStatus.Disputed) settles += p.ruleWindow;
+        if (block.number <= settles) revert RoundNotClaimable(projectId, round, settles + 1);
+    }
+
+    function _closeDispute(Round storage r) internal {
+        uint32 pending = r.pendingDisputes - 1;
+        r.pendingDisputes = pending;
+        if (pending == 0) r.status = r.corrected ? RoundStatus.Corrected : RoundStatus.Dismissed;
+    }
+
+    /// @dev Add `amount` to `round`'s pool for its revealers; with none, to the unallocated budget
+    /// (never back to the party that lost it).
+    function _toPool(uint256 projectId, Project storage p, uint256 round, uint256 reveals, uint256 amount) internal {
+        if (reveals == 0) {
+            p.unallocated += uint128(amount);
+        } else {
+            _rounds[projectId][round].pool += uint128(amount);
+            p.pools += uint128(amount);
         }
+    }
+
+    function _credit(uint256 projectId, address account, uint256 amount) internal {
+        _credits[projectId][account] += amount;
+        emit Credited(projectId, account, amount);
     }
 
     /// @dev Take exactly `amount` from msg.sender: as value for ETH, by transferFrom for a token

@@ -3,11 +3,13 @@ pragma solidity ^0.8.24;
 
 import {MarketFixture} from "./utils/MarketFixture.sol";
 import {MerkleBuilder} from "./utils/MerkleBuilder.sol";
-import {LearningMarket} from "../src/LearningMarket.sol";
+import {ILearningMarket} from "../src/ILearningMarket.sol";
 
-/// @notice Whole projects, ETH and ERC-20: four trainers over three rounds with a voided round, a
-/// dismissed dispute, a slash, cumulative claims with real 4-leaf trees, end and stake withdrawals.
-/// Every wei is accounted for: the escrow ends empty and each party's net change is exact.
+/// @notice Whole projects, ETH and ERC-20: four trainers over three rounds with a forfeited deposit,
+/// a dishonest root corrected by an upheld dispute (the aggregator's bond to the round's revealers),
+/// a dismissed dispute (its bond to the aggregator), cumulative claims with real 4-leaf trees, pool
+/// shares, end, stake and credit withdrawals. Every wei is accounted for: the escrow ends empty and
+/// each party's net change is exact.
 contract LifecycleTest is MarketFixture {
     using MerkleBuilder for MerkleBuilder.Tree;
 
@@ -35,15 +37,17 @@ contract LifecycleTest is MarketFixture {
         return MerkleBuilder.build(accounts, amounts);
     }
 
-    function _round(uint256 pid, uint256 round, uint256 participants) internal {
-        for (uint256 i = 0; i < participants; i++) _commit(pid, round, trainers[i]);
+    /// All four commit; the first `revealers` reveal.
+    function _round(uint256 pid, uint256 round, uint256 revealers) internal {
+        for (uint256 i = 0; i < 4; i++) _commit(pid, round, trainers[i]);
         _rollToReveal(pid);
-        for (uint256 i = 0; i < participants; i++) _reveal(pid, round, trainers[i]);
+        for (uint256 i = 0; i < revealers; i++) _reveal(pid, round, trainers[i]);
         _rollToFinalize(pid);
     }
 
     function _snapshot(address tok) internal {
         start[owner] = int256(_balance(tok, owner));
+        start[aggregator] = int256(_balance(tok, aggregator));
         for (uint256 i = 0; i < 4; i++) start[trainers[i]] = int256(_balance(tok, trainers[i]));
     }
 
@@ -57,68 +61,76 @@ contract LifecycleTest is MarketFixture {
         for (uint256 i = 0; i < 4; i++) _register(pid, trainers[i]);
         assertEq(_balance(tok, address(market)), BUDGET + 4 * STAKE, "escrow after registration");
 
-        // round 0: everyone trains; 1.0 allocated
+        // round 0: everyone trains; its fixed allocation (1.0) is split
         _round(pid, 0, 4);
         MerkleBuilder.Tree memory t0 = _tree4(0.4 ether, 0.3 ether, 0.2 ether, 0.1 ether);
+        _bond(pid);
         vm.expectEmit(address(market));
-        emit LearningMarket.RoundFinalized(pid, 0, MODEL, RECORD, t0.root(), 1 ether);
-        _finalize(pid, 0, t0.root(), 1 ether);
+        emit ILearningMarket.RoundFinalized(pid, 0, MODEL, RECORD, t0.root(), REWARD);
+        _finalize(pid, 0, t0.root());
 
-        // round 1: carol disputes the round (say its record shows a wrong score); the arbiter
-        // voids it and her bond is credited back
-        _round(pid, 1, 3); // by the end of round 1's reveal phase, round 0's window has closed
+        // round 1: dave commits and does not reveal (his deposit goes to the three revealers); the
+        // aggregator publishes a root that pays dave anyway; carol disputes, the arbiter corrects it
+        _round(pid, 1, 3);
         assertGt(block.number, _closesAt(pid, 0), "round 0 settled");
         _claim(pid, 0, alice, 0.4 ether, t0.proof(0));
         _claim(pid, 0, bob, 0.3 ether, t0.proof(1));
-        MerkleBuilder.Tree memory t1 = _tree4(0.9 ether, 0.3 ether, 0.7 ether, 0.1 ether);
-        _finalize(pid, 1, t1.root(), 1 ether);
+        market.forfeitDeposit(pid, 1, dave);
+        MerkleBuilder.Tree memory bad = _tree4(0.4 ether, 0.3 ether, 0.2 ether, 1.1 ether);
+        _finalize(pid, 1, bad.root());
         _dispute(pid, 1, carol);
-        _resolve(pid, 1, true);
-        assertEq(market.getProject(pid).allocated, 1 ether, "round 1 withdrawn");
-        vm.prank(arbiter);
-        market.slashStake(pid, dave, "bafycopied"); // dave was caught copying
+        MerkleBuilder.Tree memory t1 = _tree4(0.9 ether, 0.6 ether, 0.4 ether, 0.1 ether);
+        _resolve(pid, 1, 0, true, t1.root());
+        assertEq(market.getProject(pid).allocated, 2 * uint256(REWARD), "the round keeps its allocation");
+        uint256 pool = AGG_BOND + DEPOSIT;
+        assertEq(market.getRound(pid, 1).pool, pool, "bond + deposit for the revealers");
 
-        // round 2: 1.8 allocated (its share, round 1's voided share, minus 0.2 kept back)
+        // round 2: the aggregator re-bonds; dave's frivolous dispute is dismissed
         _round(pid, 2, 4);
-        MerkleBuilder.Tree memory t2 = _tree4(1.4 ether, 0.8 ether, 0.5 ether, 0.1 ether);
-        _finalize(pid, 2, t2.root(), 1.8 ether);
-        _dispute(pid, 2, dave); // frivolous
-        _resolve(pid, 2, false);
-        assertEq(uint256(market.getRound(pid, 2).cumulativeAllocated), 2.8 ether, "cumulative");
+        MerkleBuilder.Tree memory t2 = _tree4(1.4 ether, 0.9 ether, 0.5 ether, 0.2 ether);
+        _finalize(pid, 2, t2.root());
+        _dispute(pid, 2, dave);
+        _resolve(pid, 2, 0, false, bytes32(0));
+        assertEq(uint256(market.getRound(pid, 2).cumulativeAllocated), BUDGET, "cumulative");
 
         // claims against the latest root pay each the difference
-        for (uint256 i = 0; i < 4; i++) {
-            uint256[4] memory cum = [uint256(1.4 ether), 0.8 ether, 0.5 ether, 0.1 ether];
-            _claim(pid, 2, trainers[i], cum[i], t2.proof(i));
-        }
-        assertEq(market.getProject(pid).claimed, 2.8 ether, "all claimed");
-
-        // end: 3 - 2.8 allocated + dave's slashed stake + dave's forfeited bond
         vm.roll(_closesAt(pid, 2) + 1);
-        uint256 returned = BUDGET - 2.8 ether + STAKE + BOND;
-        vm.expectEmit(address(market));
-        emit LearningMarket.ProjectEnded(pid, returned);
-        _end(pid);
+        uint256[4] memory cum = [uint256(1.4 ether), 0.9 ether, 0.5 ether, 0.2 ether];
+        for (uint256 i = 0; i < 4; i++) _claim(pid, 2, trainers[i], cum[i], t2.proof(i));
+        assertEq(market.getProject(pid).claimed, BUDGET, "all claimed");
         for (uint256 i = 0; i < 3; i++) {
+            vm.prank(trainers[i]);
+            market.claimPoolShare(pid, 1, trainers[i]);
+        }
+
+        // end: nothing unallocated; the aggregator's bond is credited back
+        vm.expectEmit(address(market));
+        emit ILearningMarket.ProjectEnded(pid, 0);
+        _end(pid);
+        for (uint256 i = 0; i < 4; i++) {
             vm.prank(trainers[i]);
             market.withdrawStake(pid);
         }
-        vm.prank(dave);
-        vm.expectRevert(abi.encodeWithSelector(LearningMarket.NothingToWithdraw.selector, pid, dave));
-        market.withdrawStake(pid);
         vm.prank(carol);
         market.withdrawCredit(pid);
+        vm.prank(aggregator);
+        market.withdrawCredit(pid);
+        vm.roll(block.number + CLAIM + 1);
+        market.sweep(pid); // nothing left to sweep
 
         // every wei accounted for
         assertEq(_balance(tok, address(market)), 0, "escrow empty");
-        assertEq(_delta(tok, owner), -int256(BUDGET) + int256(returned), "owner");
-        assertEq(_delta(tok, alice), 1.4 ether, "alice");
-        assertEq(_delta(tok, bob), 0.8 ether, "bob");
-        assertEq(_delta(tok, carol), 0.5 ether, "carol (bond refunded)");
-        assertEq(_delta(tok, dave), 0.1 ether - int256(uint256(STAKE + BOND)), "dave (slashed, bond lost)");
-        LearningMarket.Project memory p = market.getProject(pid);
+        assertEq(_delta(tok, owner), -int256(BUDGET), "owner: the budget, all of it paid to trainers");
+        int256 share = int256(pool / 3);
+        assertEq(_delta(tok, alice), 1.4 ether + share, "alice");
+        assertEq(_delta(tok, bob), 0.9 ether + share, "bob");
+        assertEq(_delta(tok, carol), 0.5 ether + share, "carol (bond refunded)");
+        assertEq(_delta(tok, dave), 0.2 ether - int256(uint256(DEPOSIT) + BOND), "dave (deposit and bond lost)");
+        assertEq(_delta(tok, aggregator), int256(uint256(BOND)) - int256(uint256(AGG_BOND)), "aggregator");
+        ILearningMarket.Project memory p = market.getProject(pid);
         assertEq(p.stakesHeld, 0, "no stakes held");
-        assertEq(p.unallocated, 0, "no pool");
+        assertEq(p.unallocated, 0, "no budget");
+        assertEq(p.pools, 0, "no pools");
         assertEq(p.allocated, p.claimed, "allocated == claimed");
     }
 }

@@ -11,6 +11,7 @@ up in shell history and `ps`).
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -168,7 +169,7 @@ class Keystore:
             )
         return _read_encryption_key(path, name, password)
 
-    def encryption_keys(self, name: str, password: str) -> list[X25519PrivateKey]:
+    def encryption_keys(self, name: str, password: str) -> builtins.list[X25519PrivateKey]:
         """The current key of `name` first, then its retired ones (newest file first): what
         `open_envelope` takes, so a rotation loses nothing."""
         keys = [self.load_encryption_key(name, password)]

@@ -15,17 +15,23 @@ from web3.logs import DISCARD
 from market.chain.records import (
     Commit,
     CommitState,
+    DisputeInfo,
+    DisputeOpened,
+    DisputeRuling,
+    DisputeStatus,
+    Expired,
     Finalized,
     ProjectCreated,
     ProjectInfo,
     ProjectParams,
     Reveal,
+    Role,
     RoundInfo,
     RoundStatus,
 )
 from market.chain.reverts import RevertDecoder
 from market.chain.sender import Receipt, TxSender, revert_data
-from market.errors import ChainError, ConfigError, InsufficientFunds
+from market.errors import ChainError, ConfigError, InsufficientFunds, NodeUnreachable, is_transient
 
 #: The part of ERC-20 the market needs: escrowing budgets, stakes and bonds in a token.
 ERC20_ABI: list[dict[str, Any]] = [
@@ -112,6 +118,8 @@ class MarketClient:
             data = revert_data(exc)
             if data is not None:
                 raise self.decoder.decode(data, action) from None
+            if is_transient(exc):  # typed as such, so waiting commands retry instead of dying
+                raise NodeUnreachable(f"{action}: the node did not answer ({type(exc).__name__}: {exc})") from exc
             raise ChainError(f"{action}: the node did not answer ({type(exc).__name__}: {exc})") from exc
 
     @property
@@ -159,31 +167,105 @@ class MarketClient:
     def reveal(self, project_id: int, round_: int, cid: str, digest: bytes, salt: bytes) -> Receipt:
         return self._send(self.contract.functions.reveal(project_id, round_, cid, digest, salt), "reveal")
 
+    def post_bond(self, project_id: int) -> Receipt:
+        """Post the aggregator bond (ETH, or an ERC-20 approved here); finalize_round does it when needed."""
+        info = self.project(project_id)
+        value = self._fund(info.token, info.aggregator_bond, "postBond")
+        return self._send(self.contract.functions.postBond(project_id), "postBond", value=value)
+
     def finalize_round(
-        self, project_id: int, round_: int, model_cid: str, record_cid: str, root: bytes, allocation: int
+        self, project_id: int, round_: int, model_cid: str, record_cid: str, root: bytes, allocation: int | None = None
     ) -> Receipt:
-        fn = self.contract.functions.finalizeRound(project_id, round_, model_cid, record_cid, root, allocation)
+        """Finalize with the round's fixed allocation (read from the chain), posting the aggregator
+        bond first if none is held. `allocation`, if given, must be that fixed amount, or 0 for a
+        tree that pays nobody this round (what it does not pay is swept after the claim deadline)."""
+        info = self.project(project_id)
+        fixed = self.round_allocation(project_id)
+        if allocation is not None and allocation not in (0, fixed):
+            raise ConfigError(
+                f"round {round_} of project {project_id} allocates exactly {fixed} (fixed by the project's"
+                f" parameters), not {allocation}: build the rewards tree for {fixed}"
+            )
+        if info.bond_held == 0 and info.aggregator.lower() == self.account_address.lower():
+            self.post_bond(project_id)
+        fn = self.contract.functions.finalizeRound(project_id, round_, model_cid, record_cid, root, fixed)
         return self._send(fn, "finalizeRound")
+
+    def expire_round(self, project_id: int, round_: int | None = None) -> Receipt:
+        """Close the open round (default) that was not finalized by its deadline; anyone may send it."""
+        r = self.project(project_id).current_round if round_ is None else round_
+        return self._send(self.contract.functions.expireRound(project_id, r), "expireRound")
+
+    def forfeit_deposit(self, project_id: int, round_: int, trainer: str) -> Receipt:
+        """Take the commit deposit of a trainer that did not reveal (it goes to the round's revealers)."""
+        fn = self.contract.functions.forfeitDeposit(project_id, round_, checksum(trainer, "trainer"))
+        return self._send(fn, "forfeitDeposit")
 
     def dispute(self, project_id: int, round_: int, evidence_cid: str, bond: int | None = None) -> Receipt:
         """Dispute a round, paying the project's bond (ETH, or an ERC-20 approved here). `bond`,
-        if given, is sent as is (to test the contract's check)."""
+        if given, is sent as is (to test the contract's check). The dispute's index is in the
+        receipt's RoundDisputed event (`disputes_opened`)."""
         info = self.project(project_id)
         fn = self.contract.functions.dispute(project_id, round_, evidence_cid)
         if bond is not None and int(info.token, 16) == 0:
             return self._send(fn, "dispute", value=bond)
         return self._send(fn, "dispute", value=self._fund(info.token, info.dispute_bond, "dispute"))
 
-    def resolve_dispute(self, project_id: int, round_: int, upheld: bool, reason_cid: str) -> Receipt:
-        fn = self.contract.functions.resolveDispute(project_id, round_, upheld, reason_cid)
+    def resolve_dispute(
+        self,
+        project_id: int,
+        round_: int,
+        upheld: bool,
+        reason_cid: str,
+        *,
+        index: int | None = None,
+        corrected_root: bytes | None = None,
+    ) -> Receipt:
+        """Rule on dispute `index` of the round (default: its oldest pending one, else 0). Upholding
+        needs the corrected rewards root, which replaces the round's root (the contract refuses an
+        upheld ruling without one: EmptyRoot)."""
+        if index is None:
+            pending = [d.index for d in self.disputes(project_id, round_) if d.status == DisputeStatus.PENDING]
+            index = pending[0] if pending else 0
+        root = corrected_root if upheld and corrected_root else bytes(32)
+        fn = self.contract.functions.resolveDispute(project_id, round_, index, upheld, reason_cid, root)
         return self._send(fn, "resolveDispute")
 
-    def claim(self, project_id: int, round_: int, trainer: str, cumulative: int, proof: list[bytes]) -> Receipt:
-        fn = self.contract.functions.claim(project_id, round_, checksum(trainer, "trainer"), cumulative, proof)
-        return self._send(fn, "claim")
+    def lapse_dispute(self, project_id: int, round_: int, index: int) -> Receipt:
+        """Close a dispute the arbiter did not rule on in time (bond refunded, round stands)."""
+        return self._send(self.contract.functions.lapseDispute(project_id, round_, index), "lapseDispute")
+
+    def claim(
+        self,
+        project_id: int,
+        round_: int,
+        trainer: str,
+        cumulative: int,
+        proof: list[bytes],
+        *,
+        recipient: str | None = None,
+    ) -> Receipt:
+        """Pay `trainer`'s leaf to `trainer`; with `recipient`, the sender's own leaf to `recipient`."""
+        if recipient is None:
+            fn = self.contract.functions.claim(project_id, round_, checksum(trainer, "trainer"), cumulative, proof)
+            return self._send(fn, "claim")
+        if checksum(trainer, "trainer") != checksum(self.account_address):
+            raise ConfigError(f"only {trainer} may send its reward elsewhere: sign with that account")
+        fn = self.contract.functions.claimTo(project_id, round_, cumulative, proof, checksum(recipient, "recipient"))
+        return self._send(fn, "claimTo")
+
+    def claim_pool_share(self, project_id: int, round_: int, recipient: str | None = None) -> Receipt:
+        """Take the sender's share of a round's pool (slashed aggregator bond, forfeited deposits)."""
+        to = checksum(recipient or self.account_address, "recipient")
+        return self._send(self.contract.functions.claimPoolShare(project_id, round_, to), "claimPoolShare")
 
     def end_project(self, project_id: int) -> Receipt:
+        """End the project (anyone may, once every round is closed and settled)."""
         return self._send(self.contract.functions.endProject(project_id), "endProject")
+
+    def sweep(self, project_id: int) -> Receipt:
+        """After the claim deadline, credit the owner with what no leaf claimed."""
+        return self._send(self.contract.functions.sweep(project_id), "sweep")
 
     def withdraw_stake(self, project_id: int) -> Receipt:
         return self._send(self.contract.functions.withdrawStake(project_id), "withdrawStake")
@@ -191,9 +273,15 @@ class MarketClient:
     def withdraw_credit(self, project_id: int) -> Receipt:
         return self._send(self.contract.functions.withdrawCredit(project_id), "withdrawCredit")
 
-    def slash_stake(self, project_id: int, trainer: str, reason_cid: str) -> Receipt:
-        fn = self.contract.functions.slashStake(project_id, checksum(trainer, "trainer"), reason_cid)
-        return self._send(fn, "slashStake")
+    def replace_aggregator(self, project_id: int, new_aggregator: str) -> Receipt:
+        """Owner only, after the aggregator let a round expire."""
+        fn = self.contract.functions.replaceRole(project_id, int(Role.AGGREGATOR), checksum(new_aggregator, "aggregator"))
+        return self._send(fn, "replaceRole")
+
+    def replace_arbiter(self, project_id: int, new_arbiter: str) -> Receipt:
+        """Owner only, after the arbiter let a dispute lapse."""
+        fn = self.contract.functions.replaceRole(project_id, int(Role.ARBITER), checksum(new_arbiter, "arbiter"))
+        return self._send(fn, "replaceRole")
 
     def transfer_project_ownership(self, project_id: int, new_owner: str) -> Receipt:
         fn = self.contract.functions.transferProjectOwnership(project_id, checksum(new_owner, "new owner"))
@@ -213,7 +301,31 @@ class MarketClient:
 
     def round(self, project_id: int, round_: int) -> RoundInfo:
         r = self._call(self.contract.functions.getRound(project_id, round_), "getRound")
-        return RoundInfo(project_id, round_, r[0], RoundStatus(r[1]), r[2], r[3], "0x" + bytes(r[4]).hex())
+        return RoundInfo(
+            project_id, round_, r[0], RoundStatus(r[1]), r[2], r[3], "0x" + bytes(r[5]).hex(),
+            reveals=r[4], pool=r[6], pending_disputes=r[7], dispute_count=r[8], corrected=bool(r[9]),
+        )
+
+    def round_allocation(self, project_id: int) -> int:
+        """The open round's fixed allocation (`roundAllocation`)."""
+        return int(self._call(self.contract.functions.roundAllocation(project_id), "roundAllocation"))
+
+    def settles_after(self, project_id: int, round_: int) -> int:
+        """Last block at which the round may still be unsettled (claims and the next finalize wait)."""
+        return int(self._call(self.contract.functions.settlesAfter(project_id, round_), "settlesAfter"))
+
+    def dispute_info(self, project_id: int, round_: int, index: int) -> DisputeInfo:
+        d = self._call(self.contract.functions.getDispute(project_id, round_, index), "getDispute")
+        return DisputeInfo(project_id, round_, index, d[0], DisputeStatus(d[1]), int(d[2]))
+
+    def disputes(self, project_id: int, round_: int) -> list[DisputeInfo]:
+        """Every dispute of the round, by index."""
+        n = self.round(project_id, round_).dispute_count
+        return [self.dispute_info(project_id, round_, i) for i in range(n)]
+
+    def pool_share_of(self, project_id: int, round_: int, trainer: str) -> int:
+        fn = self.contract.functions.poolShareOf(project_id, round_, checksum(trainer, "trainer"))
+        return int(self._call(fn, "poolShareOf"))
 
     def commitment_state(self, project_id: int, round_: int, trainer: str) -> CommitState:
         fn = self.contract.functions.commitmentState(project_id, round_, checksum(trainer, "trainer"))
@@ -249,11 +361,8 @@ class MarketClient:
         if not logs:
             raise ChainError(f"no ProjectCreated event for project {project_id}: check the project id")
         a = logs[0]["args"]
-        params = a["params"]
-        # web3 decodes the params struct as a mapping of named fields (a tuple on older versions)
-        spec_cid = params["specCID"] if hasattr(params, "keys") else params[-1]
         return ProjectCreated(
-            project_id, a["owner"], a["token"], int(a["budget"]), spec_cid, logs[0]["blockNumber"]
+            project_id, a["owner"], a["token"], int(a["budget"]), a["specCID"], logs[0]["blockNumber"]
         )
 
     def commits(self, project_id: int, round_: int, from_block: int = 0) -> list[Commit]:
@@ -281,6 +390,38 @@ class MarketClient:
                 bytes(e["args"]["rewardsRoot"]), int(e["args"]["allocation"]), e["blockNumber"],
             )
             for e in logs
+        ]
+
+    def disputes_opened(self, project_id: int, from_block: int = 0) -> list[DisputeOpened]:
+        return [
+            DisputeOpened(
+                project_id, int(e["args"]["round"]), int(e["args"]["index"]), e["args"]["disputer"],
+                e["args"]["evidenceCID"], int(e["args"]["bond"]), e["blockNumber"],
+            )
+            for e in self._logs("RoundDisputed", from_block, projectId=project_id)
+        ]
+
+    def rulings(self, project_id: int, from_block: int = 0) -> list[DisputeRuling]:
+        """Every ruling and lapse, in chain order."""
+        out = [
+            DisputeRuling(
+                project_id, int(e["args"]["round"]), int(e["args"]["index"]),
+                DisputeStatus.UPHELD if e["args"]["upheld"] else DisputeStatus.DISMISSED, e["args"]["reasonCID"],
+                bytes(e["args"]["correctedRoot"]) if e["args"]["upheld"] else None, e["blockNumber"],
+            )
+            for e in self._logs("DisputeResolved", from_block, projectId=project_id)
+        ]
+        out += [
+            DisputeRuling(project_id, int(e["args"]["round"]), int(e["args"]["index"]), DisputeStatus.LAPSED, None, None,
+                          e["blockNumber"])
+            for e in self._logs("DisputeLapsed", from_block, projectId=project_id)
+        ]
+        return sorted(out, key=lambda d: d.block_number)
+
+    def expired(self, project_id: int, from_block: int = 0) -> list[Expired]:
+        return [
+            Expired(project_id, int(e["args"]["round"]), int(e["args"]["slashed"]), e["blockNumber"])
+            for e in self._logs("RoundExpired", from_block, projectId=project_id)
         ]
 
     def trainers(self, project_id: int, from_block: int = 0) -> list[str]:

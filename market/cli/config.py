@@ -128,6 +128,22 @@ def resolve_paths(table: dict[str, Any], keys: Any, file: Path) -> dict[str, Any
 _PATH_KEYS = ("deployment", "state", "keystore")
 
 
+def _follow(table: dict[str, Any]) -> dict[str, Any]:
+    """`table` with the keys that follow others filled in unless set: `rpc` follows `anvil_port`,
+    `ipfs` follows `ipfs_api_port`, `deployment` and `keystore` live in `state`. A file that names
+    other ports or another state directory then never leaves a tool talking to the default node
+    (on a shared machine, someone else's chain)."""
+    out = dict(table)
+    if "anvil_port" in out and "rpc" not in out:
+        out["rpc"] = f"http://127.0.0.1:{out['anvil_port']}"
+    if "ipfs_api_port" in out and "ipfs" not in out:
+        out["ipfs"] = f"/ip4/127.0.0.1/tcp/{out['ipfs_api_port']}/http"
+    if "state" in out:
+        out.setdefault("deployment", Path(out["state"]) / "deployment.json")
+        out.setdefault("keystore", Path(out["state"]) / "keystore")
+    return out
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """Settings from the `[market]` table of the config in force (see `config_path`); defaults
     without a file. Relative paths are resolved against the file's directory."""
@@ -136,7 +152,7 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings()
     table = tables.get("market", {})
     check_keys(table, {f.name for f in fields(Settings)}, f"{found} [market]")
-    table = resolve_paths(table, _PATH_KEYS, found)
+    table = _follow(resolve_paths(table, _PATH_KEYS, found))
     try:
         return Settings().merged(**table)
     except TypeError as exc:

@@ -25,7 +25,7 @@ max_update_bytes = 50_000_000
 max_norm = 100.0
 
 [validation.defence]             # optional: the defence the project requires, checked at creation
-rule = "trimmed_mean:beta=0.1"   # market.protocol.tolerance refuses a defence that tolerates no
+rule = "fedavg"                  # market.protocol.tolerance refuses a defence that tolerates no
 gate = true                      #   attacker at some round size in [min_trainers, max_trainers]
 min_trainers = 3
 max_trainers = 100

@@ -168,8 +168,8 @@ def _resolve(spec: ModelSpec, allow_import: bool) -> ModelFactory:
     if spec.is_import_path:
         if not allow_import:
             raise ConfigError(
-                f"architecture {spec.architecture!r} is user code and importing it is disabled; "
-                "enable user model imports only for code you trust"
+                f"architecture {spec.architecture!r} is user code (a package.module:factory path) and importing it"
+                " runs that code: pass --allow-user-models (trainer, aggregator serve, market audit) if you trust it"
             )
         return load_factory(spec.architecture)
     try:

@@ -38,6 +38,45 @@ unit roundoff):
 
 with s = min(max|x|, c) / 127 <= c / 127 (= 0 for an all-zero tensor, which decodes exactly).
 The q8 file is ~4x smaller than f32 (1 byte per entry plus 4 per tensor).
+
+Compact encodings (`q4`, `q2`, `sparse-f32`, `sparse-q8`, `sparse-q4`, `sparse-q2`) complete the
+QuanCrypt-FL codec. With b bits a tensor has L = 2^(b-1) - 1 levels each side (q4: 7, q2: 1, so q2
+is ternary) and the same three steps as q8, in the same order:
+
+1. Clip (mean-based) at c = k * mean(|x|). A sparse tensor takes the mean over its *kept*
+   entries: the kept ones are the largest, and a clip from the whole tensor's mean would cut
+   nearly all of them. Defaults `DEFAULT_CLIP_KS`: q8 4 (wave 1), q4 16, q2 8, sparse-q8 and
+   sparse-q4 4, sparse-q2 1.5, chosen on a real mnist_cnn update (benchmarks/privacy.py): real
+   deltas are heavy-tailed (max/mean(|x|) up to ~40 per tensor, against ~5 for Gaussian noise),
+   and there q4 at k=3, the Gaussian optimum, loses 68 % of the L2 norm against 24 % at k=16
+   (q8 at its default k=4 loses 61 %, at k=20 12 %: pass `clip_k` for dense q8 on real updates).
+2. Prune: keep the K = max(1, ceil(p * n)) entries of largest |x|, ties broken by the lower flat
+   index (a k-th-value selection, so the kept set never depends on a sort's tie order).
+3. Quantize: s = max|y| / L (float32, 0-dim `<name>.__scale`), q = round(y / s) in [-L, L] in
+   float64; decoded x^ = float32(q * s). The per-entry bound above holds with 127 replaced by L:
+   |x^_i - x_i| <= (|x_i| - c)_+ + s/2 + u*|x^_i| for kept entries, = |x_i| <= t for pruned
+   ones, s <= c / L. q2's bound s/2 = min(max|x|, c)/2 is coarse: use it only with pruning or
+   where the documented relative error (benchmarks/privacy.py) is acceptable.
+
+Storage, per logical tensor `<name>` of shape S with n entries (K stored for sparse ones):
+
+- `<name>.__shape`: I64 [rank], the logical shape S (the stored tensors are flat).
+- `<name>`: the values, flat. q4/q2 codes are stored as u = q + L in [0, 2L] (the top code
+  2^b - 1 is invalid), packed little-endian into U8 (entry j in bits (j mod 8/b)*b of byte
+  j div 8/b), the padding bits of the last byte zero: ceil(m * b / 8) bytes. sparse-q8 stores I8
+  in [-127, 127], sparse-f32 F32.
+- `<name>.__scale`: F32 [] for every quantized encoding.
+- `<name>.__gaps` (sparse only): U8 [m], the kept flat indices as gaps: i_0 = g_0 - 1,
+  i_j = i_(j-1) + g_j, every gap in 1..255, so indices are sorted and unique by construction and
+  the last must be < n. A jump over 255 is bridged by zero-valued filler entries at
+  i_(j-1) + 255, so m >= K. One byte of index per stored entry is what makes a 10 % top-k q8
+  update ~20x smaller than f32 (an I32 index list would give 8x).
+
+Decoding checks, before any allocation of the dense tensor, that the shape has at most
+`max_rank` dimensions and that the dense float32 sizes fit `max_decoded_bytes` (validation sets it
+to the spec's size, so a compact update may describe a model larger than `max_bytes`);
+then that every gap is >= 1, the last index is in range, every code is valid, padding bits are
+zero and the scale is finite and >= 0. Any failure is `MalformedContent`.
 """
 
 from __future__ import annotations
@@ -48,7 +87,7 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from safetensors.torch import load as _st_load
@@ -59,8 +98,16 @@ from market.errors import MalformedContent
 __all__ = [
     "CODEC_VERSION",
     "DEFAULT_CLIP_K",
+    "DEFAULT_CLIP_KS",
+    "ENCODINGS",
+    "ENCODING_FORMS",
+    "GAPS_SUFFIX",
+    "RESERVED_SUFFIXES",
     "SCALE_SUFFIX",
+    "SHAPE_SUFFIX",
     "DecodeLimits",
+    "Encoding",
+    "EncodingForm",
     "ModelHeader",
     "SafetensorsLayout",
     "TensorEntry",
@@ -75,13 +122,75 @@ __all__ = [
     "parse_update_header",
     "quantize_q8",
     "read_layout",
+    "read_stored_shape",
     "safetensors_dtype",
 ]
 
 CODEC_VERSION = 1
 DEFAULT_CLIP_K = 4.0
 SCALE_SUFFIX = ".__scale"
-ENCODINGS = ("f32", "q8")
+SHAPE_SUFFIX = ".__shape"
+GAPS_SUFFIX = ".__gaps"
+RESERVED_SUFFIXES = (SCALE_SUFFIX, SHAPE_SUFFIX, GAPS_SUFFIX)
+Encoding = Literal["f32", "q8", "q4", "q2", "sparse-f32", "sparse-q8", "sparse-q4", "sparse-q2"]
+ENCODINGS: tuple[str, ...] = get_args(Encoding)
+DEFAULT_CLIP_KS: dict[str, float] = {
+    "q8": DEFAULT_CLIP_K,
+    "q4": 16.0,
+    "q2": 8.0,
+    "sparse-q8": 4.0,
+    "sparse-q4": 4.0,
+    "sparse-q2": 1.5,
+}
+_MAX_GAP = 255
+
+
+@dataclass(frozen=True)
+class EncodingForm:
+    """How an encoding stores a tensor: value bits (32 = float32) and dense or sparse."""
+
+    bits: int
+    sparse: bool
+
+    @property
+    def legacy(self) -> bool:
+        """f32 and q8: values stored in the logical shape, no shape tensor (the wave-1 formats)."""
+        return not self.sparse and self.bits in (32, 8)
+
+    @property
+    def levels(self) -> int:
+        return (1 << (self.bits - 1)) - 1
+
+    @property
+    def value_dtype(self) -> str:
+        return {32: "F32", 8: "I8"}.get(self.bits, "U8")
+
+    @property
+    def aux_suffixes(self) -> frozenset[str]:
+        out = set()
+        if self.bits < 32:
+            out.add(SCALE_SUFFIX)
+        if not self.legacy:
+            out.add(SHAPE_SUFFIX)
+        if self.sparse:
+            out.add(GAPS_SUFFIX)
+        return frozenset(out)
+
+    def value_length(self, count: int) -> int:
+        """Stored value entries for `count` codes (packed forms hold 8/bits codes per byte)."""
+        return count if self.bits >= 8 else -(-count * self.bits // 8)
+
+
+ENCODING_FORMS: dict[str, EncodingForm] = {
+    "f32": EncodingForm(32, False),
+    "q8": EncodingForm(8, False),
+    "q4": EncodingForm(4, False),
+    "q2": EncodingForm(2, False),
+    "sparse-f32": EncodingForm(32, True),
+    "sparse-q8": EncodingForm(8, True),
+    "sparse-q4": EncodingForm(4, True),
+    "sparse-q2": EncodingForm(2, True),
+}
 
 #: Fixed-width safetensors dtypes torch loads, with their item size in bytes.
 DTYPE_SIZES: dict[str, int] = {
@@ -161,6 +270,8 @@ class DecodeLimits:
     max_tensors: int = 10_000
     max_tensor_bytes: int | None = None  # None: max_bytes
     max_rank: int = 8
+    #: Cap on the float32 bytes a compact update decodes to (sparse and packed files are small).
+    max_decoded_bytes: int = 1 << 30
     allowed_dtypes: frozenset[str] = field(default_factory=lambda: frozenset(DTYPE_SIZES))
 
 
@@ -389,7 +500,7 @@ class UpdateHeader:
     base_model_cid: str
     trainer: str
     num_samples: int
-    encoding: Literal["f32", "q8"] = "f32"
+    encoding: Encoding = "f32"
     codec_version: int = CODEC_VERSION
 
     def __post_init__(self) -> None:
@@ -492,19 +603,194 @@ def quantize_q8(
             mask = torch.zeros(n, dtype=torch.bool)
             mask[magnitude.topk(keep, sorted=False).indices] = True
             y = torch.where(mask, y, torch.zeros((), dtype=torch.float32))
+    q, scale32 = _quantize(y, 127)
+    return q.to(torch.int8).reshape(tensor.shape), scale32
+
+
+def _quantize(y: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantization of a flat float32 tensor to int16 codes in [-levels, levels]."""
+    if y.numel() == 0:
+        return torch.zeros(0, dtype=torch.int16), torch.tensor(0.0, dtype=torch.float32)
     peak = float(y.abs().max())
-    scale32 = torch.tensor(peak / 127.0, dtype=torch.float32)
+    scale32 = torch.tensor(peak / levels, dtype=torch.float32)
     scale = float(scale32)
     if scale == 0.0:
-        q = torch.zeros(n, dtype=torch.int8)
-    else:
-        q = torch.round_(y.double().div_(scale)).clamp_(-127, 127).to(torch.int8)
-    return q.reshape(tensor.shape), scale32
+        return torch.zeros(y.numel(), dtype=torch.int16), scale32
+    return torch.round_(y.double().div_(scale)).clamp_(-levels, levels).to(torch.int16), scale32
 
 
 def dequantize_q8(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """float32(q * scale)."""
     return q.to(torch.float32) * scale.to(torch.float32)
+
+
+# -- compact encodings --------------------------------------------------------------------------
+
+
+def _top_indices(magnitude: torch.Tensor, keep: int) -> torch.Tensor:
+    """Sorted flat indices of the `keep` largest magnitudes, ties to the lower index."""
+    n = magnitude.numel()
+    if keep >= n:
+        return torch.arange(n, dtype=torch.int64)
+    threshold = torch.kthvalue(magnitude, n - keep + 1).values
+    above = (magnitude > threshold).nonzero().flatten()
+    ties = (magnitude == threshold).nonzero().flatten()[: keep - above.numel()]
+    return torch.cat([above, ties]).sort().values
+
+
+def _pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Non-negative codes (< 2^bits) packed little-endian into uint8, padding bits zero."""
+    per = 8 // bits
+    padded = torch.zeros(-(-codes.numel() // per) * per, dtype=torch.int64)
+    padded[: codes.numel()] = codes.to(torch.int64)
+    shifts = torch.arange(per, dtype=torch.int64) * bits
+    return (padded.reshape(-1, per) << shifts).sum(dim=1).to(torch.uint8)
+
+
+def _unpack(packed: torch.Tensor, bits: int, count: int, what: str) -> torch.Tensor:
+    """int16 codes of `_pack`; MalformedContent on set padding bits."""
+    per = 8 // bits
+    shifts = torch.arange(per, dtype=torch.int16) * bits
+    codes = ((packed.to(torch.int16).unsqueeze(1) >> shifts) & ((1 << bits) - 1)).reshape(-1)
+    if bool(codes[count:].any()):
+        raise MalformedContent(f"{what}: padding bits after the last code are not zero")
+    return codes[:count]
+
+
+def _gaps_for(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gaps, slot) for sorted unique indices: uint8 gaps with zero-valued fillers bridging jumps
+    over 255, and for each index its slot among the stored entries."""
+    if indices.numel() == 0:
+        return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+    jumps = torch.diff(indices, prepend=torch.tensor([-1], dtype=torch.int64))
+    fillers = (jumps - 1) // _MAX_GAP
+    slot = torch.cumsum(fillers + 1, dim=0) - 1
+    gaps = torch.full((int(slot[-1]) + 1,), _MAX_GAP, dtype=torch.int64)
+    gaps[slot] = jumps - _MAX_GAP * fillers
+    return gaps.to(torch.uint8), slot
+
+
+def _encode_compact(
+    name: str, value: torch.Tensor, form: EncodingForm, clip_k: float, keep_fraction: float
+) -> dict[str, torch.Tensor]:
+    if not clip_k > 0 or not math.isfinite(clip_k):
+        raise ValueError("clip_k must be a positive finite number")
+    if not 0 < keep_fraction <= 1:
+        raise ValueError("keep_fraction must be in (0, 1]")
+    x = value.reshape(-1)
+    n = x.numel()
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"cannot encode tensor {name!r:.60}: it holds NaN or Inf")
+    keep = n if keep_fraction == 1 or n == 0 else min(n, max(1, math.ceil(keep_fraction * n)))
+    kept = _top_indices(x.abs(), keep)
+    out = {name + SHAPE_SUFFIX: torch.tensor(list(value.shape), dtype=torch.int64)}
+    if form.sparse:
+        values = x[kept]
+    elif keep < n:
+        values = torch.zeros(n, dtype=torch.float32)
+        values[kept] = x[kept]
+    else:
+        values = x
+    if form.bits < 32:
+        basis = values if form.sparse else x
+        clip = float(clip_k * basis.abs().double().mean()) if basis.numel() else 0.0
+        codes, scale = _quantize(values.clamp(-clip, clip), form.levels)
+        out[name + SCALE_SUFFIX] = scale
+        values = codes
+    if form.sparse:
+        gaps, slot = _gaps_for(kept)
+        stored = torch.zeros(gaps.numel(), dtype=values.dtype)
+        stored[slot] = values
+        out[name + GAPS_SUFFIX] = gaps
+        values = stored
+    if form.bits == 8:
+        out[name] = values.to(torch.int8)
+    elif form.bits < 8:
+        out[name] = _pack(values + form.levels, form.bits)
+    else:
+        out[name] = values.contiguous()
+    return out
+
+
+def read_stored_shape(
+    data: bytes | bytearray | memoryview,
+    layout: SafetensorsLayout,
+    name: str,
+    limits: DecodeLimits = DecodeLimits(),
+) -> tuple[int, ...]:
+    """The logical shape in `<name>.__shape` of a compact update, read from the raw bytes (no
+    tensor is loaded); MalformedContent if it is not an I64 vector of at most `max_rank`
+    non-negative sizes."""
+    entry = layout.entry(name + SHAPE_SUFFIX)
+    if entry is None:
+        raise MalformedContent(f"compact tensor {name[:60]!r} has no {SHAPE_SUFFIX} tensor")
+    if entry.dtype != "I64" or len(entry.shape) != 1 or entry.shape[0] > limits.max_rank:
+        raise MalformedContent(
+            f"{SHAPE_SUFFIX} of {name[:60]!r} must be an I64 vector of at most {limits.max_rank} sizes"
+        )
+    start = layout.data_offset + entry.start
+    shape = struct.unpack_from(f"<{entry.shape[0]}q", data, start)
+    if any(d < 0 for d in shape):
+        raise MalformedContent(f"{SHAPE_SUFFIX} of {name[:60]!r} holds a negative size")
+    return tuple(shape)
+
+
+def _compact_count(layout: SafetensorsLayout, name: str, form: EncodingForm, numel: int) -> int:
+    """Stored entries of a compact tensor, its stored tensors checked against each other."""
+    what = f"{'sparse' if form.sparse else 'packed'} tensor {name[:60]!r}"
+    value = layout.entry(name)
+    assert value is not None
+    count = numel
+    if form.sparse:
+        gaps = layout.entry(name + GAPS_SUFFIX)
+        if gaps is None or gaps.dtype != "U8" or len(gaps.shape) != 1:
+            raise MalformedContent(f"{what} needs a U8 vector {GAPS_SUFFIX}")
+        count = gaps.shape[0]
+        if count > numel:
+            raise MalformedContent(f"{what} stores {count} entries for a tensor of {numel}")
+    if value.dtype != form.value_dtype or len(value.shape) != 1:
+        raise MalformedContent(f"{what} values must be a {form.value_dtype} vector, not {value.dtype}")
+    if value.shape[0] != form.value_length(count):
+        raise MalformedContent(
+            f"{what} has {value.shape[0]} value entries, its {count} codes need {form.value_length(count)}"
+        )
+    if form.bits < 32:
+        scale = layout.entry(name + SCALE_SUFFIX)
+        if scale is None or scale.dtype != "F32" or scale.shape != ():
+            raise MalformedContent(f"{what} lacks a 0-dim F32 scale")
+    return count
+
+
+def _decode_compact(
+    name: str, raw: Mapping[str, torch.Tensor], form: EncodingForm, shape: tuple[int, ...], count: int
+) -> torch.Tensor:
+    what = f"{'sparse' if form.sparse else 'packed'} tensor {name[:60]!r}"
+    numel = math.prod(shape)
+    stored = raw[name]
+    if form.bits < 32:
+        scale = raw[name + SCALE_SUFFIX]
+        if not (bool(torch.isfinite(scale)) and float(scale) >= 0):
+            raise MalformedContent(f"{what} has scale {float(scale)!r}, expected a finite value >= 0")
+        if form.bits == 8:
+            codes = stored.to(torch.int16)
+        else:
+            codes = _unpack(stored, form.bits, count, what) - form.levels
+        if bool((codes.abs() > form.levels).any()):
+            raise MalformedContent(f"{what} holds a code outside [-{form.levels}, {form.levels}]")
+        values = dequantize_q8(codes, scale)
+    else:
+        values = stored
+    if not form.sparse:
+        return values.reshape(shape)
+    gaps = raw[name + GAPS_SUFFIX]
+    if count and int(gaps.min()) == 0:
+        raise MalformedContent(f"{what} has a zero index gap (an index repeats or precedes 0)")
+    index = gaps.to(torch.int64).cumsum(0) - 1
+    if count and int(index[-1]) >= numel:
+        raise MalformedContent(f"{what} has index {int(index[-1])}, out of range for {numel} entries")
+    dense = torch.zeros(numel, dtype=torch.float32)
+    dense[index] = values
+    return dense.reshape(shape)
 
 
 # -- updates ------------------------------------------------------------------------------------
@@ -516,8 +802,8 @@ def _check_names(tensors: Mapping[str, torch.Tensor]) -> None:
     for name, value in tensors.items():
         if not isinstance(name, str) or not name or len(name) > _MAX_NAME or name == "__metadata__":
             raise ValueError(f"bad tensor name {name!r:.60}")
-        if name.endswith(SCALE_SUFFIX):
-            raise ValueError(f"tensor names may not end with {SCALE_SUFFIX!r}: {name!r:.60}")
+        if name.endswith(RESERVED_SUFFIXES):
+            raise ValueError(f"tensor names may not end with {name[name.rfind('.'):]!r}: {name!r:.60}")
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{name!r:.60} is a {type(value).__name__}, not a torch.Tensor")
 
@@ -526,13 +812,17 @@ def encode_update(
     tensors: Mapping[str, torch.Tensor],
     header: UpdateHeader,
     *,
-    clip_k: float = DEFAULT_CLIP_K,
+    clip_k: float | None = None,
     keep_fraction: float = 1.0,
 ) -> bytes:
-    """Serialize float32 deltas as safetensors with `header`; q8 if `header.encoding == "q8"`."""
+    """Serialize float32 deltas as safetensors with `header`, in `header.encoding` (see the
+    module docstring). `clip_k` defaults to the encoding's `DEFAULT_CLIP_KS` entry;
+    `keep_fraction` < 1 prunes to the largest entries (f32 ignores both)."""
     if not isinstance(header, UpdateHeader):
         raise TypeError("header must be an UpdateHeader")
     _check_names(tensors)
+    form = ENCODING_FORMS[header.encoding]
+    k = DEFAULT_CLIP_KS.get(header.encoding, DEFAULT_CLIP_K) if clip_k is None else clip_k
     out: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():
         if value.dtype != torch.float32:
@@ -540,8 +830,10 @@ def encode_update(
         value = value.detach().to("cpu").contiguous()
         if header.encoding == "f32":
             out[name] = value
+        elif not form.legacy:
+            out.update(_encode_compact(name, value, form, k, keep_fraction))
         else:
-            q, scale = quantize_q8(value, clip_k=clip_k, keep_fraction=keep_fraction)
+            q, scale = quantize_q8(value, clip_k=k, keep_fraction=keep_fraction)
             out[name] = q
             out[name + SCALE_SUFFIX] = scale
     return canonical_safetensors(_st_save(out, metadata=_header_metadata("update", header)))
@@ -549,7 +841,11 @@ def encode_update(
 
 def check_update_structure(layout: SafetensorsLayout, header: UpdateHeader) -> list[str]:
     """The logical tensor names of an update, in file order; MalformedContent if the stored
-    tensors do not fit the encoding (f32: all F32, no scales; q8: I8 + a 0-dim F32 scale each)."""
+    tensors do not fit the encoding (f32: all F32, no scales; q8: I8 + a 0-dim F32 scale each;
+    compact encodings: exactly the auxiliary tensors of the form, see the module docstring)."""
+    form = ENCODING_FORMS[header.encoding]
+    if not form.legacy:
+        return _compact_names(layout, form)
     names = [item.name for item in layout.tensors if not item.name.endswith(SCALE_SUFFIX)]
     scales = {item.name: item for item in layout.tensors if item.name.endswith(SCALE_SUFFIX)}
     if not names:
@@ -574,11 +870,47 @@ def check_update_structure(layout: SafetensorsLayout, header: UpdateHeader) -> l
     return names
 
 
+def _compact_names(layout: SafetensorsLayout, form: EncodingForm) -> list[str]:
+    names = [item.name for item in layout.tensors if not item.name.endswith(RESERVED_SUFFIXES)]
+    if not names:
+        raise MalformedContent("the update holds no tensors")
+    wanted = {name + suffix for name in names for suffix in form.aux_suffixes}
+    aux = {item.name for item in layout.tensors if item.name.endswith(RESERVED_SUFFIXES)}
+    if aux != wanted:
+        odd = min(aux ^ wanted)
+        raise MalformedContent(f"auxiliary tensor {odd[:60]!r} is {'missing' if odd in wanted else 'unexpected'}")
+    return names
+
+
 def load_update_tensors(
-    data: bytes | bytearray | memoryview, layout: SafetensorsLayout, header: UpdateHeader
+    data: bytes | bytearray | memoryview,
+    layout: SafetensorsLayout,
+    header: UpdateHeader,
+    limits: DecodeLimits = DecodeLimits(),
 ) -> dict[str, torch.Tensor]:
-    """The float32 tensors of a checked update (q8 dequantized), in file order."""
+    """The float32 tensors of a checked update (dequantized, sparse ones made dense), in file
+    order. Compact dense sizes are checked against `limits` before anything is allocated."""
     names = check_update_structure(layout, header)
+    form = ENCODING_FORMS[header.encoding]
+    if not form.legacy:
+        cap = limits.max_decoded_bytes
+        plan: dict[str, tuple[tuple[int, ...], int]] = {}
+        total = 0
+        for name in names:
+            shape = read_stored_shape(data, layout, name, limits)
+            numel = 1
+            for dim in shape:
+                numel *= dim
+                if numel * 4 > cap:
+                    raise MalformedContent(
+                        f"tensor {name[:60]!r} declares shape {list(shape)[:8]}, over the {cap}-byte decoded cap"
+                    )
+            total += numel * 4
+            if total > limits.max_decoded_bytes:
+                raise MalformedContent(f"the update decodes to over {limits.max_decoded_bytes} bytes")
+            plan[name] = (shape, _compact_count(layout, name, form, numel))
+        raw = _load_checked(data, layout)
+        return {name: _decode_compact(name, raw, form, *plan[name]) for name in names}
     raw = _load_checked(data, layout)
     if header.encoding == "f32":
         return {name: raw[name] for name in names}
@@ -594,7 +926,7 @@ def decode_update(
     """
     layout = read_layout(data, limits)
     header = parse_update_header(layout)
-    return header, load_update_tensors(data, layout, header)
+    return header, load_update_tensors(data, layout, header, limits)
 
 
 # -- models -------------------------------------------------------------------------------------

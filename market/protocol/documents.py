@@ -10,13 +10,18 @@ and scorer settings, the code version, and the validation set's CID.
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, Literal
 
 from eth_utils import keccak
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from market.errors import StorageError
+from market.protocol.evaluations import CROSS_MACHINE_VERSION, RecordedEvaluation
 from market.protocol.model_spec import ModelSpec
+from market.protocol.privacy import DpPolicy
+from market.protocol.tolerance import DefencePolicy
+from market.protocol.valsplit import ValidationCommitment
 
 RECORD_VERSION = 1
 
@@ -31,6 +36,32 @@ class ValidationPolicy(BaseModel):
     max_header_bytes: int = Field(default=1_000_000, gt=0)
     #: Sample counts claimed by trainers are capped at this in weights (never trusted blindly).
     max_claimed_samples: int = Field(default=100_000, gt=0)
+    #: The defence the project requires (rule, validation gate, round sizes), checked at creation
+    #: by `market.protocol.tolerance.check_defence`. None: the aggregator's default.
+    defence: DefencePolicy | None = None
+
+
+_RECIPIENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_PUBLIC_KEY = re.compile(r"^[0-9a-f]{64}$")
+#: Must equal market.protocol.envelope.MAX_RECIPIENTS (checked by a test; kept apart so reading a
+#: spec does not import the cryptography package).
+MAX_RECIPIENTS = 16
+
+
+class Recipient(BaseModel):
+    """One party an encrypted update is wrapped for: its role and X25519 public key (hex)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["aggregator", "auditor", "arbiter"]
+    public_key: str
+
+    @field_validator("public_key")
+    @classmethod
+    def _hex_key(cls, value: str) -> str:
+        if not _PUBLIC_KEY.match(value):
+            raise ValueError("public_key must be 64 lowercase hex digits (an X25519 public key)")
+        return value
 
 
 class ProjectSpec(BaseModel):
@@ -43,9 +74,52 @@ class ProjectSpec(BaseModel):
     validation: ValidationPolicy = ValidationPolicy()
     #: Hyper-parameters for round 0 (later rounds take them from the previous round record).
     hyperparams: dict[str, Any] = Field(default_factory=dict)
+    #: Who encrypted updates are wrapped for (name -> role and public key), bound on chain with the
+    #: spec CID. Empty: updates travel as plaintext (projects created before encryption).
+    recipients: dict[str, Recipient] = Field(default_factory=dict)
+    #: Client-level differential privacy every trainer applies (None: no DP required).
+    privacy: DpPolicy | None = None
+    #: The owner's commitment to secret per-round validation parts (`market.protocol.valsplit`).
+    #: None: the aggregator's validation set is public (projects created before secret parts).
+    validation_data: ValidationCommitment | None = None
+
+    @model_validator(mode="after")
+    def _check_recipients(self) -> ProjectSpec:
+        if not self.recipients:
+            return self
+        if len(self.recipients) > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients, got {len(self.recipients)}")
+        bad = [name for name in self.recipients if not _RECIPIENT_NAME.match(name)]
+        if bad:
+            raise ValueError(f"recipient name {bad[0][:70]!r} is not 1-64 of [A-Za-z0-9_.:-]")
+        if sum(r.role == "aggregator" for r in self.recipients.values()) != 1:
+            raise ValueError("recipients must name exactly one aggregator")
+        if len({r.public_key for r in self.recipients.values()}) != len(self.recipients):
+            raise ValueError("two recipients share a public key: each needs its own")
+        return self
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether updates to this project must be sealed envelopes."""
+        return bool(self.recipients)
+
+    def recipient_keys(self) -> dict[str, str]:
+        """name -> public key hex: what `envelope.seal` and `envelope.require_recipients` take."""
+        return {name: r.public_key for name, r in self.recipients.items()}
 
     def to_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        # Fields added after wave 1 are left out while unset, so a spec without them keeps its bytes
+        # (and CID) across versions.
+        dumped = self.model_dump(mode="json")
+        if not self.recipients:
+            del dumped["recipients"]
+        if self.privacy is None:
+            del dumped["privacy"]
+        if self.validation_data is None:
+            del dumped["validation_data"]
+        if self.validation.defence is None:
+            del dumped["validation"]["defence"]
+        return canonical_json(dumped)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ProjectSpec:
@@ -110,9 +184,21 @@ class RoundRecord(BaseModel):
     #: `hyperparams` stays for trainers only (they refuse unknown keys). Optional: a record
     #: without it is still valid.
     aggregation: dict[str, Any] = Field(default_factory=dict)
+    #: Every validation evaluation that fed a filter, a gate or a score, with the value used
+    #: (`market.protocol.evaluations`); from record version CROSS_MACHINE_VERSION on. Left out
+    #: of the bytes while empty, so an older record keeps its bytes (and CID).
+    evaluations: list[RecordedEvaluation] = Field(default_factory=list)
+
+    @property
+    def predates_cross_machine_audits(self) -> bool:
+        """Whether this record's format predates bit-exact models and recorded evaluations."""
+        return self.version < CROSS_MACHINE_VERSION
 
     def to_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
+        dumped = self.model_dump(mode="json")
+        if not self.evaluations:
+            del dumped["evaluations"]
+        return canonical_json(dumped)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RoundRecord:

@@ -19,9 +19,14 @@ reason code (`REASONS`):
     bad_sample_count  the claimed sample count is <= 0 or above max_samples
 
 Keys, shapes and dtypes are checked from the safetensors header alone, so no tensor memory is
-allocated for an update that does not match the spec. `validate_update` never raises on bad
-bytes: every failure is a `Verdict` with a reason. (A malformed `spec` is a programming error
-and raises ValueError.)
+allocated for an update that does not match the spec. Compact encodings (q4, q2, sparse-*) store
+flat tensors with the logical shape in a small `<name>.__shape` vector, which is read from the raw
+bytes and compared with the spec (`wrong_shape`) before anything is decoded; a missing or extra
+auxiliary tensor is `wrong_keys`, a value tensor of another dtype `wrong_dtype`, and every other
+inconsistency of a sparse or packed payload (gap/value counts that disagree, a zero gap, an index
+out of range, an invalid code, set padding bits, a negative or non-finite scale) is `malformed`.
+`validate_update` never raises on bad bytes: every failure is a `Verdict` with a reason. (A
+malformed `spec` is a programming error and raises ValueError.)
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ import torch
 
 from market.errors import MalformedContent, UpdateRejected
 from market.protocol.codec import (
+    ENCODING_FORMS,
+    RESERVED_SUFFIXES,
     SCALE_SUFFIX,
     DecodeLimits,
     SafetensorsLayout,
@@ -42,6 +49,7 @@ from market.protocol.codec import (
     load_update_tensors,
     parse_update_header,
     read_layout,
+    read_stored_shape,
     safetensors_dtype,
 )
 from market.storage.base import same_multihash
@@ -170,7 +178,8 @@ def _validate(
                 f"sha256 is {got.hex()[:16]}..., the commitment is {bytes(expected_digest).hex()[:16]}...",
             )
 
-    limits = DecodeLimits(max_bytes=max_bytes, max_header_bytes=max_header_bytes)
+    dense_bytes = 4 * sum(math.prod(shape) for shape, _ in expected.values())
+    limits = DecodeLimits(max_bytes=max_bytes, max_header_bytes=max_header_bytes, max_decoded_bytes=dense_bytes)
     layout = read_layout(data, limits)
     header = parse_update_header(layout)
 
@@ -195,11 +204,14 @@ def _validate(
             "wrong_trainer", f"header says trainer {header.trainer}, expected {trainer}", header
         )
 
-    verdict = _check_structure(layout, header, expected)
+    if ENCODING_FORMS[header.encoding].legacy:
+        verdict = _check_structure(layout, header, expected)
+    else:
+        verdict = _check_compact_structure(data, layout, header, expected, limits)
     if verdict is not None:
         return verdict
 
-    decoded = load_update_tensors(data, layout, header)
+    decoded = load_update_tensors(data, layout, header, limits)
     tensors = {name: decoded[name] for name in expected}
 
     # One float64 pass per tensor: a NaN or Inf anywhere makes that tensor's norm non-finite
@@ -302,4 +314,54 @@ def _check_structure(
                     f"{entries[name + SCALE_SUFFIX].dtype} scale, expected I8 with an F32 scale",
                     header,
                 )
+    return None
+
+
+def _check_compact_structure(
+    data: bytes | bytearray | memoryview,
+    layout: SafetensorsLayout,
+    header: UpdateHeader,
+    expected: dict[str, tuple[tuple[int, ...], str]],
+    limits: DecodeLimits,
+) -> Verdict | None:
+    form = ENCODING_FORMS[header.encoding]
+    entries = {item.name: item for item in layout.tensors}
+    logical = {name for name in entries if not name.endswith(RESERVED_SUFFIXES)}
+    wanted = set(expected)
+    if logical != wanted:
+        missing, extra = wanted - logical, logical - wanted
+        parts = []
+        if missing:
+            parts.append(f"missing {_names(missing)}")
+        if extra:
+            parts.append(f"unexpected {_names(extra)}")
+        return _reject("wrong_keys", "; ".join(parts), header)
+    aux = set(entries) - logical
+    wanted_aux = {name + suffix for name in wanted for suffix in form.aux_suffixes}
+    if aux != wanted_aux:
+        missing, extra = wanted_aux - aux, aux - wanted_aux
+        parts = []
+        if missing:
+            parts.append(f"missing {header.encoding} tensors {_names(missing)}")
+        if extra:
+            parts.append(f"unexpected tensors {_names(extra)} for {header.encoding} encoding")
+        return _reject("wrong_keys", "; ".join(parts), header)
+    for name, (shape, _) in expected.items():
+        got = read_stored_shape(data, layout, name, limits)
+        if got != shape:
+            return _reject(
+                "wrong_shape", f"tensor {name[:60]!r} is {list(got)}, expected {list(shape)}", header
+            )
+    for name, (_, dtype) in expected.items():
+        if dtype != "F32":
+            return _reject(
+                "wrong_dtype", f"tensor {name[:60]!r}: {header.encoding} decodes to F32, expected {dtype}", header
+            )
+        got_dtype = entries[name].dtype
+        if got_dtype != form.value_dtype:
+            return _reject(
+                "wrong_dtype",
+                f"{header.encoding} tensor {name[:60]!r} stores {got_dtype}, expected {form.value_dtype}",
+                header,
+            )
     return None

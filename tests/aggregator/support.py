@@ -131,11 +131,11 @@ class ChainProject:
             self.mine_to(info.reveal_deadline + 1)
 
     def settle_previous(self) -> None:
-        """Mine past the open round's predecessor's challenge window."""
+        """Mine past the block after which the open round's predecessor is settled (its challenge
+        window, and the ruling deadline of any dispute opened in it)."""
         info = self.owner.project(self.project_id)
         if info.current_round > 0:
-            prev = self.owner.round(self.project_id, info.current_round - 1)
-            self.mine_to(prev.finalized_at + info.challenge_window + 1)
+            self.mine_to(self.owner.settles_after(self.project_id, info.current_round - 1) + 1)
 
 
 def create_project(
@@ -168,7 +168,7 @@ def create_project(
     pid, _ = owner.create_project(params)
     accts = [dev_account(3 + i) for i in range(trainers)]
     for a in accts:
-        owner.with_account(a).register(pid, 0)
+        owner.with_account(a).register(pid)
     return ChainProject(owner, anvil_url, store, pid, spec, spec_cid, base_cid, accts, params)
 
 

@@ -18,7 +18,7 @@ import torch
 from typer.testing import CliRunner
 
 from aggregator.journal import Journal
-from aggregator.pipeline import (
+from aggregator.round import (
     Computed,
     RoundConfig,
     compute_round,

@@ -11,20 +11,26 @@ from hypothesis import strategies as st
 
 from aggregator import (
     COPY_OF,
+    FILTERS,
     NON_FINITE,
     OK,
     OUTLIER,
     STALE_UPDATE,
     ZERO_UPDATE,
+    Batch,
+    CopyConfig,
     CopyFilter,
     FilterConfig,
+    FreeRiderConfig,
     FreeRiderFilter,
     InvalidUpdates,
+    OutlierConfig,
     OutlierFilter,
     RuleConfigError,
     Submission,
     screen,
 )
+from aggregator.filters import ORDER, make_filter
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
@@ -48,11 +54,11 @@ def test_zero_updates_absolute_and_relative() -> None:
     x = honest(8, 200)
     x[2] = 0.0  # the global model sent back unchanged: a zero delta
     x[5] *= 1e-4  # a token update
-    v = FreeRiderFilter()(x, subs(8))
+    v = FreeRiderFilter().check(x, subs(8))
     assert [u.reason for u in v] == [OK, OK, ZERO_UPDATE, OK, OK, ZERO_UPDATE, OK, OK]
     assert "median norm" in v[5].detail
     # relative check off: only the exact zero remains a zero update
-    v = FreeRiderFilter(FilterConfig(zero_rel_norm=0.0))(x, subs(8))
+    v = FreeRiderFilter(FreeRiderConfig(zero_rel_norm=0.0)).check(x, subs(8))
     assert [u.code for u in v].count(ZERO_UPDATE) == 1 and v[2].code == ZERO_UPDATE
 
 
@@ -64,21 +70,21 @@ def test_stale_resend_of_own_previous_update() -> None:
     x[3] = prev[3] * 1.0002  # resend, rescaled within tolerance
     x[4] = prev[4] * 1.5  # same direction, different norm: a fresh update with equal direction
     x[0] = prev[1]  # t0 sends t1's previous update: not its own, so not stale
-    v = FreeRiderFilter()(x, subs(6), previous)
+    v = FreeRiderFilter().check(x, subs(6), previous)
     assert [u.reason for u in v] == [OK, STALE_UPDATE, OK, STALE_UPDATE, OK, OK]
     assert "cosine" in v[1].detail
     # addresses are matched case-insensitively
-    v = FreeRiderFilter()(x, subs(6), {"T1": prev[1]})
+    v = FreeRiderFilter().check(x, subs(6), {"T1": prev[1]})
     assert v[1].reason == STALE_UPDATE
     # without history nothing is stale
-    assert all(u.accepted for u in FreeRiderFilter()(x, subs(6)))
+    assert all(u.accepted for u in FreeRiderFilter().check(x, subs(6)))
 
 
 def test_honest_update_close_to_previous_is_not_stale() -> None:
     prev = honest(1, 1000, seed=3)[0]
     x = honest(4, 1000, seed=4)
     x[0] = prev + 0.05 * torch.randn(1000, generator=torch.Generator().manual_seed(5))
-    v = FreeRiderFilter()(x, subs(4), {"t0": prev})
+    v = FreeRiderFilter().check(x, subs(4), {"t0": prev})
     assert v[0].accepted  # cosine ~0.999 but below 0.9999
 
 
@@ -88,10 +94,10 @@ def test_honest_update_close_to_previous_is_not_stale() -> None:
 def test_copy_goes_to_the_later_commit() -> None:
     x = honest(5, 100)
     x[3] = x[1]
-    v = CopyFilter()(x, subs(5))
+    v = CopyFilter().check(x, subs(5))
     assert [u.reason for u in v] == [OK, OK, OK, f"{COPY_OF}:t1", OK]
     # t3 committed first (earlier block): t1 is the copy
-    v = CopyFilter()(x, subs(5, order=[4, 3, 2, 0, 1]))
+    v = CopyFilter().check(x, subs(5, order=[4, 3, 2, 0, 1]))
     assert v[1].reason == f"{COPY_OF}:t3" and v[3].accepted
     # same block: the log index decides
     s = [
@@ -101,7 +107,7 @@ def test_copy_goes_to_the_later_commit() -> None:
         Submission("t3", 7, 1),
         Submission("t4", 7, 0),
     ]
-    v = CopyFilter()(x, s)
+    v = CopyFilter().check(x, s)
     assert v[1].reason == f"{COPY_OF}:t3" and v[3].accepted
 
 
@@ -112,7 +118,7 @@ def test_near_identical_copies_and_chains() -> None:
     x[4] = x[0]  # exact copy of t0
     # 1% off: not a copy
     x[5] = x[0] + 0.01 * x[0].norm() / 500**0.5 * torch.randn(500, generator=g)
-    v = CopyFilter()(x, subs(6))
+    v = CopyFilter().check(x, subs(6))
     assert [u.reason for u in v] == [OK, OK, f"{COPY_OF}:t0", OK, f"{COPY_OF}:t0", OK]
     assert "relative distance" in v[2].detail
 
@@ -120,7 +126,7 @@ def test_near_identical_copies_and_chains() -> None:
 def test_opposite_update_is_not_a_copy() -> None:
     x = honest(4, 50)
     x[2] = -x[0]
-    assert all(u.accepted for u in CopyFilter()(x, subs(4)))
+    assert all(u.accepted for u in CopyFilter().check(x, subs(4)))
 
 
 # --------------------------------------------------------------------------- outliers
@@ -129,7 +135,7 @@ def test_opposite_update_is_not_a_copy() -> None:
 def test_three_sigma_outlier_against_the_median() -> None:
     x = honest(12, 400, seed=8)
     x[7] = x[7] * 6  # far from the coordinate-wise median
-    v = OutlierFilter()(x, subs(12))
+    v = OutlierFilter().check(x, subs(12))
     assert [u.code for u in v].count(OUTLIER) == 1 and v[7].code == OUTLIER
     assert "sigma" in v[7].detail
 
@@ -142,15 +148,15 @@ def test_attackers_cannot_inflate_sigma() -> None:
     x[1] *= 1e3
     x[2] *= 30
     x[3] = x[4] * 8
-    v = OutlierFilter()(x, subs(15))
+    v = OutlierFilter().check(x, subs(15))
     assert [i for i, u in enumerate(v) if not u.accepted] == [0, 1, 2, 3]
 
 
 def test_too_few_updates_gives_no_outlier_verdicts() -> None:
     x = honest(4, 100)
     x[0] *= 100
-    assert all(u.accepted for u in OutlierFilter()(x, subs(4)))
-    assert not OutlierFilter(FilterConfig(outlier_min_updates=3))(x, subs(4))[0].accepted
+    assert all(u.accepted for u in OutlierFilter().check(x, subs(4)))
+    assert not OutlierFilter(OutlierConfig(outlier_min_updates=3)).check(x, subs(4))[0].accepted
 
 
 @pytest.mark.parametrize(("n", "d"), [(10, 1000), (20, 1000), (50, 2000), (10, 100), (30, 100)])
@@ -239,12 +245,30 @@ def test_inputs_are_validated() -> None:
         FilterConfig(copy_cosine=2.0)
 
 
+def test_screen_runs_the_registered_filters_in_order() -> None:
+    assert list(FILTERS) == sorted(ORDER) and ORDER == ("free_rider", "copy", "outlier", "validation_gate")
+    x = honest(8, 30)
+    x[2] = 0.0
+    x[5] = x[1]
+    x[7] *= 50.0
+    rep = screen(x, subs(8))
+    assert [rep.reasons()[f"t{i}"].split(":")[0] for i in (2, 5, 7)] == [ZERO_UPDATE, COPY_OF, OUTLIER]
+    only = screen(x, subs(8), filters=("outlier",))
+    assert only.reasons()["t2"] == OK and only.reasons()["t7"] == OUTLIER
+    # one filter on its own is a Filter over a Batch; its config is its section of FilterConfig
+    cfg = FilterConfig(copy_cosine=0.5)
+    assert make_filter("copy", cfg) == CopyFilter(CopyConfig(copy_cosine=0.5))
+    assert isinstance(cfg.section("free_rider"), FreeRiderConfig)
+    report = make_filter("copy")(Batch.of(x, subs(8)))
+    assert [v.reason for v in report.verdicts] == [v.reason for v in CopyFilter().check(x, subs(8))]
+
+
 def test_non_finite_rows_are_flagged_by_every_filter() -> None:
     x = honest(6, 20)
     x[1, 0] = float("inf")
     x[4, 3] = float("nan")
     for f in (FreeRiderFilter(), CopyFilter(), OutlierFilter()):
-        v = f(x, subs(6))
+        v = f.check(x, subs(6))
         assert [u.code for u in v] == [OK, NON_FINITE, OK, OK, NON_FINITE, OK]
 
 

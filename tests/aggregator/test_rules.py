@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aggregator import (
+    RULES,
     CenteredClipping,
     Clipped,
     FedAvg,
@@ -253,7 +254,7 @@ def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> No
     x = torch.from_numpy(rng.normal(size=(9, 4099)).astype(F32))
     rules = [Median(), TrimmedMean(f=2), FoundationFL(), GeometricMedian(), CenteredClipping()]
     whole = [r(x) for r in rules]
-    from aggregator import _linalg
+    from aggregator.rules import _linalg
 
     monkeypatch.setattr(_linalg, "CHUNK_BYTES", 9 * 4 * 64)  # 64 columns per chunk
     assert _linalg.chunk_cols(9, 4099) == 64
@@ -476,11 +477,27 @@ def test_registry_parses_specs_and_round_trips() -> None:
         assert make_rule(make_rule(spec).spec) == make_rule(spec)
 
 
+def test_registry_lists_rules_and_suggests_the_closest_name() -> None:
+    assert {"fedavg", "median", "trimmed_mean", "krum", "multi_krum", "geomed", "centered_clipping", "norm_clip",
+            "foundation_fl"} == set(RULES)
+    assert "rfa" in RULES and RULES.get("mkrum") is MultiKrum
+    with pytest.raises(RuleConfigError, match="did you mean 'krum'"):
+        make_rule("kurm")
+    with pytest.raises(RuleConfigError, match="did you mean 'beta'"):
+        make_rule("trimmed_mean:betta=0.2")
+    with pytest.raises(RuleConfigError, match="must be an integer"):
+        make_rule("krum:f=two")
+    # a real parameter written as an integer renders back as written (records store rule.spec)
+    assert make_rule("fedavg:cap=1000").spec == "fedavg:cap=1000"
+    assert make_rule("krum:f=0,clip=5").spec == "krum:f=0,clip=5"
+    assert make_rule("fedavg:cap=1000.0").spec == "fedavg:cap=1000.0"
+
+
 @pytest.mark.parametrize(
     ("spec", "match"),
     [
         ("bogus", "unknown aggregation rule"),
-        ("median:beta=0.1", "takes no parameter beta"),
+        ("median:beta=0.1", "no parameter 'beta'"),
         ("trimmed_mean:beta=0.6", "beta must be in"),
         ("trimmed_mean:beta=0.1,f=2", "not both"),
         ("krum:f", "key=value"),

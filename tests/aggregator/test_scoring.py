@@ -265,6 +265,13 @@ def test_make_scorer() -> None:
         make_scorer("exact:eps=1")
     with pytest.raises(RuleConfigError):
         GTGShapley(min_sweeps=3, max_sweeps=2)
+    with pytest.raises(RuleConfigError, match="did you mean 'gtg_shapley'"):
+        make_scorer("gtg_shapely")
+
+
+def test_equal_scorer_evaluates_nothing() -> None:
+    res = make_scorer("equal").score(["a", "b"], lambda s: 1 / 0, 0)
+    assert res.scores == {"a": 1.0, "b": 1.0} and res.evaluations == 0
 
 
 def test_empty_player_list() -> None:

@@ -33,6 +33,7 @@ from market.errors import (
     IntegrityError,
     NodeUnreachable,
     StorageError,
+    StorageTimeout,
     StorageUnavailable,
 )
 from market.protocol.merkle import RewardTree
@@ -221,29 +222,30 @@ def test_all_rejected_round_rolls_its_reward_over(anvil: Anvil, market: MarketCl
     [ev0] = market.finalized(p.project_id)
     record = load_record(ipfs, ev0.record_cid)
     assert [v.reason for v in record.verdicts] == ["malformed", "zero_update", "norm_too_large"]
-    assert ev0.allocation == record.allocation == 0
+    # the contract fixes the allocation: the round takes its share, the tree pays nobody, and the
+    # unpaid share waits for the sweep after the claim window (it never goes to the aggregator)
+    assert ev0.allocation == record.allocation == ETHER
     assert record.cumulative_rewards == {a: 0 for a in t}
     assert ev0.rewards_root == RewardTree.build({a: 0 for a in t}).root
-    assert market.project(p.project_id).unallocated == 2 * ETHER
+    assert market.project(p.project_id).unallocated == ETHER
 
-    # the next (last) round may allocate what round 0 rolled over
     p.settle_previous()
     base1 = ev0.model_cid
     p.submit(1, honest_round(p, 1, base1))
     assert service.run(once=True) == 1
     ev1 = next(f for f in market.finalized(p.project_id) if f.round == 1)
     rec1 = load_record(ipfs, ev1.record_cid)
-    assert ev1.allocation == rec1.allocation == 2 * ETHER
-    assert sum(rec1.rewards.values()) == 2 * ETHER
+    assert ev1.allocation == rec1.allocation == ETHER
+    assert sum(rec1.rewards.values()) == ETHER
     assert all(v.accepted for v in rec1.verdicts)
     assert service.run(until_done=True) == 0  # no open round left
 
 
 @needs_jsipfs
-def test_voided_round_is_not_carried_into_cumulative_rewards(anvil: Anvil, market: MarketClient, ipfs: IpfsStore,
-                                                              tmp_path: Path) -> None:
-    """An upheld dispute voids round 0: round 1 continues the cumulative amounts from before it
-    (here: nothing) and may allocate round 0's returned share."""
+def test_upheld_dispute_corrects_the_round_and_claims_follow_the_corrected_root(
+        anvil: Anvil, market: MarketClient, ipfs: IpfsStore, tmp_path: Path) -> None:
+    """An upheld dispute replaces round 0's root with the arbiter's corrected one (no void: the
+    allocation stays, honest trainers keep the round); claims then pay by the corrected root."""
     p = create_project(market, anvil.url, ipfs, trainers=3, rounds=2)
     p.submit(0, honest_round(p, 0, p.base_cid))
     client = aggregator_client(market)
@@ -251,21 +253,21 @@ def test_voided_round_is_not_carried_into_cumulative_rewards(anvil: Anvil, marke
     service = AggregatorService(client, ipfs, p.project_id, AggregatorSettings(validation=VALIDATION, poll=0.01),
                                 journal, sleep=lambda s: None)
     assert service.run(once=True) == 1
-    evidence = ipfs.add(b"audit report: round 0 is wrong")
-    market.dispute(p.project_id, 0, evidence, 0)
-    market.with_account(dev_account(2)).resolve_dispute(p.project_id, 0, True, evidence)
-    assert market.round(p.project_id, 0).status == RoundStatus.VOIDED
-
-    base1 = market.finalized(p.project_id)[0].model_cid  # the lineage is not rolled back
-    late = p.trainers[:2]
-    p.submit(1, {t.address: encode(honest_deltas()[3 + i], p.project_id, 1, base1, t.address) for i, t in enumerate(late)})
-    assert service.run(once=True) == 1
-    ev1 = next(f for f in market.finalized(p.project_id) if f.round == 1)
-    rec1 = load_record(ipfs, ev1.record_cid)
-    assert rec1.base_model_cid == base1
-    assert ev1.allocation == 2 * ETHER  # round 0's allocation returned to the pool
-    assert rec1.cumulative_rewards == rec1.rewards  # nothing carried over from the voided round
-    assert p.trainers[2].address not in rec1.cumulative_rewards
+    ev0 = market.finalized(p.project_id)[0]
+    evidence = ipfs.add(b"audit report: round 0 pays the wrong trainers")
+    market.dispute(p.project_id, 0, evidence)
+    corrected = {a.address: ETHER // 3 for a in p.trainers}
+    corrected[p.trainers[0].address] += ETHER - sum(corrected.values())
+    tree = RewardTree.build(corrected)
+    market.with_account(dev_account(2)).resolve_dispute(p.project_id, 0, True, evidence, corrected_root=tree.root)
+    r0 = market.round(p.project_id, 0)
+    assert r0.status == RoundStatus.CORRECTED and r0.allocation == ev0.allocation == ETHER
+    assert r0.rewards_root.lower() == "0x" + tree.root.hex()
+    p.settle_previous()
+    trainer = p.trainers[1]
+    t = market.with_account(trainer)
+    t.claim(p.project_id, 0, trainer.address, corrected[trainer.address], tree.proof(trainer.address))
+    assert market.claimed_by(p.project_id, trainer.address) == corrected[trainer.address]
 
 
 class _StaleView:
@@ -362,7 +364,8 @@ def test_ipfs_outage_pauses_with_one_line_and_resumes_without_loss(
 
 def test_outage_classification() -> None:
     assert outage_kind(StorageUnavailable("down")) == "ipfs"
-    assert outage_kind(StorageError("IPFS node at http://127.0.0.1:5001 did not deliver Qm.. within 30s")) == "ipfs"
+    assert outage_kind(StorageTimeout("IPFS node at http://127.0.0.1:5001 did not deliver Qm.. within 30s")) == "ipfs"
+    assert outage_kind(StorageError("IPFS node at http://127.0.0.1:5001 refused add: invalid")) is None
     assert outage_kind(StorageError("malformed project spec: model.seed: Extra inputs are not permitted")) is None
     assert outage_kind(ContentNotFound("no provider")) == "ipfs"
     assert outage_kind(NodeUnreachable("no node")) == "rpc"

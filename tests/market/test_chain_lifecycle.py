@@ -10,7 +10,7 @@ import pytest
 from devnet.anvil import Anvil
 from market.chain import CommitState, MarketClient, ProjectParams, RoundStatus, commitment_of
 from market.chain.accounts import dev_account
-from market.errors import ContractRevert, InsufficientFunds
+from market.errors import ConfigError, ContractRevert, InsufficientFunds
 from market.protocol.merkle import RewardTree
 
 pytestmark = pytest.mark.integration
@@ -24,7 +24,7 @@ def params(**kw: object) -> ProjectParams:
     base = {
         "aggregator": AGG.address, "arbiter": ARB.address, "num_rounds": 2, "reward_per_round": ETHER,
         "commit_window": 20, "reveal_window": 20, "challenge_window": 10, "spec_cid": "QmSpec",
-        "stake": ETHER // 10, "dispute_bond": ETHER // 20,
+        "stake": ETHER // 10, "dispute_bond": ETHER // 20, "claim_window": 40,
     }
     base.update(kw)
     return ProjectParams(**base)  # type: ignore[arg-type]
@@ -85,7 +85,8 @@ def test_full_lifecycle_pays_exactly_and_returns_only_unallocated(market: Market
     t0 = as_(market, TRAINERS[0])
     with pytest.raises(ContractRevert) as e:
         t0.claim(pid, 0, TRAINERS[0].address, amounts0[TRAINERS[0].address], tree0.proof(TRAINERS[0].address))
-    assert e.value.name == "ChallengeWindowOpen"
+    assert e.value.name == "RoundNotClaimable"
+    assert e.value.error_args["claimableAfter"] == market.settles_after(pid, 0) + 1
     anvil.mine(11)
     before = w3.eth.get_balance(TRAINERS[0].address)
     # anyone may trigger a claim; the money goes to the trainer
@@ -99,71 +100,110 @@ def test_full_lifecycle_pays_exactly_and_returns_only_unallocated(market: Market
         t0.claim(pid, 0, TRAINERS[0].address, ETHER, tree0.proof(TRAINERS[0].address))
     assert e.value.name == "InvalidProof"
 
-    # round 1: only trainer 1 submits; aggregator allocates half, the rest returns at the end
+    # round 1: only trainer 1 submits; the allocation is fixed (a whole share), whatever the aggregator wants
     info = market.project(pid)
+    assert market.round_allocation(pid) == info.round_allocation == ETHER
     s1 = submit(market, pid, 1, TRAINERS[1])
     mine_past(anvil, market, info.commit_deadline)
     as_(market, TRAINERS[1]).reveal(pid, 1, *s1)
     mine_past(anvil, market, info.reveal_deadline)
     amounts1 = dict(amounts0)
-    amounts1[TRAINERS[1].address] += ETHER // 2
+    amounts1[TRAINERS[1].address] += ETHER // 2  # the tree pays only half: the rest is swept later
     tree1 = RewardTree.build(amounts1)
-    agg.finalize_round(pid, 1, "QmModel1", "QmRecord1", tree1.root, ETHER // 2)
+    with pytest.raises(ConfigError, match="allocates exactly"):
+        agg.finalize_round(pid, 1, "QmModel1", "QmRecord1", tree1.root, ETHER // 2)
+    agg.finalize_round(pid, 1, "QmModel1", "QmRecord1", tree1.root)
     with pytest.raises(ContractRevert) as e:
         market.end_project(pid)
-    assert e.value.name == "ChallengeWindowOpen"
+    assert e.value.name == "RoundUnsettled"
     anvil.mine(11)
     # cumulative claim pays the difference: trainer 1 never claimed, gets 0.4 + 0.5
     before = w3.eth.get_balance(TRAINERS[1].address)
     as_(market, TRAINERS[3]).claim(pid, 1, TRAINERS[1].address, amounts1[TRAINERS[1].address], tree1.proof(TRAINERS[1].address))
     assert w3.eth.get_balance(TRAINERS[1].address) - before == 9 * ETHER // 10
-    owner_before = w3.eth.get_balance(OWNER.address)
-    rcpt = market.end_project(pid)
-    assert w3.eth.get_balance(OWNER.address) - owner_before + rcpt.fee_wei == ETHER // 2
+    # anyone may end the project; the owner's return (nothing unallocated here) and the aggregator's bond are credited
+    as_(market, TRAINERS[3]).end_project(pid)
     p = market.project(pid)
-    assert p.ended and p.unallocated == 0 and p.allocated == 3 * ETHER // 2 and p.claimed == 3 * ETHER // 2
+    assert p.ended and p.unallocated == 0 and p.allocated == 2 * ETHER and p.claimed == 3 * ETHER // 2
+    assert market.credit_of(pid, AGG.address) == p.aggregator_bond
     # stakes come back only now
     t2 = as_(market, TRAINERS[2])
     before = w3.eth.get_balance(TRAINERS[2].address)
     rcpt = t2.withdraw_stake(pid)
     assert w3.eth.get_balance(TRAINERS[2].address) - before + rcpt.fee_wei == ETHER // 10
+    # what no leaf claimed goes to the owner after the claim deadline, and claims close
+    with pytest.raises(ContractRevert) as e:
+        market.sweep(pid)
+    assert e.value.name == "ClaimsStillOpen"
+    mine_past(anvil, market, p.claim_deadline or 0)
+    as_(market, TRAINERS[3]).sweep(pid)
+    assert market.credit_of(pid, OWNER.address) == ETHER // 2
+    with pytest.raises(ContractRevert) as e:
+        t0.claim(pid, 1, TRAINERS[0].address, amounts1[TRAINERS[0].address], tree1.proof(TRAINERS[0].address))
+    assert e.value.name == "ClaimsClosed"
+    owner_before = w3.eth.get_balance(OWNER.address)
+    rcpt = market.withdraw_credit(pid)
+    assert w3.eth.get_balance(OWNER.address) - owner_before + rcpt.fee_wei == ETHER // 2
 
 
-def test_dispute_upheld_voids_round_and_refunds_bond(market: MarketClient, anvil: Anvil) -> None:
+def test_dispute_upheld_corrects_the_root_refunds_the_bond_and_slashes_the_aggregator(
+    market: MarketClient, anvil: Anvil
+) -> None:
     pid, _ = market.create_project(params(num_rounds=2))
-    t = TRAINERS[0]
-    as_(market, t).register(pid, ETHER // 10)
+    t, u = TRAINERS[0], TRAINERS[1]
+    for a in (t, u):
+        as_(market, a).register(pid, ETHER // 10)
+    cid, digest, salt = submit(market, pid, 0, t)
     info = market.project(pid)
+    mine_past(anvil, market, info.commit_deadline)
+    as_(market, t).reveal(pid, 0, cid, digest, salt)
     mine_past(anvil, market, info.reveal_deadline)
-    tree = RewardTree.build({t.address: ETHER})
-    as_(market, AGG).finalize_round(pid, 0, "QmM", "QmR", tree.root, ETHER)
+    bad = RewardTree.build({u.address: ETHER})  # pays the trainer that did no work
+    as_(market, AGG).finalize_round(pid, 0, "QmM", "QmR", bad.root, ETHER)
+    bond = market.project(pid).bond_held
+    assert bond == market.project(pid).aggregator_bond > 0
     with pytest.raises(ContractRevert) as e:
         as_(market, TRAINERS[3]).dispute(pid, 0, "QmEvidence", ETHER // 20)
     assert e.value.name == "NotStakeholder"
     with pytest.raises(ContractRevert) as e:
         as_(market, t).dispute(pid, 0, "QmEvidence", 1)
     assert e.value.name == "WrongPayment"
-    as_(market, t).dispute(pid, 0, "QmEvidence", ETHER // 20)
+    # two disputes on one round, each with its own evidence; the colluder's comes first
+    as_(market, u).dispute(pid, 0, "QmEmpty")
+    as_(market, t).dispute(pid, 0, "QmEvidence")
+    assert [(d.index, d.evidence_cid) for d in market.disputes_opened(pid)] == [(0, "QmEmpty"), (1, "QmEvidence")]
     assert market.round(pid, 0).status == RoundStatus.DISPUTED
     anvil.mine(11)
     with pytest.raises(ContractRevert) as e:
-        as_(market, t).claim(pid, 0, t.address, ETHER, tree.proof(t.address))
+        as_(market, u).claim(pid, 0, u.address, ETHER, bad.proof(u.address))
     assert e.value.name == "RoundNotClaimable"
     with pytest.raises(ContractRevert) as e:
-        as_(market, t).resolve_dispute(pid, 0, True, "QmReason")
+        as_(market, t).resolve_dispute(pid, 0, True, "QmReason", corrected_root=bytes(31) + b"\x01")
     assert e.value.name == "NotArbiter"
-    as_(market, ARB).resolve_dispute(pid, 0, True, "QmReason")
-    p = market.project(pid)
-    assert market.round(pid, 0).status == RoundStatus.VOIDED
-    assert p.allocated == 0 and p.unallocated == 2 * ETHER
-    assert market.credit_of(pid, t.address) == ETHER // 20
+    with pytest.raises(ContractRevert) as e:
+        as_(market, ARB).resolve_dispute(pid, 0, True, "QmReason")
+    assert e.value.name == "EmptyRoot"
+    good = RewardTree.build({t.address: ETHER})
+    as_(market, ARB).resolve_dispute(pid, 0, False, "QmNoEvidence", index=0)
+    as_(market, ARB).resolve_dispute(pid, 0, True, "QmReason", index=1, corrected_root=good.root)
+    r = market.round(pid, 0)
+    assert r.status == RoundStatus.CORRECTED and r.rewards_root == "0x" + good.root.hex()
+    assert r.allocation == ETHER  # a correction, not a void: the honest trainer keeps the round
+    assert [d.outcome.name for d in market.rulings(pid)] == ["DISMISSED", "UPHELD"]
+    assert market.credit_of(pid, t.address) == ETHER // 20  # upheld: bond back
+    assert market.credit_of(pid, AGG.address) == ETHER // 20  # dismissed: to the defended aggregator
+    assert market.project(pid).bond_held == 0 and r.pool == bond  # slashed to the round's revealers
+    with pytest.raises(ContractRevert) as e:
+        as_(market, u).claim(pid, 0, u.address, ETHER, bad.proof(u.address))
+    assert e.value.name == "InvalidProof"
+    as_(market, t).claim(pid, 0, t.address, ETHER, good.proof(t.address))
+    assert market.pool_share_of(pid, 0, t.address) == bond
+    as_(market, t).claim_pool_share(pid, 0)
+    with pytest.raises(ContractRevert) as e:
+        as_(market, u).claim_pool_share(pid, 0)
+    assert e.value.name == "NothingToWithdraw"
     as_(market, t).withdraw_credit(pid)
     assert market.credit_of(pid, t.address) == 0
-    # the next round may now allocate what the voided one returned
-    info = market.project(pid)
-    mine_past(anvil, market, info.reveal_deadline)
-    as_(market, AGG).finalize_round(pid, 1, "QmM1", "QmR1", RewardTree.build({t.address: 2 * ETHER}).root, 2 * ETHER)
-    assert market.project(pid).allocated == 2 * ETHER
 
 
 def test_nonces_are_safe_across_threads(market: MarketClient) -> None:
@@ -243,7 +283,7 @@ def test_erc20_project_escrows_stakes_and_pays_in_the_token(market: MarketClient
     sender = TxSender(w3, OWNER, RevertDecoder(art.abi))
     rc = sender.send(w3.eth.contract(abi=art.abi, bytecode=art.bytecode).constructor("Reward", "RWD"), action="deploy")
     token = w3.eth.contract(address=w3.eth.get_transaction_receipt(rc.tx_hash)["contractAddress"], abi=art.abi)
-    for a in (OWNER, TRAINERS[0]):
+    for a in (OWNER, TRAINERS[0], AGG):
         sender.send(token.functions.mint(a.address, 10 * ETHER), action="mint")
     eth_before = w3.eth.get_balance(market.address)
     pid, _ = market.create_project(params(token=token.address, stake=ETHER // 10, dispute_bond=ETHER // 20))

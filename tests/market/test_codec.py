@@ -13,7 +13,11 @@ from safetensors.torch import save as st_save
 from market.errors import MalformedContent, UpdateRejected
 from market.protocol.codec import (
     DEFAULT_CLIP_K,
+    DEFAULT_CLIP_KS,
+    ENCODING_FORMS,
+    GAPS_SUFFIX,
     SCALE_SUFFIX,
+    SHAPE_SUFFIX,
     DecodeLimits,
     ModelHeader,
     UpdateHeader,
@@ -145,7 +149,7 @@ def test_encode_refuses_bad_input() -> None:
         {"project_id": -1},
         {"round": 2**256},
         {"project_id": True},
-        {"encoding": "q4"},
+        {"encoding": "q3"},
         {"num_samples": 1.5},
         {"codec_version": 2},
     ],
@@ -369,3 +373,184 @@ def test_encoding_is_byte_deterministic() -> None:
     data = next(iter(models))
     n = int.from_bytes(data[:8], "little")
     assert n % 8 == 0
+
+
+# -- compact encodings (q4, q2, sparse-*) ---------------------------------------------------------
+
+COMPACT = ["q4", "q2", "sparse-f32", "sparse-q8", "sparse-q4", "sparse-q2"]
+
+
+def raw_tensors(data: bytes) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Metadata and stored tensors of our own encoded bytes (safe: we wrote them)."""
+    from safetensors.torch import load as st_load
+
+    return read_layout(data).metadata, st_load(data)
+
+
+def tamper(data: bytes, change: object) -> bytes:
+    metadata, tensors = raw_tensors(data)
+    change(tensors)  # type: ignore[operator]
+    return st_save(tensors, metadata=metadata)
+
+
+def compact(encoding: str, tensors: dict[str, torch.Tensor] | None = None, **kwargs: object) -> bytes:
+    return encode_update(tensors or sample_update(), header(encoding=encoding), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("keep_fraction", [1.0, 0.1, 0.01])
+@pytest.mark.parametrize("encoding", COMPACT)
+def test_compact_error_bound(encoding: str, keep_fraction: float) -> None:
+    x = heavy_tailed(20_000, seed=3).reshape(100, 200)
+    data = compact(encoding, {"w": x}, keep_fraction=keep_fraction)
+    got_header, got = decode_update(data)
+    assert got_header.encoding == encoding and got["w"].shape == x.shape and got["w"].dtype == torch.float32
+    form = ENCODING_FORMS[encoding]
+    _, stored = raw_tensors(data)
+    flat, xhat = x.reshape(-1).double(), got["w"].reshape(-1).double()
+    keep = max(1, math.ceil(keep_fraction * flat.numel())) if keep_fraction < 1 else flat.numel()
+    kept = torch.zeros(flat.numel(), dtype=torch.bool)
+    kept[flat.abs().topk(keep).indices] = True
+    assert bool((xhat[~kept] == 0).all())
+    if keep < flat.numel():
+        assert float(flat[~kept].abs().max()) <= float(flat[kept].abs().min())
+    err = (xhat - flat).abs()
+    if form.bits == 32:
+        assert bool((err[kept] == 0).all())
+        return
+    s = float(stored["w" + SCALE_SUFFIX])
+    basis = flat[kept] if form.sparse else flat
+    c = DEFAULT_CLIP_KS[encoding] * float(basis.abs().mean())
+    assert s <= c / form.levels * (1 + 1e-6)
+    bound = (flat.abs() - c).clamp(min=0) + s / 2 + U32 * xhat.abs() + 1e-6
+    assert bool((err[kept] <= bound[kept]).all())
+
+
+@pytest.mark.parametrize("encoding", COMPACT)
+def test_compact_round_trip_is_deterministic_and_exact_for_zeros(encoding: str) -> None:
+    tensors = {**sample_update(), "zero": torch.zeros(3, 4), "empty": torch.zeros(0, 5), "scalar": torch.tensor(0.5)}
+    data = compact(encoding, tensors, keep_fraction=0.5)
+    assert data == compact(encoding, tensors, keep_fraction=0.5)
+    _, got = decode_update(data)
+    assert set(got) == set(tensors)  # file order, as for f32 and q8
+    assert torch.equal(got["zero"], tensors["zero"]) and got["empty"].shape == (0, 5)
+    assert all(got[name].shape == tensors[name].shape for name in tensors)
+
+
+def test_sparse_ties_keep_the_lower_indices_and_gaps_bridge_long_jumps() -> None:
+    ones = torch.ones(10)
+    _, got = decode_update(compact("sparse-f32", {"w": ones}, keep_fraction=0.3))
+    assert got["w"].tolist() == [1.0, 1.0, 1.0] + [0.0] * 7
+    far = torch.zeros(100_000)
+    far[0], far[99_999], far[700] = 1.0, -2.0, 3.0
+    data = compact("sparse-f32", {"w": far}, keep_fraction=3 / 100_000)
+    _, got = decode_update(data)
+    assert torch.equal(got["w"], far)
+    _, stored = raw_tensors(data)
+    gaps = stored["w" + GAPS_SUFFIX]
+    assert int(gaps.min()) >= 1 and int(gaps.to(torch.int64).sum()) - 1 == 99_999
+    assert gaps.numel() == 3 + (700 - 1) // 255 + (99_999 - 700 - 1) // 255
+
+
+def test_compact_sizes() -> None:
+    g = torch.Generator().manual_seed(5)
+    tensors = {"w": torch.randn(400, 500, generator=g)}
+    f32 = len(compact("f32", tensors))
+    assert len(compact("q4", tensors)) < f32 / 7.9
+    assert len(compact("q2", tensors)) < f32 / 15.5
+    assert len(compact("sparse-q8", tensors, keep_fraction=0.1)) < f32 / 18
+    assert len(compact("sparse-q8", tensors, keep_fraction=0.01)) < f32 / 100
+
+
+def test_compact_encoders_refuse_bad_input() -> None:
+    with pytest.raises(ValueError):
+        compact("q4", {"w": torch.tensor([1.0, float("inf")])})
+    with pytest.raises(ValueError):
+        compact("sparse-q8", keep_fraction=0.0)
+    with pytest.raises(ValueError):
+        compact("q2", clip_k=-1.0)
+    with pytest.raises(ValueError):
+        encode_update({"w" + GAPS_SUFFIX: torch.zeros(2)}, header())
+
+
+def _set(name: str, value: torch.Tensor) -> object:
+    def change(t: dict[str, torch.Tensor]) -> None:
+        t[name] = value
+
+    return change
+
+
+def _drop(name: str) -> object:
+    return lambda t: t.pop(name)
+
+
+def _gaps(encoding: str = "sparse-q8") -> torch.Tensor:
+    return raw_tensors(compact(encoding, keep_fraction=0.2))[1]["fc.weight" + GAPS_SUFFIX].clone()
+
+
+def _with_zero_gap() -> torch.Tensor:
+    g = _gaps()
+    g[3] = 0
+    return g
+
+
+def _with_far_gap() -> torch.Tensor:
+    g = _gaps()
+    g[-1] = 255
+    return g
+
+
+SPARSE_DAMAGE = {
+    "zero gap (duplicate index)": ("sparse-q8", _set("fc.weight" + GAPS_SUFFIX, _with_zero_gap()), "zero index gap"),
+    "index out of range": ("sparse-q8", _set("fc.weight" + GAPS_SUFFIX, _with_far_gap()), "out of range"),
+    "fewer values than gaps": ("sparse-q8", _set("fc.weight", torch.zeros(3, dtype=torch.int8)), "value entries"),
+    "more gaps than entries": ("sparse-f32", _set("fc.bias" + GAPS_SUFFIX, torch.ones(11, dtype=torch.uint8)),
+                               "entries for a tensor of"),
+    "gaps of another dtype": ("sparse-q8", _set("fc.weight" + GAPS_SUFFIX, _gaps().to(torch.int16)), "U8 vector"),
+    "missing shape": ("sparse-q8", _drop("fc.weight" + SHAPE_SUFFIX), "missing"),
+    "extra gaps on a dense form": ("q4", _set("fc.bias" + GAPS_SUFFIX, torch.ones(1, dtype=torch.uint8)), "unexpected"),
+    "shape of too high rank": ("sparse-q8", _set("fc.weight" + SHAPE_SUFFIX, torch.ones(9, dtype=torch.int64)),
+                               "at most 8"),
+    "negative size": ("q4", _set("fc.bias" + SHAPE_SUFFIX, torch.tensor([-10], dtype=torch.int64)), "negative"),
+    "huge declared shape": ("sparse-q8", _set("fc.weight" + SHAPE_SUFFIX, torch.tensor([1 << 40], dtype=torch.int64)),
+                            "cap"),
+    "invalid q4 code": ("q4", _set("fc.bias", torch.full((5,), 0xFF, dtype=torch.uint8)), "outside"),
+    "set padding bits": ("q2", _set("fc.bias", torch.tensor([0x55, 0x55, 0xF5], dtype=torch.uint8)), "padding"),
+    "q8 code -128": ("sparse-q8", lambda t: t["fc.weight"].__setitem__(0, -128), "outside"),
+    "negative scale": ("sparse-q4", _set("fc.weight" + SCALE_SUFFIX, torch.tensor(-1.0)), "scale"),
+    "NaN scale": ("q2", _set("fc.weight" + SCALE_SUFFIX, torch.tensor(float("nan"))), "scale"),
+    "scale of wrong rank": ("q4", _set("fc.weight" + SCALE_SUFFIX, torch.ones(1)), "scale"),
+}
+
+
+@pytest.mark.parametrize("kind", list(SPARSE_DAMAGE))
+def test_malformed_compact_payloads_are_refused(kind: str) -> None:
+    encoding, change, match = SPARSE_DAMAGE[kind]
+    bad = tamper(compact(encoding, keep_fraction=0.2), change)
+    with pytest.raises(MalformedContent, match=match):
+        decode_update(bad)
+
+
+def test_compact_decoded_size_is_capped_before_allocation() -> None:
+    data = compact("sparse-q8", keep_fraction=0.01)
+    with pytest.raises(MalformedContent, match="decoded cap"):  # fc.weight alone is 2880 bytes
+        decode_update(data, DecodeLimits(max_decoded_bytes=1000))
+    with pytest.raises(MalformedContent, match="decodes to over"):  # all four are 3816
+        decode_update(data, DecodeLimits(max_decoded_bytes=3000))
+    assert decode_update(data, DecodeLimits(max_decoded_bytes=3816))[1]["fc.weight"].shape == (10, 72)
+
+
+def test_wave1_encodings_are_byte_identical() -> None:
+    """SHA-256 of f32 and q8 files as the wave-1 codec wrote them (exactly representable inputs)."""
+    import hashlib
+
+    a = ((torch.arange(600, dtype=torch.float32) % 17 - 8) / 16 * 0.01).reshape(20, 30)
+    a[3, 4] = 0.5
+    tensors = {"a.weight": a, "a.bias": (torch.arange(30, dtype=torch.float32) - 15) / 64, "z": torch.zeros(4)}
+    golden = {
+        ("f32", 1.0): "3c461ec3d38391de3bd20b2512436dcd86d6b527b31265f25a1c229c872bd8cb",
+        ("q8", 1.0): "78209f2397810e000fc9b6f55f1ae0874c5baa5993ae582a15288dd89f6e2579",
+        ("q8", 0.25): "b68b915a9ae9e278e08b21f23e488059a79061f6c13f9c6e3a992b8cd3c61407",
+    }
+    for (encoding, keep), digest in golden.items():
+        h = UpdateHeader(7, 3, cid_of(b"golden"), "0x" + "ab" * 20, 10, encoding=encoding)  # type: ignore[arg-type]
+        assert hashlib.sha256(encode_update(tensors, h, keep_fraction=keep)).hexdigest() == digest

@@ -103,7 +103,7 @@ def test_user_factory_without_shape_parameters(user_models_on_path: None) -> Non
 
 def test_user_model_import_can_be_refused(user_models_on_path: None) -> None:
     spec = ModelSpec(architecture="user_models.tiny:make_tiny", input_shape=(64,), num_classes=10)
-    with pytest.raises(ConfigError, match="importing it is disabled"):
+    with pytest.raises(ConfigError, match="pass --allow-user-models"):
         build_model(spec, allow_import=False)
 
 

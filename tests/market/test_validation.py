@@ -429,3 +429,80 @@ _entries = st.fixed_dictionaries(
 def test_fuzz_crafted_headers_never_crash(tensors: dict[str, object], payload: bytes) -> None:
     blob = json.dumps(tensors).encode()
     _ok(check(struct.pack("<Q", len(blob)) + blob + payload))
+
+
+# -- compact encodings ----------------------------------------------------------------------------
+
+COMPACT = ["q4", "q2", "sparse-f32", "sparse-q8", "sparse-q4", "sparse-q2"]
+
+
+def compact_update(encoding: str, keep_fraction: float = 0.3) -> bytes:
+    return encode_update(deltas(), header(encoding=encoding), keep_fraction=keep_fraction)
+
+
+def tamper(data: bytes, change: object) -> bytes:
+    from safetensors.torch import load as st_load
+
+    from market.protocol.codec import read_layout
+
+    metadata = read_layout(data).metadata
+    tensors = st_load(data)
+    change(tensors)  # type: ignore[operator]
+    return st_save(tensors, metadata=metadata)
+
+
+@pytest.mark.parametrize("encoding", COMPACT)
+def test_compact_updates_are_accepted(encoding: str) -> None:
+    verdict = check(compact_update(encoding))
+    assert verdict.accepted, verdict
+    assert verdict.tensors is not None and list(verdict.tensors) == list(SPEC)
+    assert all(verdict.tensors[n].shape == shape for n, (shape, _) in SPEC.items())
+
+
+def _put(name: str, value: torch.Tensor) -> object:
+    return lambda t: t.__setitem__(name, value)
+
+
+def _zero_gap(t: dict[str, torch.Tensor]) -> None:
+    t["fc.weight.__gaps"][1] = 0
+
+
+def _far_gap(t: dict[str, torch.Tensor]) -> None:
+    t["fc.weight.__gaps"][-1] = 255
+
+
+def _nan_value(t: dict[str, torch.Tensor]) -> None:
+    t["fc.weight"][0] = float("nan")
+
+
+COMPACT_REJECTIONS = {
+    "missing gaps": ("sparse-q8", lambda t: t.pop("fc.weight.__gaps"), "wrong_keys"),
+    "missing scale": ("q4", lambda t: t.pop("conv.bias" + SCALE_SUFFIX), "wrong_keys"),
+    "extra logical tensor": ("sparse-q4", _put("extra", torch.zeros(2)), "wrong_keys"),
+    "shape differs from spec": ("sparse-q8", _put("fc.weight.__shape", torch.tensor([36, 10])), "wrong_shape"),
+    "shape of too high rank": ("q2", _put("fc.bias.__shape", torch.ones(9, dtype=torch.int64)), "malformed"),
+    "values of another dtype": ("sparse-q8", _put("fc.weight", torch.zeros(108)), "wrong_dtype"),
+    "duplicate index": ("sparse-q8", _zero_gap, "malformed"),
+    "index out of range": ("sparse-q4", _far_gap, "malformed"),
+    "count mismatch": ("sparse-q8", _put("fc.weight", torch.zeros(5, dtype=torch.int8)), "malformed"),
+    "invalid code": ("q4", _put("fc.bias", torch.full((5,), 0xFF, dtype=torch.uint8)), "malformed"),
+    "padding bits": ("q4", _put("bn.num_batches_tracked", torch.tensor([0x77], dtype=torch.uint8)), "malformed"),
+    "negative scale": ("q2", _put("fc.bias" + SCALE_SUFFIX, torch.tensor(-1.0)), "malformed"),
+    "non-finite sparse value": ("sparse-f32", _nan_value, "non_finite"),
+}
+
+
+@pytest.mark.parametrize("kind", list(COMPACT_REJECTIONS))
+def test_malformed_compact_payloads_are_rejected(kind: str) -> None:
+    encoding, change, reason = COMPACT_REJECTIONS[kind]
+    verdict = check(tamper(compact_update(encoding), change))
+    rejected(verdict, reason)
+    words = {"padding bits": "padding", "invalid code": "outside", "duplicate index": "zero index gap",
+             "index out of range": "out of range", "negative scale": "scale"}
+    assert words.get(kind, "") in verdict.detail
+
+
+def test_compact_update_declaring_a_huge_shape_is_rejected_before_decoding() -> None:
+    huge = _put("fc.weight.__shape", torch.tensor([1 << 40], dtype=torch.int64))
+    bad = tamper(compact_update("sparse-q8", 0.01), huge)
+    rejected(check(bad), "wrong_shape")

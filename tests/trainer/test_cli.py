@@ -33,6 +33,7 @@ from devnet.process import pid_alive
 from market.chain import CommitState, MarketClient, ProjectParams
 from market.chain.accounts import dev_account
 from market.chain.deployment import Deployment
+from market.errors import ExitCode
 from market.models import ModelSpec, init_model
 from market.protocol.codec import (
     ModelHeader,
@@ -178,7 +179,8 @@ class World:
             rewards_root="0x" + tree.root.hex(), proofs=tree.proofs_hex(), metrics={},
         )
         record_cid = self.store.add(record.to_bytes())
-        self.agg.finalize_round(pid, r, model_cid, record_cid, tree.root, sum(rewards.values()))
+        # every round allocates the project's fixed per-round reward; the tree may pay less of it
+        self.agg.finalize_round(pid, r, model_cid, record_cid, tree.root, ETHER)
 
     # -- the trainer CLI
 
@@ -300,17 +302,17 @@ def test_account_new_import_list_and_wrong_password(world: World, tmp_path: Path
     listed = ok(world.cli(cfg, "account", "list", "--json"))
     assert {(a["name"], a["address"]) for a in listed} == {("alice", created["address"]), ("bob", dev_account(7).address)}
     # no password at all (no terminal, no $MARKET_PASSWORD): refused, never taken from a flag
-    assert "MARKET_PASSWORD" in one_error_line(world.cli(cfg, "account", "new", "carol", proc=True), 2)
+    assert "MARKET_PASSWORD" in one_error_line(world.cli(cfg, "account", "new", "carol", proc=True), ExitCode.CONFIG)
     assert "already exists" in one_error_line(
-        world.cli(cfg, "account", "import", "bob", stdin=key + "\n", env={"MARKET_PASSWORD": "x"}), 2)
+        world.cli(cfg, "account", "import", "bob", stdin=key + "\n", env={"MARKET_PASSWORD": "x"}), ExitCode.CONFIG)
     assert "malformed private key" in one_error_line(
-        world.cli(cfg, "account", "import", "dave", stdin="0x1234\n", env={"MARKET_PASSWORD": "x"}), 2)
+        world.cli(cfg, "account", "import", "dave", stdin="0x1234\n", env={"MARKET_PASSWORD": "x"}), ExitCode.CONFIG)
 
     # a wrong password: one line, exit 2, and no transaction from that account
     pid = world.project()
     before = nonce(world, dev_account(7).address)
     line = one_error_line(world.cli(cfg, "join", pid, "--account", "bob", "--json", env={"MARKET_PASSWORD": "wrong"},
-                                    proc=True), 2)
+                                    proc=True), ExitCode.CONFIG)
     assert "wrong password" in line
     assert nonce(world, dev_account(7).address) == before
     # the right one joins, paying the stake
@@ -463,7 +465,7 @@ def test_train_options_and_behaviours_produce_what_they_claim(world: World, tmp_
     free = ok(world.cli(cfg, "train", pid, "--dev-account", 5, "--behaviour", "free_rider", "--json"))
     _, z = decode_update(Path(free["path"]).read_bytes())
     assert all(float(v.abs().max()) == 0.0 for v in z.values()) and free["steps"] == 0
-    assert "unknown behaviour" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--behaviour", "evil", "--json"), 2)
+    assert "unknown behaviour" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--behaviour", "evil", "--json"), ExitCode.CONFIG)
 
 
 @pytest.mark.integration
@@ -495,21 +497,21 @@ def test_bad_data_each_one_line(world: World, tmp_path: Path) -> None:
     cfg = world.config(tmp_path)
     pid = world.project()
     t = ("train", pid, "--dev-account", 5, "--json")
-    assert "does not exist" in one_error_line(world.cli(cfg, *t, "--data", tmp_path / "nope.npz"), 11)
+    assert "does not exist" in one_error_line(world.cli(cfg, *t, "--data", tmp_path / "nope.npz"), ExitCode.DATA)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(os.urandom(300))
-    assert "cannot be read" in one_error_line(world.cli(cfg, *t, "--data", garbage), 11)
+    assert "cannot be read" in one_error_line(world.cli(cfg, *t, "--data", garbage), ExitCode.DATA)
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("1,2,3\n4,five,6\n")
-    one_error_line(world.cli(cfg, *t, "--data", bad_csv), 11)
+    one_error_line(world.cli(cfg, *t, "--data", bad_csv), ExitCode.DATA)
     labels = tmp_path / "labels.npz"
     np.savez(labels, x=np.zeros((20, 64), np.float32), y=np.full(20, 12))
-    assert "label" in one_error_line(world.cli(cfg, *t, "--data", labels), 11)
+    assert "label" in one_error_line(world.cli(cfg, *t, "--data", labels), ExitCode.DATA)
     shape = tmp_path / "shape.npz"
     np.savez(shape, x=np.zeros((20, 10), np.float32), y=np.zeros(20, np.int64))
-    assert "shape" in one_error_line(world.cli(cfg, *t, "--data", shape), 11)
-    assert "shard" in one_error_line(world.cli(cfg, *t, "--shard", "4/4"), 2)
-    assert "partition" in one_error_line(world.cli(cfg, *t, "--shard", "0/2", "--partition", "zipf"), 2)
+    assert "shape" in one_error_line(world.cli(cfg, *t, "--data", shape), ExitCode.DATA)
+    assert "shard" in one_error_line(world.cli(cfg, *t, "--shard", "4/4"), ExitCode.CONFIG)
+    assert "partition" in one_error_line(world.cli(cfg, *t, "--shard", "0/2", "--partition", "zipf"), ExitCode.CONFIG)
     assert not (tmp_path / "state" / "updates").exists()  # nothing was written
 
 
@@ -519,10 +521,10 @@ def test_model_spec_mismatch(world: World, tmp_path: Path) -> None:
     cfg = world.config(tmp_path)
     spec = ModelSpec(architecture="logreg", input_shape=(64,), num_classes=10, dataset="digits")
     pid = world.project(model=spec, weights_for=spec.model_copy(update={"input_shape": (32,)}))
-    line = one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), 10)
+    line = one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), ExitCode.MODEL_SPEC)
     assert "spec" in line
     other = world.project(model=spec, weights_for=ModelSpec(architecture="digits_mlp", input_shape=(64,), num_classes=10))
-    assert "digits_mlp" in one_error_line(world.cli(cfg, "train", other, "--dev-account", 5, "--json"), 10)
+    assert "digits_mlp" in one_error_line(world.cli(cfg, "train", other, "--dev-account", 5, "--json"), ExitCode.MODEL_SPEC)
 
 
 @pytest.mark.integration
@@ -531,7 +533,7 @@ def test_user_model_code_runs_only_when_allowed(world: World, tmp_path: Path) ->
     spec = ModelSpec(architecture="tests.user_models.tiny:make_tiny", arch_kwargs={"hidden": 8}, input_shape=(64,),
                      num_classes=10, dataset="digits")
     pid = world.project(model=spec)
-    assert "--allow-model-code" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), 10)
+    assert "--allow-user-models" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), ExitCode.MODEL_SPEC)
     trained = ok(world.cli(cfg, "train", pid, "--dev-account", 5, "--allow-model-code", "--json"))
     _, delta = decode_update(Path(trained["path"]).read_bytes())
     assert set(delta) == set(init_model(spec, 0).state_dict())
@@ -541,14 +543,14 @@ def test_user_model_code_runs_only_when_allowed(world: World, tmp_path: Path) ->
 def test_unknown_project_unreachable_rpc_and_ipfs(world: World, tmp_path: Path) -> None:
     cfg = world.config(tmp_path)
     missing = world.market.project_count() + 10
-    assert f"no project {missing}" in one_error_line(world.cli(cfg, "status", missing, "--json", proc=True), 14)
+    assert f"no project {missing}" in one_error_line(world.cli(cfg, "status", missing, "--json", proc=True), ExitCode.UNKNOWN_PROJECT)
     for cmd in ("join", "train", "submit", "run", "rewards", "claim"):
-        assert f"no project {missing}" in one_error_line(world.cli(cfg, cmd, missing, "--dev-account", 5, "--json"), 14)
+        assert f"no project {missing}" in one_error_line(world.cli(cfg, cmd, missing, "--dev-account", 5, "--json"), ExitCode.UNKNOWN_PROJECT)
     dead = f"http://127.0.0.1:{free_port()}"
-    assert "no Ethereum node answers" in one_error_line(world.cli(cfg, "status", 1, "--rpc", dead, "--json", proc=True), 5)
+    assert "no Ethereum node answers" in one_error_line(world.cli(cfg, "status", 1, "--rpc", dead, "--json", proc=True), ExitCode.CHAIN)
     pid = world.project()
     dead_ipfs = f"/ip4/127.0.0.1/tcp/{free_port()}/http"
-    line = one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--ipfs", dead_ipfs, "--json", proc=True), 8)
+    line = one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--ipfs", dead_ipfs, "--json", proc=True), ExitCode.STORAGE)
     assert "does not answer" in line
 
 
@@ -559,7 +561,7 @@ def test_not_registered_deadline_passed_and_bad_payload_send_nothing(world: Worl
     stranger = dev_account(6).address
     ok(world.cli(cfg, "train", pid, "--dev-account", 6, "--json"))
     before = nonce(world, stranger)
-    line = one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 6, "--json"), 12)
+    line = one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 6, "--json"), ExitCode.SUBMISSION)
     assert "not registered" in line and "trainer join" in line
     assert nonce(world, stranger) == before and not world.market.commits(pid, 0)
 
@@ -593,24 +595,24 @@ def test_not_registered_deadline_passed_and_bad_payload_send_nothing(world: Worl
     random_bytes.write_bytes(os.urandom(2000))
     before = nonce(world, me)
     for reason, path in cases.items():
-        line = one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", path, "--json"), 9)
+        line = one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", path, "--json"), ExitCode.UPDATE_REJECTED)
         assert reason in line, line
-    assert "not an update" in one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", random_bytes, "--json"), 9)
+    assert "not an update" in one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", random_bytes, "--json"), ExitCode.UPDATE_REJECTED)
     stale = write("stale.st", zeros, UpdateHeader(pid, 3, base, me, 10))
-    assert "round 3" in one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", stale, "--json"), 12)
+    assert "round 3" in one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", stale, "--json"), ExitCode.SUBMISSION)
     assert "no update file" in one_error_line(
-        world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", tmp_path / "none.st", "--json"), 9)
+        world.cli(cfg, "submit", pid, "--dev-account", 5, "--update", tmp_path / "none.st", "--json"), ExitCode.UPDATE_REJECTED)
     assert nonce(world, me) == before and not world.market.commits(pid, 0)
     assert not (tmp_path / "state" / f"p{pid}").exists()  # no submission state: nothing uploaded
 
     # the commit deadline passes: a good update is refused with exit 13 and nothing is sent
     world.mine_past(world.market.project(pid).commit_deadline)
-    line = one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--json"), 13)
+    line = one_error_line(world.cli(cfg, "submit", pid, "--dev-account", 5, "--json"), ExitCode.DEADLINE_PASSED)
     assert "deadline" in line
     assert nonce(world, me) == before and not world.market.commits(pid, 0)
     # once every round is finalized there is no open round: train says so
     world.finalize(pid, 0, {me: 1})
-    assert "no open round" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), 12)
+    assert "no open round" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), ExitCode.SUBMISSION)
 
 
 # ---------------------------------------------------------------------- configuration (no stack)

@@ -7,7 +7,17 @@ from typing import Any
 
 from rich.table import Table
 
-from market.cli.kit import DeploymentOpt, DevAccountOpt, JsonOpt, RpcOpt, console, emit_json, handle_errors
+from market.chain import ETH
+from market.cli.kit import (
+    DeploymentOpt,
+    DevAccountOpt,
+    JsonOpt,
+    RpcOpt,
+    console,
+    emit_json,
+    format_amount,
+    handle_errors,
+)
 from market.protocol.reading import is_settled, load_record
 from trainer._session import open_session
 from trainer.cli._options import (
@@ -82,11 +92,12 @@ def status(
     if open_:
         console.print(f"commits until block {info.commit_deadline}, reveals until block {info.reveal_deadline}", highlight=False, soft_wrap=True)
     if out["trainer"]:
+        amt = _amounts(info.token)
         console.print(
-            f"{out['trainer']}: {'registered (stake ' + str(out['stake']) + ')' if out['registered'] else 'not registered'};"
+            f"{out['trainer']}: {'registered (stake ' + amt(out['stake']) + ')' if out['registered'] else 'not registered'};"
             f" this round: {out['commit_state'] or '-'} on chain,"
             f" {out['local_state']['stage'] if out['local_state'] else 'nothing'} locally"
-            f"{'; update file ready' if out['update_file'] else ''}; claimed {out['claimed']}",
+            f"{'; update file ready' if out['update_file'] else ''}; claimed {amt(out['claimed'])}",
             highlight=False, soft_wrap=True,
         )
 
@@ -102,7 +113,7 @@ def rewards(
     s = settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs, state=state, keystore=keystore)
     session = open_session(s, account=account, dev=dev_account, address=address)
     try:
-        session.project(project_id)  # an unknown project fails here, with its own message
+        info = session.project(project_id)  # an unknown project fails here, with its own message
         now = session.client.block_number
         me = session.address.lower()
         rows: list[dict[str, Any]] = []
@@ -131,9 +142,21 @@ def rewards(
     if as_json:
         emit_json(out)
         return
+    amt = _amounts(info.token)
     t = Table("round", "status", "settled", "verdict", "reward", "cumulative")
+    for col in t.columns:
+        col.no_wrap = col.header != "verdict"
+    t.columns[3].overflow = "fold"  # a rejection reason wraps inside its cell; the rest stays on one line
     for row in rows:
         shown = "-" if row["accepted"] is None else ("accepted" if row["accepted"] else f"rejected: {row['reason']}")
-        t.add_row(str(row["round"]), str(row["status"]), "yes" if row["settled"] else "no", shown, str(row["reward"]), str(row["cumulative"]))
+        t.add_row(str(row["round"]), str(row["status"]), "yes" if row["settled"] else "no", shown,
+                  amt(row["reward"]), amt(row["cumulative"]))
     console.print(t)
-    console.print(f"claimed {claimed}; claimable now {out['claimable']}", highlight=False, soft_wrap=True)
+    console.print(f"claimed {amt(claimed)}; claimable now {amt(out['claimable'])}", highlight=False, soft_wrap=True)
+
+
+def _amounts(token: str) -> Any:
+    """How amounts of the project's token read: ether for ETH, base units for an ERC-20."""
+    if token == ETH:
+        return format_amount
+    return lambda v: f"{v} units"

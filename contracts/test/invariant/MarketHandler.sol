@@ -4,907 +4,924 @@ pragma solidity ^0.8.24;
 import {TestBase} from "../utils/Test.sol";
 import {MerkleBuilder} from "../utils/MerkleBuilder.sol";
 import {LearningMarket} from "../../src/LearningMarket.sol";
+import {ILearningMarket} from "../../src/ILearningMarket.sol";
 import {MockERC20} from "../mocks/MockERC20.sol";
-import {console} from "../utils/Console.sol";
+import {FeeOnTransferToken} from "../mocks/FeeOnTransferToken.sol";
+import {BlocklistToken, ReentrantToken, Puppet} from "../mocks/HostileTokens.sol";
 
-/// @notice Drives one market through random sequences of every external action, on several ETH and
-/// ERC-20 projects at once, and keeps an independent model (ghost variables) of what the contract
-/// should hold, owe and have paid.
-/// @dev The campaign runs with fail_on_revert: each action first decides from the model whether the
-/// call must succeed or must fail, and with which exact error; a successful call must move exactly
-/// the modelled amounts. A wrong model or a wrong contract therefore stops the campaign.
+/// @notice Adversarial driver for the invariant campaign: one market, projects in ETH, a plain
+/// ERC-20, a blocklisting ERC-20 and a re-entrant ERC-20 (a fee-on-transfer token is refused at
+/// creation). Actors: owners (ownership moves between two), the aggregator and the arbiter (either
+/// may go silent in any project at any time; a missed one is replaced), trainers (one of them a
+/// contract that rejects ETH or re-enters the market when paid, any of them blocklisted by the
+/// token) and an outsider. The aggregator may publish dishonest roots that pay more than the
+/// round's allocation; claims come with bad proofs as well as good ones; time jumps past every
+/// deadline.
+/// @dev Every action checks its preconditions from the contract's views and then expects the
+/// call to succeed (the campaign runs with fail_on_revert), or it is an adversarial call that must
+/// fail with a given error. Money is measured independently: every call's effect on the market's
+/// balance is booked to the project it acted on (projIn / projOut) and to its token.
 contract MarketHandler is TestBase {
     using MerkleBuilder for MerkleBuilder.Tree;
 
-    uint256 internal constant NT = 5; // trainers
-    uint256 internal constant MAX_PROJECTS = 4;
-    uint256 internal constant MAX_ROUNDS = 3;
+    uint256 internal constant NT = 4; // trainers: three EOAs and a Puppet contract
+    uint256 internal constant MAX_PROJECTS = 8;
+    uint256 internal constant KIND_ETH = 0;
+    uint256 internal constant KIND_PLAIN = 1;
+    uint256 internal constant KIND_BLOCK = 2;
+    uint256 internal constant KIND_REENTER = 3;
+
+    uint128 internal constant REWARD = 1e18;
+    uint128 internal constant STAKE = 2e15;
+    uint72 internal constant DEPOSIT = 1e15;
+    uint128 internal constant BOND = 1e16;
+    uint128 internal constant AGG_BOND = 1e17;
 
     LearningMarket public market;
-    MockERC20 public token;
-    address public owner;
-    address public aggregator;
-    address public arbiter;
-    address public outsider;
+    MockERC20 public plain;
+    BlocklistToken public blk;
+    ReentrantToken public rnt;
+    Puppet public puppet;
+
+    address[2] internal _owners;
+    address[3] internal _aggregators; // the first, then replacements
+    address[3] internal _arbiters;
     address[NT] internal _trainers;
+    address[NT] internal _rescue; // where a blocked trainer has its rewards paid (claimTo)
+    address public outsider;
+    address[] internal _accounts; // everyone that may hold a credit
+
     uint256[] internal _projects;
+    mapping(uint256 => uint256) public kindOf;
+    mapping(uint256 => address) public tokenOf;
     uint256 public currentBlock;
 
-    // ------------------------------------------------------------ ghosts: money, per token (0 = ETH)
-    mapping(address => uint256) public ghostDeposited; // budgets + stakes + bonds
-    mapping(address => uint256) public ghostPaid; // claims + stake and credit withdrawals
-    mapping(address => uint256) public ghostReturned; // endProject
-    mapping(address => uint256) public ghostPendingBonds; // bonds of unresolved disputes
+    // ------------------------------------------------------------ silence (per project)
+    mapping(uint256 => bool) public aggregatorSilent;
+    mapping(uint256 => bool) public arbiterSilent;
+    mapping(uint256 => bool) public ownerSilent;
 
-    // ------------------------------------------------------------ ghosts: per project
-    mapping(uint256 => uint256) public ghostUnallocated;
-    mapping(uint256 => uint256) public ghostAllocated;
-    mapping(uint256 => uint256) public ghostProjectClaimed;
-    mapping(uint256 => bool) public ghostEnded;
-    mapping(uint256 => mapping(address => bool)) public ghostRegistered;
-    mapping(uint256 => mapping(address => uint256)) public ghostStake;
-    mapping(uint256 => mapping(address => uint256)) public ghostCredit;
-    mapping(uint256 => mapping(address => uint256)) public ghostClaimed;
+    // ------------------------------------------------------------ ghosts: money
+    mapping(address => uint256) public ghostIn; // per token, into the market
+    mapping(address => uint256) public ghostOut; // per token, out of the market
+    mapping(uint256 => uint256) public projIn; // per project
+    mapping(uint256 => uint256) public projOut;
+    mapping(uint256 => uint256) public ghostClaimPaid; // rewards paid through roots, per project
+    mapping(uint256 => uint256) public ghostPoolPaid;
 
-    // ------------------------------------------------------------ ghosts: per round
-    mapping(uint256 => mapping(uint256 => LearningMarket.RoundStatus)) public ghostStatus;
-    mapping(uint256 => mapping(uint256 => uint256[NT])) internal _entitlement; // cumulative, per trainer
-    mapping(uint256 => mapping(uint256 => uint256)) internal _allocation;
-    mapping(uint256 => mapping(uint256 => uint256)) internal _cumulative;
-    mapping(uint256 => mapping(uint256 => uint256)) internal _finalizedAt;
-    mapping(uint256 => mapping(uint256 => address)) internal _disputer;
-    mapping(uint256 => mapping(uint256 => uint256)) internal _bond;
+    // ------------------------------------------------------------ ghosts: rounds and trees
+    /// @dev The amounts (cumulative, per trainer) of the root the round holds now.
+    mapping(uint256 => mapping(uint256 => uint256[NT])) internal _rootAmounts;
+    /// @dev The honest cumulative amounts after the round (what a correction restores).
+    mapping(uint256 => mapping(uint256 => uint256[NT])) internal _honest;
+    mapping(uint256 => mapping(uint256 => bool)) public dishonest;
+    mapping(uint256 => uint256[NT]) internal _lastHonest;
+    mapping(uint256 => mapping(uint256 => uint256)) internal _allocationSeen;
 
-    /// @dev The handler's own copy of each project's configuration and round clock, so the model
-    /// never reads the contract's view of itself.
-    struct Model {
-        address token;
-        address owner;
-        uint32 numRounds;
-        uint32 commitWindow;
-        uint32 revealWindow;
-        uint32 challengeWindow;
-        uint128 rewardPerRound;
-        uint128 stake;
-        uint128 disputeBond;
-        uint256 currentRound;
-        uint256 openedAt;
-    }
-
-    mapping(uint256 => Model) internal _model;
-    uint256 internal _touched; // project the current action works on (observed afterwards)
-
-    struct Secret {
-        string cid;
-        bytes32 digest;
-        bytes32 salt;
-        uint8 state; // 0 none, 1 committed, 2 revealed
-    }
-
-    mapping(uint256 => mapping(uint256 => mapping(address => Secret))) internal _secrets;
-
-    // ------------------------------------------------------------ status observation
-    mapping(uint256 => mapping(uint256 => uint8)) public lastSeenStatus;
-    bool public statusRegressed;
-
-    // ------------------------------------------------------------ call statistics (successes)
+    // ------------------------------------------------------------ statistics (successes)
     mapping(bytes32 => uint256) public ok;
+    bool public livenessFailed;
+
+    uint256 internal _pid;
+    address internal _tok;
+    uint256 internal _bal0;
 
     constructor() {
         currentBlock = 1000;
         vm.roll(currentBlock);
         market = new LearningMarket();
-        token = new MockERC20("Reward", "RWD");
-        owner = makeAddr("inv-owner");
-        aggregator = makeAddr("inv-aggregator");
-        arbiter = makeAddr("inv-arbiter");
+        plain = new MockERC20("Plain", "PLN");
+        blk = new BlocklistToken();
+        rnt = new ReentrantToken();
+        puppet = new Puppet();
+        _owners = [makeAddr("inv-owner-a"), makeAddr("inv-owner-b")];
+        _aggregators = [makeAddr("inv-aggregator"), makeAddr("inv-aggregator-2"), makeAddr("inv-aggregator-3")];
+        _arbiters = [makeAddr("inv-arbiter"), makeAddr("inv-arbiter-2"), makeAddr("inv-arbiter-3")];
         outsider = makeAddr("inv-outsider");
-        for (uint256 i = 0; i < NT; i++) {
+        for (uint256 i = 0; i < NT - 1; i++) {
             _trainers[i] = makeAddr(string(abi.encodePacked("inv-trainer-", bytes1(uint8(48 + i)))));
-            _approve(_trainers[i]);
         }
-        _approve(owner);
-        _approve(outsider);
-        // one ETH and one ERC-20 project from the start, each with three trainers registered;
-        // createProject adds more
-        _create(address(0), 3, 5, 5, 6, 1 ether, 0.1 ether, 0.05 ether);
-        _create(address(token), 2, 4, 4, 8, 5e18, 1e18, 0);
+        _trainers[NT - 1] = address(puppet);
+        for (uint256 i = 0; i < NT; i++) {
+            _rescue[i] = makeAddr(string(abi.encodePacked("inv-rescue-", bytes1(uint8(48 + i)))));
+        }
+        for (uint256 i = 0; i < 2; i++) _fund(_owners[i]);
         for (uint256 i = 0; i < 3; i++) {
-            _register(_projects[0], _trainers[i]);
-            _register(_projects[1], _trainers[i]);
+            _fund(_aggregators[i]);
+            _fund(_arbiters[i]);
+        }
+        for (uint256 i = 0; i < NT; i++) _fund(_trainers[i]);
+        _fund(outsider);
+        _accounts.push(_owners[0]);
+        _accounts.push(_owners[1]);
+        for (uint256 i = 0; i < 3; i++) _accounts.push(_aggregators[i]);
+        for (uint256 i = 0; i < NT; i++) _accounts.push(_trainers[i]);
+        // one project of each kind from the start, three trainers registered in each
+        for (uint256 k = 0; k < 4; k++) {
+            uint256 pid = _create(k, 3);
+            for (uint256 i = 0; i < 3; i++) _register(pid, i);
         }
     }
 
-    function _approve(address who) internal {
-        vm.prank(who);
-        token.approve(address(market), type(uint256).max);
+    function _fund(address who) internal {
+        vm.deal(who, 1e30);
+        address[3] memory toks = [address(plain), address(blk), address(rnt)];
+        for (uint256 j = 0; j < 3; j++) {
+            MockERC20(toks[j]).mint(who, 1e30);
+            if (who == address(puppet)) {
+                puppet.exec(toks[j], abi.encodeCall(MockERC20.approve, (address(market), type(uint256).max)));
+            } else {
+                vm.prank(who);
+                MockERC20(toks[j]).approve(address(market), type(uint256).max);
+            }
+        }
     }
 
-    modifier tick() {
+    // ------------------------------------------------------------ plumbing
+
+    modifier step() {
         vm.roll(currentBlock);
         _;
-        _observe(_touched);
     }
 
-    // ================================================================ actions
+    function _bal(address tok) internal view returns (uint256) {
+        return tok == address(0) ? address(market).balance : MockERC20(tok).balanceOf(address(market));
+    }
 
-    function createProject(uint256 seed) external tick {
-        seed = _h(seed, 1);
-        if (_projects.length >= MAX_PROJECTS) {
-            _rollTo(currentBlock + 1 + seed % 3); // nothing to create: let time pass instead
-            return;
+    function _begin(uint256 pid) internal {
+        _pid = pid;
+        _tok = tokenOf[pid];
+        _bal0 = _bal(_tok);
+    }
+
+    function _end() internal returns (uint256 inflow, uint256 outflow) {
+        uint256 b = _bal(_tok);
+        if (b > _bal0) {
+            inflow = b - _bal0;
+            projIn[_pid] += inflow;
+            ghostIn[_tok] += inflow;
+        } else {
+            outflow = _bal0 - b;
+            projOut[_pid] += outflow;
+            ghostOut[_tok] += outflow;
         }
-        uint32 c = uint32(bound(seed >> 16, 1, 6));
-        uint32 r = uint32(bound(seed >> 24, 1, 6));
-        _create(
-            seed & 1 == 1 ? address(token) : address(0),
-            uint32(bound(seed >> 8, 1, MAX_ROUNDS)),
-            c,
-            r,
-            uint32(bound(seed >> 32, 1, c + r)),
-            uint128(bound(seed >> 40, 1, 1e21)),
-            (seed >> 120) & 3 == 0 ? 0 : uint128(bound(seed >> 128, 1, 1e20)),
-            (seed >> 200) & 3 == 0 ? 0 : uint128(bound(seed >> 208, 1, 1e20))
+    }
+
+    /// @dev Call the market as `who` (through the Puppet when it is the puppet), with `value`.
+    function _as(address who, uint256 value, bytes memory data) internal returns (bool success, bytes memory ret) {
+        if (who == address(puppet)) {
+            (success, ret) = address(puppet).call(abi.encodeCall(Puppet.exec, (address(market), data)));
+            if (value != 0) revert("puppet sends no value here");
+        } else {
+            vm.prank(who);
+            (success, ret) = address(market).call{value: value}(data);
+        }
+    }
+
+    /// @dev A call that must succeed; its money effect is booked to `pid`.
+    function _must(uint256 pid, address who, uint256 value, bytes memory data, bytes32 label) internal {
+        _begin(pid);
+        if (who == address(puppet) && value != 0) vm.deal(address(puppet), address(puppet).balance + value);
+        bool success;
+        bytes memory ret;
+        if (who == address(puppet)) {
+            (success, ret) = address(puppet).call{value: value}(abi.encodeCall(Puppet.exec, (address(market), data)));
+        } else {
+            vm.prank(who);
+            (success, ret) = address(market).call{value: value}(data);
+        }
+        if (!success) {
+            assembly {
+                revert(add(ret, 32), mload(ret))
+            }
+        }
+        _end();
+        ok[label]++;
+    }
+
+    /// @dev An adversarial call that must fail with exactly `err` and move nothing.
+    function _mustFail(uint256 pid, address who, uint256 value, bytes memory data, bytes memory err) internal {
+        _begin(pid);
+        (bool success, bytes memory ret) = _as(who, value, data);
+        assertFalse(success, "an adversarial call succeeded");
+        if (err.length != 0) assertEq(ret, err, "an adversarial call failed with another error");
+        (uint256 i, uint256 o) = _end();
+        assertEq(i + o, 0, "a failed call moved money");
+        ok["refused"]++;
+    }
+
+    function _pick(uint256 seed) internal view returns (uint256 pid) {
+        pid = _projects[seed % _projects.length];
+    }
+
+    function _value(uint256 pid, uint256 amount) internal view returns (uint256) {
+        return tokenOf[pid] == address(0) ? amount : 0;
+    }
+
+    function _p(uint256 pid) internal view returns (ILearningMarket.Project memory) {
+        return market.getProject(pid);
+    }
+
+    function _blocked(uint256 pid, address who) internal view returns (bool) {
+        return kindOf[pid] == KIND_BLOCK && blk.blocked(who);
+    }
+
+    /// @dev Whether paying `who` directly would fail for a reason that is the receiver's (a
+    /// blocklisted address, or the Puppet rejecting ETH).
+    function _unpayable(uint256 pid, address who) internal view returns (bool) {
+        if (_blocked(pid, who)) return true;
+        return who == address(puppet) && tokenOf[pid] == address(0) && puppet.mode() == Puppet.Mode.Reject;
+    }
+
+    function _create(uint256 kind, uint32 rounds) internal returns (uint256 pid) {
+        address tok = kind == KIND_ETH
+            ? address(0)
+            : kind == KIND_PLAIN ? address(plain) : kind == KIND_BLOCK ? address(blk) : address(rnt);
+        ILearningMarket.ProjectParams memory p = ILearningMarket.ProjectParams({
+            token: tok,
+            aggregator: _aggregators[0],
+            arbiter: _arbiters[0],
+            numRounds: rounds,
+            commitWindow: 3,
+            revealWindow: 3,
+            challengeWindow: 3,
+            finalizeWindow: 6,
+            ruleWindow: 4,
+            claimWindow: 10,
+            rewardPerRound: REWARD,
+            stake: STAKE,
+            disputeBond: BOND,
+            aggregatorBond: AGG_BOND,
+            commitDeposit: DEPOSIT,
+            specCID: "bafyspec"
+        });
+        uint256 budget = uint256(REWARD) * rounds;
+        pid = market.projectCount() + 1;
+        _projects.push(pid);
+        kindOf[pid] = kind;
+        tokenOf[pid] = tok;
+        _must(pid, _owners[0], tok == address(0) ? budget : 0, abi.encodeCall(LearningMarket.createProject, (p)), "create");
+    }
+
+    function _register(uint256 pid, uint256 ti) internal {
+        _must(pid, _trainers[ti], _value(pid, STAKE), abi.encodeCall(LearningMarket.register, (pid)), "register");
+    }
+
+    // ------------------------------------------------------------ secrets
+
+    function _cid(uint256 pid, uint256 round, uint256 ti) internal pure returns (string memory) {
+        return string(abi.encodePacked("bafyupd-", bytes1(uint8(48 + pid % 10)), bytes1(uint8(48 + round % 10)), bytes1(uint8(48 + ti))));
+    }
+
+    function _commitment(uint256 pid, uint256 round, uint256 ti) internal view returns (bytes32) {
+        return market.commitmentOf(
+            pid, round, _trainers[ti], _cid(pid, round, ti), keccak256(abi.encode(pid, round, ti)), bytes32(ti + 7)
         );
     }
 
-    function roll(uint256 blocks) external tick {
-        currentBlock += bound(blocks, 1, 5);
-        vm.roll(currentBlock);
-    }
+    // ------------------------------------------------------------ actions: projects and trainers
 
-    function register(uint256 pSeed, uint256 tSeed) external tick {
-        tSeed = _h(tSeed, 2);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        address t = _trainers[tSeed % NT];
-        uint256 value = p.token == address(0) ? p.stake : 0;
-        _fund(t, p.token, p.stake);
-        bytes memory data = abi.encodeCall(LearningMarket.register, (pid));
-        if (ghostEnded[pid]) {
-            return _expectFail(t, value, data, abi.encodeWithSelector(LearningMarket.ProjectEndedAlready.selector, pid));
-        }
-        if (ghostRegistered[pid][t]) {
-            return _expectFail(
-                t, value, data, abi.encodeWithSelector(LearningMarket.AlreadyRegistered.selector, pid, t)
-            );
-        }
-        _register(pid, t);
-    }
-
-    function commit(uint256 pSeed, uint256 tSeed, bytes32 digest, bytes32 salt) external tick {
-        tSeed = _h(tSeed, 2);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        address t = _trainers[tSeed % NT];
-        uint256 r = p.currentRound;
-        string memory cid = string(abi.encodePacked("bafy", salt ^ digest));
-        bytes32 c = market.commitmentOf(pid, r, t, cid, digest, salt);
-        bytes memory data = abi.encodeCall(LearningMarket.commit, (pid, r, c));
-        if (!ghostRegistered[pid][t] && !ghostEnded[pid] && _h(tSeed, 7) % 2 == 0) _register(pid, t);
-        if (!ghostRegistered[pid][t]) {
-            return _expectFail(t, 0, data, abi.encodeWithSelector(LearningMarket.NotRegistered.selector, pid, t));
-        }
-        if (r >= p.numRounds) {
-            return _expectFail(t, 0, data, abi.encodeWithSelector(LearningMarket.RoundNotOpen.selector, pid, r, r));
-        }
-        uint256 deadline = uint256(p.openedAt) + p.commitWindow;
-        if (currentBlock > deadline) {
-            return _expectFail(
-                t, 0, data, abi.encodeWithSelector(LearningMarket.CommitClosed.selector, pid, r, deadline)
-            );
-        }
-        if (_secrets[pid][r][t].state != 0) {
-            return _expectFail(
-                t, 0, data, abi.encodeWithSelector(LearningMarket.AlreadyCommitted.selector, pid, r, t)
-            );
-        }
-        _commit(pid, r, t, cid, digest, salt);
-    }
-
-    /// @notice A whole training phase of the open round in one action, as honest trainers run it:
-    /// registered trainers picked by `mask` commit (if the commit phase is still open), the chain
-    /// moves into the reveal phase, and the committed trainers picked by `mask >> 8` reveal.
-    function trainingPhase(uint256 pSeed, uint256 mask, bytes32 seed) external tick {
-        mask = _h(mask, 3);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        uint256 r = p.currentRound;
-        if (r >= p.numRounds) return;
-        uint256 commitDl = uint256(p.openedAt) + p.commitWindow;
-        uint256 revealDl = commitDl + p.revealWindow;
-        if (currentBlock <= commitDl) {
-            for (uint256 i = 0; i < NT; i++) {
-                address t = _trainers[i];
-                if ((mask >> i) & 1 == 0 || !ghostRegistered[pid][t] || _secrets[pid][r][t].state != 0) continue;
-                bytes32 salt = keccak256(abi.encode(seed, i));
-                bytes32 digest = sha256(abi.encode(seed, i));
-                _commit(pid, r, t, string(abi.encodePacked("bafy", digest)), digest, salt);
-            }
-            _rollTo(commitDl + 1 + (mask >> 16) % p.revealWindow);
-        }
-        if (currentBlock <= commitDl || currentBlock > revealDl) return;
-        for (uint256 i = 0; i < NT; i++) {
-            address t = _trainers[i];
-            if ((mask >> (8 + i)) & 1 == 0 || _secrets[pid][r][t].state != 1) continue;
-            _reveal(pid, r, t);
-        }
-    }
-
-    function _commit(uint256 pid, uint256 r, address t, string memory cid, bytes32 digest, bytes32 salt) internal {
-        bytes32 c = market.commitmentOf(pid, r, t, cid, digest, salt);
-        vm.expectEmit(address(market));
-        emit LearningMarket.UpdateCommitted(pid, r, t, c);
-        vm.prank(t);
-        market.commit(pid, r, c);
-        _secrets[pid][r][t] = Secret({cid: cid, digest: digest, salt: salt, state: 1});
-        ok[bytes32(bytes("commit"))]++;
-    }
-
-    function _reveal(uint256 pid, uint256 r, address t) internal {
-        Secret memory s = _secrets[pid][r][t];
-        vm.prank(t);
-        market.reveal(pid, r, s.cid, s.digest, s.salt);
-        _secrets[pid][r][t].state = 2;
-        ok[bytes32(bytes("reveal"))]++;
-    }
-
-    function reveal(uint256 pSeed, uint256 tSeed, bool tamper) external tick {
-        tSeed = _h(tSeed, 2);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        uint256 r = p.currentRound;
-        if (r >= p.numRounds) return;
-        // the first trainer, from a random start, holding an unrevealed commitment
-        address t;
-        for (uint256 i = 0; i < NT && t == address(0); i++) {
-            address candidate = _trainers[(tSeed % NT + i) % NT];
-            if (_secrets[pid][r][candidate].state == 1) t = candidate;
-        }
-        if (t == address(0)) return;
-        Secret memory s = _secrets[pid][r][t];
-        uint256 commitDl = uint256(p.openedAt) + p.commitWindow;
-        uint256 revealDl = commitDl + p.revealWindow;
-        bytes32 salt = tamper ? ~s.salt : s.salt;
-        bytes memory data = abi.encodeCall(LearningMarket.reveal, (pid, r, s.cid, s.digest, salt));
-        if (currentBlock <= commitDl) {
-            if (_h(tSeed, 8) % 2 == 0) {
-                return _expectFail(
-                    t, 0, data, abi.encodeWithSelector(LearningMarket.RevealNotOpen.selector, pid, r, commitDl)
+    /// Create another project (fee-on-transfer tokens are refused before any is recorded).
+    function createProject(uint256 kindSeed, uint8 roundsSeed, bool feeToken) external step {
+        if (feeToken) {
+            FeeOnTransferToken fee = new FeeOnTransferToken(100);
+            fee.mint(outsider, 10e18);
+            vm.prank(outsider);
+            fee.approve(address(market), type(uint256).max);
+            ILearningMarket.ProjectParams memory p = ILearningMarket.ProjectParams({
+                token: address(fee),
+                aggregator: _aggregators[0],
+                arbiter: _arbiters[0],
+                numRounds: 1,
+                commitWindow: 3,
+                revealWindow: 3,
+                challengeWindow: 3,
+                finalizeWindow: 6,
+                ruleWindow: 4,
+                claimWindow: 10,
+                rewardPerRound: REWARD,
+                stake: STAKE,
+                disputeBond: BOND,
+                aggregatorBond: AGG_BOND,
+                commitDeposit: DEPOSIT,
+                specCID: "bafyspec"
+            });
+            uint256 count = market.projectCount();
+            vm.prank(outsider);
+            try market.createProject(p) {
+                fail("a fee-on-transfer token was accepted");
+            } catch (bytes memory err) {
+                assertEq(
+                    err,
+                    abi.encodeWithSelector(ILearningMarket.WrongPayment.selector, REWARD, REWARD - REWARD / 100),
+                    "fee token refused with WrongPayment"
                 );
             }
-            _rollTo(commitDl + 1);
+            assertEq(market.projectCount(), count, "no project recorded");
+            ok["feeRefused"]++;
+            return;
         }
-        if (currentBlock > revealDl) {
-            return _expectFail(
-                t, 0, data, abi.encodeWithSelector(LearningMarket.RevealClosed.selector, pid, r, revealDl)
-            );
-        }
-        if (tamper) {
-            return _expectFail(t, 0, data, abi.encodeWithSelector(LearningMarket.RevealMismatch.selector, pid, r, t));
-        }
-        _reveal(pid, r, t);
+        if (_projects.length >= MAX_PROJECTS) return;
+        _create(kindSeed % 4, uint32(bound(roundsSeed, 1, 3)));
     }
 
-    function finalize(uint256 pSeed, uint256 allocSeed, uint256 weightSeed) external tick {
-        allocSeed = _h(allocSeed, 4);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        uint256 r = p.currentRound;
-        if (r >= p.numRounds) {
-            bytes memory late = abi.encodeCall(
-                LearningMarket.finalizeRound, (pid, r, "bafymodel", "bafyrecord", bytes32(uint256(1)), 0)
-            );
-            return _expectFail(
-                aggregator, 0, late, abi.encodeWithSelector(LearningMarket.RoundNotOpen.selector, pid, r, r)
-            );
-        }
-        uint256 revealDl = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
-        if (currentBlock <= revealDl) {
-            if (allocSeed % 4 == 0) {
-                bytes memory early = abi.encodeCall(
-                    LearningMarket.finalizeRound, (pid, r, "bafymodel", "bafyrecord", bytes32(uint256(1)), 0)
-                );
-                return _expectFail(
-                    aggregator,
-                    0,
-                    early,
-                    abi.encodeWithSelector(LearningMarket.RevealStillOpen.selector, pid, r, revealDl)
-                );
-            }
-            _rollTo(revealDl + 1);
-        }
-        if (r > 0 && ghostStatus[pid][r - 1] == LearningMarket.RoundStatus.Disputed) {
-            bytes memory blocked = abi.encodeCall(
-                LearningMarket.finalizeRound, (pid, r, "bafymodel", "bafyrecord", bytes32(uint256(1)), 0)
-            );
-            return _expectFail(
-                aggregator, 0, blocked, abi.encodeWithSelector(LearningMarket.PreviousRoundUnsettled.selector, pid, r - 1)
-            );
-        }
-        _finalize(pid, p, r, allocSeed, weightSeed);
-    }
-
-    function dispute(uint256 pSeed, uint256 actorSeed, uint256 roundSeed) external tick {
-        actorSeed = _h(actorSeed, 5);
-        roundSeed = _h(roundSeed, 6);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        uint256 r = p.currentRound;
-        if (r == 0) return;
-        // mostly the latest finalized round (the only one that can be inside its window)
-        uint256 k = roundSeed % 4 == 0 ? roundSeed % r : r - 1;
-        address who = _actor(actorSeed, pid);
-        uint256 value = p.token == address(0) ? p.disputeBond : 0;
-        _fund(who, p.token, p.disputeBond);
-        bytes memory data = abi.encodeCall(LearningMarket.dispute, (pid, k, "bafyevidence"));
-        uint256 closesAt = _finalizedAt[pid][k] + p.challengeWindow;
-        if (who != p.owner && !ghostRegistered[pid][who]) {
-            return _expectFail(who, value, data, abi.encodeWithSelector(LearningMarket.NotStakeholder.selector, pid, who));
-        }
-        if (ghostStatus[pid][k] != LearningMarket.RoundStatus.Finalized) {
-            return _expectFail(who, value, data, abi.encodeWithSelector(LearningMarket.RoundNotFinalized.selector, pid, k));
-        }
-        if (currentBlock > closesAt) {
-            return _expectFail(
-                who, value, data, abi.encodeWithSelector(LearningMarket.ChallengeWindowClosed.selector, pid, k, closesAt)
-            );
-        }
-        uint256 before = _bal(p.token, who);
-        vm.prank(who);
-        market.dispute{value: value}(pid, k, "bafyevidence");
-        assertEq(before - _bal(p.token, who), p.disputeBond, "dispute took exactly the bond");
-        ghostStatus[pid][k] = LearningMarket.RoundStatus.Disputed;
-        _disputer[pid][k] = who;
-        _bond[pid][k] = p.disputeBond;
-        ghostDeposited[p.token] += p.disputeBond;
-        ghostPendingBonds[p.token] += p.disputeBond;
-        ok[bytes32(bytes("dispute"))]++;
-    }
-
-    function resolve(uint256 pSeed, bool upheld) external tick {
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        uint256 r = p.currentRound;
-        if (r == 0) return;
-        uint256 k = r - 1;
-        if (ghostStatus[pid][k] != LearningMarket.RoundStatus.Disputed) {
-            bytes memory data = abi.encodeCall(LearningMarket.resolveDispute, (pid, k, upheld, "bafyreason"));
-            return _expectFail(arbiter, 0, data, abi.encodeWithSelector(LearningMarket.NotDisputed.selector, pid, k));
-        }
-        _resolve(pid, p.token, k, upheld);
-    }
-
-    function claim(uint256 pSeed, uint256 tSeed, uint256 roundSeed) external tick {
-        tSeed = _h(tSeed, 2);
-        roundSeed = _h(roundSeed, 6);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        uint256 r = p.currentRound;
-        if (r == 0) return;
-        uint256 k = roundSeed % r;
-        if ((roundSeed >> 64) % 2 == 0) {
-            uint256 last = _lastStanding(pid, r); // the round a trainer would normally use
-            if (last != type(uint256).max) k = last;
-        }
+    function register(uint256 pidSeed, uint256 tSeed) external step {
+        uint256 pid = _pick(pidSeed);
         uint256 ti = tSeed % NT;
-        LearningMarket.RoundStatus s = ghostStatus[pid][k];
-        uint256 closesAt = _finalizedAt[pid][k] + p.challengeWindow;
-        if (s == LearningMarket.RoundStatus.Finalized && currentBlock <= closesAt && (roundSeed >> 128) % 4 == 0) {
-            _rollTo(closesAt + 1);
-        }
-        _claim(pid, p.token, k, ti, closesAt);
+        (bool registered,) = market.registration(pid, _trainers[ti]);
+        if (registered || _p(pid).endedAt != 0 || _blocked(pid, _trainers[ti])) return;
+        _register(pid, ti);
     }
 
-    function end(uint256 pSeed, bool wait) external tick {
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        bytes memory data = abi.encodeCall(LearningMarket.endProject, (pid));
-        if (ghostEnded[pid]) {
-            return _expectFail(owner, 0, data, abi.encodeWithSelector(LearningMarket.ProjectEndedAlready.selector, pid));
-        }
-        uint256 n = p.numRounds;
-        if (p.currentRound < n) {
-            return _expectFail(
-                owner, 0, data, abi.encodeWithSelector(LearningMarket.RoundsRemaining.selector, pid, p.currentRound, n)
-            );
-        }
-        LearningMarket.RoundStatus s = ghostStatus[pid][n - 1];
-        if (s == LearningMarket.RoundStatus.Disputed) {
-            return _expectFail(
-                owner, 0, data, abi.encodeWithSelector(LearningMarket.PreviousRoundUnsettled.selector, pid, n - 1)
-            );
-        }
-        uint256 closesAt = _finalizedAt[pid][n - 1] + p.challengeWindow;
-        if (s == LearningMarket.RoundStatus.Finalized && currentBlock <= closesAt) {
-            if (!wait) {
-                return _expectFail(
-                    owner,
-                    0,
-                    data,
-                    abi.encodeWithSelector(LearningMarket.ChallengeWindowOpen.selector, pid, n - 1, closesAt)
-                );
-            }
-            _rollTo(closesAt + 1);
-        }
-        _end(pid, p.token);
+    function commit(uint256 pidSeed, uint256 tSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        uint256 ti = tSeed % NT;
+        ILearningMarket.Project memory p = _p(pid);
+        (bool registered, uint256 stake) = market.registration(pid, _trainers[ti]);
+        uint256 round = p.currentRound;
+        if (!registered || round >= p.numRounds || block.number > uint256(p.openedAt) + p.commitWindow) return;
+        if (stake < p.commitDeposit || market.commitmentState(pid, round, _trainers[ti]) != 0) return;
+        _must(pid, _trainers[ti], 0, abi.encodeCall(LearningMarket.commit, (pid, round, _commitment(pid, round, ti))), "commit");
     }
 
-    function withdrawStake(uint256 pSeed, uint256 tSeed) external tick {
-        tSeed = _h(tSeed, 2);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        address t = _trainers[tSeed % NT];
-        bytes memory data = abi.encodeCall(LearningMarket.withdrawStake, (pid));
-        if (!ghostEnded[pid]) {
-            return _expectFail(t, 0, data, abi.encodeWithSelector(LearningMarket.ProjectNotEnded.selector, pid));
-        }
-        if (ghostStake[pid][t] == 0) {
-            return _expectFail(t, 0, data, abi.encodeWithSelector(LearningMarket.NothingToWithdraw.selector, pid, t));
-        }
-        _withdrawStake(pid, p.token, t);
-    }
-
-    function withdrawCredit(uint256 pSeed, uint256 actorSeed) external tick {
-        actorSeed = _h(actorSeed, 5);
-        (uint256 pid, Model memory p) = _pick(pSeed);
-        address who = _actor(actorSeed, pid);
-        if (ghostCredit[pid][who] == 0) {
-            bytes memory data = abi.encodeCall(LearningMarket.withdrawCredit, (pid));
-            return _expectFail(who, 0, data, abi.encodeWithSelector(LearningMarket.NothingToWithdraw.selector, pid, who));
-        }
-        _withdrawCredit(pid, p.token, who);
-    }
-
-    function slash(uint256 pSeed, uint256 tSeed) external tick {
-        tSeed = _h(tSeed, 2);
-        (uint256 pid,) = _pick(pSeed);
-        address t = _trainers[tSeed % NT];
-        bytes memory data = abi.encodeCall(LearningMarket.slashStake, (pid, t, "bafyslash"));
-        if (ghostEnded[pid]) {
-            return _expectFail(arbiter, 0, data, abi.encodeWithSelector(LearningMarket.ProjectEndedAlready.selector, pid));
-        }
-        uint256 stake = ghostStake[pid][t];
-        if (stake == 0) {
-            return _expectFail(arbiter, 0, data, abi.encodeWithSelector(LearningMarket.NothingToWithdraw.selector, pid, t));
-        }
-        if (tSeed % 3 != 0) return; // slashing is rare: keep stakes around for withdrawStake
-        vm.prank(arbiter);
-        market.slashStake(pid, t, "bafyslash");
-        ghostStake[pid][t] = 0;
-        ghostUnallocated[pid] += stake;
-        ok[bytes32(bytes("slash"))]++;
-    }
-
-    // ================================================================ settle everything
-
-    /// @notice Bring every project to its end and have everyone take what they are owed: resolve
-    /// open disputes, finalize the remaining rounds, end, claim every trainer's latest entitlement,
-    /// withdraw stakes and credits. Afterwards the market must hold nothing at all.
-    function settleAll() external {
-        vm.roll(currentBlock);
-        for (uint256 i = 0; i < _projects.length; i++) {
-            uint256 pid = _projects[i];
-            Model memory p = _model[pid];
-            if (!ghostEnded[pid]) {
-                for (uint256 r = p.currentRound; r <= p.numRounds; r++) {
-                    if (r > 0 && ghostStatus[pid][r - 1] == LearningMarket.RoundStatus.Disputed) {
-                        _resolve(pid, p.token, r - 1, r % 2 == 0);
-                    }
-                    if (r == p.numRounds) break;
-                    p = _model[pid];
-                    _rollTo(uint256(p.openedAt) + p.commitWindow + p.revealWindow + 1);
-                    _finalize(pid, p, r, uint256(keccak256(abi.encode(pid, r))), r);
-                }
-                _rollTo(_finalizedAt[pid][p.numRounds - 1] + p.challengeWindow + 1);
-                _end(pid, p.token);
-            }
-            uint256 last = _lastStanding(pid, p.numRounds);
-            for (uint256 ti = 0; ti < NT; ti++) {
-                address t = _trainers[ti];
-                if (last != type(uint256).max && _entitlement[pid][last][ti] > ghostClaimed[pid][t]) {
-                    _claim(pid, p.token, last, ti, 0);
-                }
-                if (ghostStake[pid][t] > 0) _withdrawStake(pid, p.token, t);
-                if (ghostCredit[pid][t] > 0) _withdrawCredit(pid, p.token, t);
-            }
-            if (ghostCredit[pid][owner] > 0) _withdrawCredit(pid, p.token, owner);
-        }
-        for (uint256 i = 0; i < _projects.length; i++) {
-            _observe(_projects[i]);
-        }
-    }
-
-    /// @notice Successful actions so far, by kind (printed with -vv after each run).
-    function logCoverage() external view {
-        string[14] memory names = [
-            "createProject",
-            "register",
-            "commit",
-            "reveal",
-            "finalize",
-            "dispute",
-            "resolve-upheld",
-            "resolve-dismissed",
-            "claim",
-            "end",
-            "withdrawStake",
-            "withdrawCredit",
-            "slash",
-            "expected-revert"
-        ];
-        for (uint256 i = 0; i < names.length; i++) {
-            console.log(names[i], ok[bytes32(bytes(names[i]))]);
-        }
-    }
-
-    // ================================================================ effects
-
-    function _create(
-        address tok,
-        uint32 rounds,
-        uint32 c,
-        uint32 r,
-        uint32 ch,
-        uint128 reward,
-        uint128 stake,
-        uint128 bond
-    ) internal {
-        LearningMarket.ProjectParams memory params = LearningMarket.ProjectParams({
-            token: tok,
-            aggregator: aggregator,
-            arbiter: arbiter,
-            numRounds: rounds,
-            commitWindow: c,
-            revealWindow: r,
-            challengeWindow: ch,
-            rewardPerRound: reward,
-            stake: stake,
-            disputeBond: bond,
-            specCID: "bafyspec"
-        });
-        uint256 budget = uint256(reward) * rounds;
-        _fund(owner, tok, budget);
-        uint256 before = _bal(tok, owner);
-        vm.prank(owner);
-        uint256 pid = market.createProject{value: tok == address(0) ? budget : 0}(params);
-        assertEq(before - _bal(tok, owner), budget, "createProject took exactly the budget");
-        _projects.push(pid);
-        _model[pid] = Model({
-            token: tok,
-            owner: owner,
-            numRounds: rounds,
-            commitWindow: c,
-            revealWindow: r,
-            challengeWindow: ch,
-            rewardPerRound: reward,
-            stake: stake,
-            disputeBond: bond,
-            currentRound: 0,
-            openedAt: currentBlock
-        });
-        ghostDeposited[tok] += budget;
-        ghostUnallocated[pid] = budget;
-        ok[bytes32(bytes("createProject"))]++;
-    }
-
-    function _register(uint256 pid, address t) internal {
-        Model memory p = _model[pid];
-        _fund(t, p.token, p.stake);
-        uint256 before = _bal(p.token, t);
-        vm.prank(t);
-        market.register{value: p.token == address(0) ? p.stake : 0}(pid);
-        assertEq(before - _bal(p.token, t), p.stake, "register took exactly the stake");
-        ghostRegistered[pid][t] = true;
-        ghostStake[pid][t] = p.stake;
-        ghostDeposited[p.token] += p.stake;
-        ok[bytes32(bytes("register"))]++;
-    }
-
-    function _finalize(
-        uint256 pid,
-        Model memory p,
-        uint256 r,
-        uint256 allocSeed,
-        uint256 weightSeed
-    ) internal {
-        uint256 available = ghostUnallocated[pid] - uint256(p.rewardPerRound) * (p.numRounds - r - 1);
-        uint256 room = type(uint104).max - ghostAllocated[pid];
-        if (available > room) available = room;
-        if (allocSeed % 7 == 0) {
-            bytes memory over = abi.encodeCall(
-                LearningMarket.finalizeRound, (pid, r, "bafymodel", "bafyrecord", bytes32(uint256(1)), available + 1)
-            );
-            _expectFail(
-                aggregator,
+    function reveal(uint256 pidSeed, uint256 tSeed, bool wrongSalt) external step {
+        uint256 pid = _pick(pidSeed);
+        uint256 ti = tSeed % NT;
+        ILearningMarket.Project memory p = _p(pid);
+        uint256 round = p.currentRound;
+        if (round >= p.numRounds || market.commitmentState(pid, round, _trainers[ti]) != 1) return;
+        uint256 commitDl = uint256(p.openedAt) + p.commitWindow;
+        if (block.number <= commitDl || block.number > commitDl + p.revealWindow) return;
+        bytes32 digest = keccak256(abi.encode(pid, round, ti));
+        if (wrongSalt) {
+            _mustFail(
+                pid,
+                _trainers[ti],
                 0,
-                over,
-                abi.encodeWithSelector(LearningMarket.AllocationTooLarge.selector, available + 1, available)
+                abi.encodeCall(LearningMarket.reveal, (pid, round, _cid(pid, round, ti), digest, bytes32(ti + 8))),
+                abi.encodeWithSelector(ILearningMarket.RevealMismatch.selector, pid, round, _trainers[ti])
             );
+            return;
         }
-        uint256 allocation = (allocSeed >> 8) % 4 == 0 ? available : bound(allocSeed >> 16, 0, available);
-        uint256[NT] memory ent = _base(pid, r);
-        _distribute(ent, allocation, weightSeed);
-        bytes32 root = _treeOf(ent).root();
-        vm.expectEmit(address(market));
-        emit LearningMarket.RoundFinalized(pid, r, "bafymodel", "bafyrecord", root, allocation);
-        vm.prank(aggregator);
-        market.finalizeRound(pid, r, "bafymodel", "bafyrecord", root, allocation);
-        _entitlement[pid][r] = ent;
-        _allocation[pid][r] = allocation;
-        ghostAllocated[pid] += allocation;
-        ghostUnallocated[pid] -= allocation;
-        _cumulative[pid][r] = ghostAllocated[pid];
-        _finalizedAt[pid][r] = currentBlock;
-        ghostStatus[pid][r] = LearningMarket.RoundStatus.Finalized;
-        _model[pid].currentRound = r + 1;
-        _model[pid].openedAt = currentBlock;
-        ok[bytes32(bytes("finalize"))]++;
+        _must(
+            pid,
+            _trainers[ti],
+            0,
+            abi.encodeCall(LearningMarket.reveal, (pid, round, _cid(pid, round, ti), digest, bytes32(ti + 7))),
+            "reveal"
+        );
     }
 
-    function _resolve(uint256 pid, address tok, uint256 k, bool upheld) internal {
-        vm.prank(arbiter);
-        market.resolveDispute(pid, k, upheld, "bafyreason");
-        uint256 bond = _bond[pid][k];
-        ghostPendingBonds[tok] -= bond;
-        if (upheld) {
-            ghostStatus[pid][k] = LearningMarket.RoundStatus.Voided;
-            ghostAllocated[pid] -= _allocation[pid][k];
-            ghostUnallocated[pid] += _allocation[pid][k];
-            ghostCredit[pid][_disputer[pid][k]] += bond;
-        } else {
-            ghostStatus[pid][k] = LearningMarket.RoundStatus.Dismissed;
-            ghostUnallocated[pid] += bond;
-        }
-        ok[upheld ? bytes32(bytes("resolve-upheld")) : bytes32(bytes("resolve-dismissed"))]++;
+    /// Anyone takes the deposit of a commitment not revealed by its deadline.
+    function forfeit(uint256 pidSeed, uint256 tSeed, uint256 roundSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        address t = _trainers[tSeed % NT];
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.endedAt != 0) return;
+        uint256 round = roundSeed % (uint256(p.currentRound) + 1);
+        if (round >= p.numRounds || market.commitmentState(pid, round, t) != 1) return;
+        if (round == p.currentRound && block.number <= uint256(p.openedAt) + p.commitWindow + p.revealWindow) return;
+        _must(pid, outsider, 0, abi.encodeCall(LearningMarket.forfeitDeposit, (pid, round, t)), "forfeit");
     }
 
-    function _claim(uint256 pid, address tok, uint256 k, uint256 ti, uint256 closesAt) internal {
-        address t = _trainers[ti];
-        uint256 ent = _entitlement[pid][k][ti];
-        bytes32[] memory proof = _treeOf(_entitlement[pid][k]).proof(ti);
-        (bytes memory err, uint256 payout) = _claimOutcome(pid, k, t, ent, closesAt);
-        if (err.length > 0) {
-            return _expectFail(outsider, 0, abi.encodeCall(LearningMarket.claim, (pid, k, t, ent, proof)), err);
-        }
-        uint256 before = _bal(tok, t);
-        vm.prank(outsider); // anyone may trigger a claim; the trainer is paid
-        market.claim(pid, k, t, ent, proof);
-        assertEq(_bal(tok, t) - before, payout, "claim paid exactly the difference");
-        ghostClaimed[pid][t] = ent;
-        ghostProjectClaimed[pid] += payout;
-        ghostPaid[tok] += payout;
-        ok[bytes32(bytes("claim"))]++;
+    // ------------------------------------------------------------ actions: aggregator
+
+    function postBond(uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (aggregatorSilent[pid] || p.endedAt != 0 || p.bondHeld != 0) return;
+        _must(pid, p.aggregator, _value(pid, p.aggregatorBond), abi.encodeCall(LearningMarket.postBond, (pid)), "bond");
     }
 
-    /// @dev What the model says a claim must do: the exact revert data, or the payout.
-    function _claimOutcome(uint256 pid, uint256 k, address t, uint256 ent, uint256 closesAt)
-        internal
-        view
-        returns (bytes memory err, uint256 payout)
-    {
-        LearningMarket.RoundStatus s = ghostStatus[pid][k];
-        if (s == LearningMarket.RoundStatus.Disputed || s == LearningMarket.RoundStatus.Voided) {
-            return (abi.encodeWithSelector(LearningMarket.RoundNotClaimable.selector, pid, k, s), 0);
-        }
-        if (s == LearningMarket.RoundStatus.Finalized && currentBlock <= closesAt) {
-            return (abi.encodeWithSelector(LearningMarket.ChallengeWindowOpen.selector, pid, k, closesAt), 0);
-        }
-        uint256 already = ghostClaimed[pid][t];
-        if (ent <= already) {
-            return (abi.encodeWithSelector(LearningMarket.NothingToClaim.selector, pid, t, ent, already), 0);
-        }
-        payout = ent - already;
-        uint256 cumulative = _cumulative[pid][k];
-        uint256 claimed = ghostProjectClaimed[pid];
-        uint256 cap = cumulative > claimed ? cumulative - claimed : 0;
-        if (payout > cap) {
-            return (abi.encodeWithSelector(LearningMarket.ClaimExceedsAllocation.selector, pid, payout, cap), 0);
-        }
+    function _tree(uint256[NT] memory amounts) internal view returns (MerkleBuilder.Tree memory) {
+        address[] memory accounts = new address[](NT);
+        uint256[] memory values = new uint256[](NT);
+        for (uint256 i = 0; i < NT; i++) (accounts[i], values[i]) = (_trainers[i], amounts[i]);
+        return MerkleBuilder.build(accounts, values);
     }
 
-    function _end(uint256 pid, address tok) internal {
-        uint256 before = _bal(tok, owner);
-        vm.prank(owner);
-        market.endProject(pid);
-        uint256 returned = ghostUnallocated[pid];
-        assertEq(_bal(tok, owner) - before, returned, "end returned exactly the unallocated amount");
-        ghostReturned[tok] += returned;
-        ghostUnallocated[pid] = 0;
-        ghostEnded[pid] = true;
-        ok[bytes32(bytes("end"))]++;
-    }
-
-    function _withdrawStake(uint256 pid, address tok, address t) internal {
-        uint256 before = _bal(tok, t);
-        vm.prank(t);
-        market.withdrawStake(pid);
-        uint256 stake = ghostStake[pid][t];
-        assertEq(_bal(tok, t) - before, stake, "withdrawStake paid exactly the stake");
-        ghostStake[pid][t] = 0;
-        ghostPaid[tok] += stake;
-        ok[bytes32(bytes("withdrawStake"))]++;
-    }
-
-    function _withdrawCredit(uint256 pid, address tok, address who) internal {
-        uint256 before = _bal(tok, who);
-        vm.prank(who);
-        market.withdrawCredit(pid);
-        uint256 credit = ghostCredit[pid][who];
-        assertEq(_bal(tok, who) - before, credit, "withdrawCredit paid exactly the credit");
-        ghostCredit[pid][who] = 0;
-        ghostPaid[tok] += credit;
-        ok[bytes32(bytes("withdrawCredit"))]++;
-    }
-
-    // ================================================================ model helpers
-
-    /// @dev Entitlements carried into round r: those of the latest earlier round still standing.
-    function _base(uint256 pid, uint256 r) internal view returns (uint256[NT] memory ent) {
-        uint256 last = _lastStanding(pid, r);
-        if (last != type(uint256).max) ent = _entitlement[pid][last];
-    }
-
-    /// @dev Latest round below `limit` that is finalized and not voided; max uint if none.
-    function _lastStanding(uint256 pid, uint256 limit) internal view returns (uint256) {
-        for (uint256 k = limit; k > 0; k--) {
-            LearningMarket.RoundStatus s = ghostStatus[pid][k - 1];
-            if (s != LearningMarket.RoundStatus.Voided && s != LearningMarket.RoundStatus.None) return k - 1;
-        }
-        return type(uint256).max;
-    }
-
-    /// @dev Split `allocation` over the trainers by random weights; the increments sum exactly.
-    function _distribute(uint256[NT] memory ent, uint256 allocation, uint256 seed) internal pure {
-        uint256[NT] memory w;
-        uint256 total;
+    /// Finalize the open round with its fixed allocation: an honest root splits it among the
+    /// round's revealers; a dishonest one pays trainer 0 twice the allocation. A wrong allocation
+    /// is always tried first and must be refused.
+    function finalize(uint256 pidSeed, bool honest, uint256 wrongSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        uint256 round = p.currentRound;
+        if (aggregatorSilent[pid] || round >= p.numRounds || p.bondHeld == 0) return;
+        uint256 revealDl = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
+        if (block.number <= revealDl || block.number > revealDl + p.finalizeWindow) return;
+        if (round > 0 && block.number <= market.settlesAfter(pid, round - 1)) return;
+        uint256 allocation = market.roundAllocation(pid);
+        assertEq(
+            allocation,
+            uint256(p.unallocated) - uint256(p.rewardPerRound) * (p.numRounds - round - 1),
+            "allocation is fixed by the parameters"
+        );
+        uint256 wrong = wrongSeed % 2 == 0 ? allocation + 1 + wrongSeed % 1e18 : allocation - 1 - wrongSeed % allocation;
+        _mustFail(
+            pid,
+            p.aggregator,
+            0,
+            abi.encodeCall(LearningMarket.finalizeRound, (pid, round, "m", "r", bytes32(uint256(1)), wrong)),
+            abi.encodeWithSelector(ILearningMarket.AllocationMismatch.selector, allocation, wrong)
+        );
+        // honest cumulative amounts: the last honest ones plus an equal split among revealers
+        uint256[NT] memory h = _lastHonest[pid];
+        uint256 n;
         for (uint256 i = 0; i < NT; i++) {
-            w[i] = uint256(keccak256(abi.encode(seed, i))) % 4;
-            total += w[i];
-        }
-        if (total == 0) {
-            w[seed % NT] = 1;
-            total = 1;
+            if (market.commitmentState(pid, round, _trainers[i]) == 2) n++;
         }
         uint256 given;
-        uint256 first = NT;
-        for (uint256 i = 0; i < NT; i++) {
-            uint256 inc = allocation * w[i] / total;
-            ent[i] += inc;
-            given += inc;
-            if (first == NT && w[i] > 0) first = i;
-        }
-        ent[first] += allocation - given;
-    }
-
-    function _treeOf(uint256[NT] memory ent) internal view returns (MerkleBuilder.Tree memory) {
-        address[] memory leaves = new address[](NT);
-        uint256[] memory amounts = new uint256[](NT);
-        for (uint256 i = 0; i < NT; i++) {
-            leaves[i] = _trainers[i];
-            amounts[i] = ent[i];
-        }
-        return MerkleBuilder.build(leaves, amounts);
-    }
-
-    function _expectFail(address who, uint256 value, bytes memory data, bytes memory expected) internal {
-        vm.prank(who);
-        (bool success, bytes memory ret) = address(market).call{value: value}(data);
-        assertFalse(success, "call should have reverted");
-        assertEq(ret, expected, "wrong revert reason");
-        ok[bytes32(bytes("expected-revert"))]++;
-    }
-
-    /// @dev Check that no round of `pid` moved backwards (or skipped a state) since last seen.
-    function _observe(uint256 pid) internal {
-        uint256 n = _model[pid].numRounds;
-        for (uint256 k = 0; k < n; k++) {
-            uint8 seen = uint8(market.getRound(pid, k).status);
-            uint8 last = lastSeenStatus[pid][k];
-            if (seen != last) {
-                bool forward =
-                    (last == 0 && seen == 1) || (last == 1 && seen == 2) || (last == 2 && (seen == 3 || seen == 4));
-                if (!forward) statusRegressed = true;
-                lastSeenStatus[pid][k] = seen;
+        for (uint256 i = 0; i < NT && n != 0; i++) {
+            if (market.commitmentState(pid, round, _trainers[i]) == 2) {
+                h[i] += allocation / n;
+                given += allocation / n;
             }
         }
+        _honest[pid][round] = h;
+        _lastHonest[pid] = h;
+        uint256[NT] memory used = h;
+        if (!honest) used[0] = h[0] + 2 * allocation; // pays more than the round allocates
+        dishonest[pid][round] = !honest;
+        _rootAmounts[pid][round] = used;
+        _allocationSeen[pid][round] = allocation;
+        _must(
+            pid,
+            p.aggregator,
+            0,
+            abi.encodeCall(LearningMarket.finalizeRound, (pid, round, "m", "r", _tree(used).root(), allocation)),
+            honest ? bytes32("finalize") : bytes32("finalizeDishonest")
+        );
     }
 
-    /// @dev Fuzzer inputs lean on dictionary values (0, 1000, 1e18, ...): hash them before using
-    /// them for decisions, so every branch keeps a fair share of the calls.
-    function _h(uint256 x, uint256 salt) internal pure returns (uint256) {
-        return uint256(keccak256(abi.encode(x, salt)));
-    }
-
-    function _pick(uint256 seed) internal returns (uint256 pid, Model memory p) {
-        pid = _projects[_h(seed, 0) % _projects.length];
-        p = _model[pid];
-        _touched = pid;
-    }
-
-    /// @dev A trainer, the owner or the outsider; one time in three, a registered trainer if any.
-    function _actor(uint256 seed, uint256 pid) internal view returns (address) {
-        uint256 a = seed % (NT + 2);
-        if ((seed >> 64) % 3 == 0) {
-            for (uint256 i = 0; i < NT; i++) {
-                address t = _trainers[(a + i) % NT];
-                if (ghostRegistered[pid][t]) return t;
-            }
+    /// Anyone closes a round whose finalize deadline passed (or with no reveal, its reveal deadline).
+    function expire(uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        if (_expirable(pid)) {
+            uint256 round = _p(pid).currentRound;
+            _must(pid, outsider, 0, abi.encodeCall(LearningMarket.expireRound, (pid, round)), "expire");
         }
-        if (a == NT) return owner;
-        if (a == NT + 1) return outsider;
-        return _trainers[a];
     }
 
-    function _rollTo(uint256 blockNumber) internal {
-        if (blockNumber > currentBlock) {
-            currentBlock = blockNumber;
+    function _expiresAfter(uint256 pid) internal view returns (uint256 at) {
+        ILearningMarket.Project memory p = _p(pid);
+        uint256 revealDl = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
+        at = p.reveals == 0 ? revealDl : revealDl + p.finalizeWindow;
+        if (p.currentRound > 0) {
+            uint256 s = market.settlesAfter(pid, p.currentRound - 1);
+            if (s > at) at = s;
+        }
+    }
+
+    function _expirable(uint256 pid) internal view returns (bool) {
+        ILearningMarket.Project memory p = _p(pid);
+        return p.currentRound < p.numRounds && block.number > _expiresAfter(pid);
+    }
+
+    // ------------------------------------------------------------ actions: disputes
+
+    /// A trainer (or the owner) disputes a finalized round inside its window.
+    function dispute(uint256 pidSeed, uint256 whoSeed, uint256 roundSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.currentRound == 0) return;
+        uint256 round = roundSeed % p.currentRound;
+        ILearningMarket.Round memory r = market.getRound(pid, round);
+        if (r.status == ILearningMarket.RoundStatus.Expired) return;
+        if (block.number > uint256(r.finalizedAt) + p.challengeWindow) return;
+        address who;
+        if (whoSeed % (NT + 1) == NT) {
+            if (ownerSilent[pid]) return;
+            who = p.owner;
+        } else {
+            who = _trainers[whoSeed % (NT + 1)];
+            (bool registered,) = market.registration(pid, who);
+            if (!registered || _blocked(pid, who)) return;
+        }
+        if (who == address(puppet) && tokenOf[pid] == address(0)) return; // the puppet sends no value
+        _must(pid, who, _value(pid, p.disputeBond), abi.encodeCall(LearningMarket.dispute, (pid, round, "bafyev")), "dispute");
+    }
+
+    /// The arbiter rules on the first pending dispute of a round in time: upheld (with the honest
+    /// root) if the round's root is dishonest, dismissed otherwise.
+    function resolve(uint256 pidSeed, uint256 roundSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (arbiterSilent[pid] || p.currentRound == 0) return;
+        uint256 round = roundSeed % p.currentRound;
+        ILearningMarket.Round memory r = market.getRound(pid, round);
+        if (r.pendingDisputes == 0) return;
+        if (block.number > uint256(r.finalizedAt) + p.challengeWindow + p.ruleWindow) return;
+        uint256 index = _firstPending(pid, round, r.disputeCount);
+        bool upheld = dishonest[pid][round];
+        bytes32 root = bytes32(0);
+        if (upheld) {
+            _rootAmounts[pid][round] = _honest[pid][round];
+            dishonest[pid][round] = false;
+            root = _tree(_honest[pid][round]).root();
+        }
+        _must(
+            pid,
+            p.arbiter,
+            0,
+            abi.encodeCall(LearningMarket.resolveDispute, (pid, round, index, upheld, "bafyreason", root)),
+            upheld ? bytes32("upheld") : bytes32("dismissed")
+        );
+    }
+
+    function _firstPending(uint256 pid, uint256 round, uint256 count) internal view returns (uint256 i) {
+        for (i = 0; i < count; i++) {
+            if (market.getDispute(pid, round, i).status == ILearningMarket.DisputeStatus.Pending) return i;
+        }
+        revert("no pending dispute");
+    }
+
+    /// Anyone closes a dispute the arbiter did not rule on in time.
+    function lapse(uint256 pidSeed, uint256 roundSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.currentRound == 0) return;
+        uint256 round = roundSeed % p.currentRound;
+        ILearningMarket.Round memory r = market.getRound(pid, round);
+        if (r.pendingDisputes == 0) return;
+        if (block.number <= uint256(r.finalizedAt) + p.challengeWindow + p.ruleWindow) return;
+        uint256 index = _firstPending(pid, round, r.disputeCount);
+        _must(pid, outsider, 0, abi.encodeCall(LearningMarket.lapseDispute, (pid, round, index)), "lapse");
+    }
+
+    // ------------------------------------------------------------ actions: money out
+
+    /// Claim a trainer's cumulative reward through a round's current root (to a rescue address
+    /// when the trainer cannot be paid); with `bad`, a forged proof or an inflated amount first.
+    function claim(uint256 pidSeed, uint256 tSeed, uint256 roundSeed, uint8 bad) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.currentRound == 0) return;
+        uint256 round = roundSeed % p.currentRound;
+        uint256 ti = tSeed % NT;
+        if (bad % 3 == 1) {
+            _badClaim(pid, round, ti);
+            return;
+        }
+        if (_claimable(pid, round, ti)) _doClaim(pid, round, ti);
+    }
+
+    function _claimable(uint256 pid, uint256 round, uint256 ti) internal view returns (bool) {
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.endedAt != 0 && block.number > uint256(p.endedAt) + p.claimWindow) return false;
+        ILearningMarket.Round memory r = market.getRound(pid, round);
+        if (r.status == ILearningMarket.RoundStatus.None || r.status == ILearningMarket.RoundStatus.Expired) {
+            return false;
+        }
+        if (block.number <= market.settlesAfter(pid, round)) return false;
+        uint256 cumulative = _rootAmounts[pid][round][ti];
+        uint256 already = market.claimedBy(pid, _trainers[ti]);
+        if (cumulative <= already) return false;
+        return cumulative - already <= (r.cumulativeAllocated > p.claimed ? r.cumulativeAllocated - p.claimed : 0);
+    }
+
+    function _doClaim(uint256 pid, uint256 round, uint256 ti) internal {
+        address t = _trainers[ti];
+        uint256 cumulative = _rootAmounts[pid][round][ti];
+        uint256 payout = cumulative - market.claimedBy(pid, t);
+        bytes32[] memory proof = _tree(_rootAmounts[pid][round]).proof(ti);
+        bytes memory data = _unpayable(pid, t)
+            ? abi.encodeCall(LearningMarket.claimTo, (pid, round, cumulative, proof, _rescue[ti]))
+            : abi.encodeCall(LearningMarket.claim, (pid, round, t, cumulative, proof));
+        uint256 out0 = projOut[pid];
+        _must(pid, t, 0, data, _unpayable(pid, t) ? bytes32("claimTo") : bytes32("claim"));
+        assertEq(projOut[pid] - out0, payout, "a claim pays exactly the difference");
+        ghostClaimPaid[pid] += payout;
+    }
+
+    function _badClaim(uint256 pid, uint256 round, uint256 ti) internal {
+        ILearningMarket.Round memory r = market.getRound(pid, round);
+        if (r.status == ILearningMarket.RoundStatus.None || r.status == ILearningMarket.RoundStatus.Expired) return;
+        if (block.number <= market.settlesAfter(pid, round)) return;
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.endedAt != 0 && block.number > uint256(p.endedAt) + p.claimWindow) return;
+        uint256 cumulative = _rootAmounts[pid][round][ti] + 1; // inflated: no leaf proves it
+        bytes32[] memory proof = _tree(_rootAmounts[pid][round]).proof(ti);
+        _mustFail(
+            pid,
+            outsider,
+            0,
+            abi.encodeCall(LearningMarket.claim, (pid, round, _trainers[ti], cumulative, proof)),
+            abi.encodeWithSelector(ILearningMarket.InvalidProof.selector, pid, round, _trainers[ti])
+        );
+        // someone else's proof for the outsider's own (absent) leaf
+        _mustFail(
+            pid,
+            outsider,
+            0,
+            abi.encodeCall(LearningMarket.claimTo, (pid, round, cumulative - 1, proof, outsider)),
+            abi.encodeWithSelector(ILearningMarket.InvalidProof.selector, pid, round, outsider)
+        );
+    }
+
+    function claimPoolShare(uint256 pidSeed, uint256 tSeed, uint256 roundSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.currentRound == 0) return;
+        uint256 round = roundSeed % p.currentRound;
+        uint256 ti = tSeed % NT;
+        _poolShare(pid, round, ti);
+    }
+
+    function _poolShare(uint256 pid, uint256 round, uint256 ti) internal {
+        address t = _trainers[ti];
+        uint256 share = market.poolShareOf(pid, round, t);
+        if (share == 0) return;
+        address to = _unpayable(pid, t) ? _rescue[ti] : t;
+        uint256 out0 = projOut[pid];
+        _must(pid, t, 0, abi.encodeCall(LearningMarket.claimPoolShare, (pid, round, to)), "poolShare");
+        assertEq(projOut[pid] - out0, share, "pool share paid exactly");
+        ghostPoolPaid[pid] += share;
+    }
+
+    function withdrawStake(uint256 pidSeed, uint256 tSeed) external step {
+        _withdrawStake(_pick(pidSeed), tSeed % NT);
+    }
+
+    function _withdrawStake(uint256 pid, uint256 ti) internal {
+        address t = _trainers[ti];
+        (, uint256 stake) = market.registration(pid, t);
+        if (_p(pid).endedAt == 0 || stake == 0 || _unpayable(pid, t)) return;
+        _must(pid, t, 0, abi.encodeCall(LearningMarket.withdrawStake, (pid)), "withdrawStake");
+    }
+
+    function withdrawCredit(uint256 pidSeed, uint256 whoSeed) external step {
+        _withdrawCredit(_pick(pidSeed), _accounts[whoSeed % _accounts.length]);
+    }
+
+    function _withdrawCredit(uint256 pid, address who) internal {
+        if (market.creditOf(pid, who) == 0 || _unpayable(pid, who)) return;
+        _must(pid, who, 0, abi.encodeCall(LearningMarket.withdrawCredit, (pid)), "withdrawCredit");
+    }
+
+    function end(uint256 pidSeed, bool byOwner) external step {
+        uint256 pid = _pick(pidSeed);
+        if (!_endable(pid)) return;
+        address who = byOwner && !ownerSilent[pid] && !_unpayable(pid, _p(pid).owner) ? _p(pid).owner : outsider;
+        _must(pid, who, 0, abi.encodeCall(LearningMarket.endProject, (pid)), "end");
+    }
+
+    function _endable(uint256 pid) internal view returns (bool) {
+        ILearningMarket.Project memory p = _p(pid);
+        return p.endedAt == 0 && p.currentRound >= p.numRounds && block.number > market.settlesAfter(pid, p.numRounds - 1);
+    }
+
+    function sweep(uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (p.endedAt == 0 || p.swept || block.number <= uint256(p.endedAt) + p.claimWindow) return;
+        _must(pid, outsider, 0, abi.encodeCall(LearningMarket.sweep, (pid)), "sweep");
+    }
+
+    // ------------------------------------------------------------ actions: roles, tokens, time
+
+    /// The owner hands the project to the other owner address (two steps).
+    function moveOwnership(uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        if (ownerSilent[pid]) return;
+        address current = _p(pid).owner;
+        address next = current == _owners[0] ? _owners[1] : _owners[0];
+        _must(pid, current, 0, abi.encodeCall(LearningMarket.transferProjectOwnership, (pid, next)), "transferOwner");
+        _must(pid, next, 0, abi.encodeCall(LearningMarket.acceptProjectOwnership, (pid)), "acceptOwner");
+    }
+
+    /// The owner replaces a role that missed a deadline (the replacement is active).
+    function replace(uint256 pidSeed, bool arbiterRole) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        if (ownerSilent[pid] || p.endedAt != 0) return;
+        if (arbiterRole ? !p.arbiterMissed : !p.aggregatorMissed) {
+            _mustFail(
+                pid,
+                p.owner,
+                0,
+                abi.encodeCall(
+                    LearningMarket.replaceRole,
+                    (pid, arbiterRole ? ILearningMarket.Role.Arbiter : ILearningMarket.Role.Aggregator, outsider)
+                ),
+                abi.encodeWithSelector(
+                    ILearningMarket.RoleNotMissed.selector,
+                    pid,
+                    arbiterRole ? ILearningMarket.Role.Arbiter : ILearningMarket.Role.Aggregator
+                )
+            );
+            return;
+        }
+        address[3] memory pool = arbiterRole ? _arbiters : _aggregators;
+        address current = arbiterRole ? p.arbiter : p.aggregator;
+        address next = pool[0] == current ? pool[1] : pool[0];
+        if (next == (arbiterRole ? p.aggregator : p.arbiter)) next = pool[2];
+        _must(
+            pid,
+            p.owner,
+            0,
+            abi.encodeCall(
+                LearningMarket.replaceRole,
+                (pid, arbiterRole ? ILearningMarket.Role.Arbiter : ILearningMarket.Role.Aggregator, next)
+            ),
+            arbiterRole ? bytes32("replaceArbiter") : bytes32("replaceAggregator")
+        );
+        if (arbiterRole) arbiterSilent[pid] = false;
+        else aggregatorSilent[pid] = false;
+    }
+
+    /// A role goes silent in one project (0 aggregator, 1 arbiter, 2 owner).
+    function silence(uint256 pidSeed, uint256 roleSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        uint256 role = roleSeed % 3;
+        if (role == 0) aggregatorSilent[pid] = true;
+        else if (role == 1) arbiterSilent[pid] = true;
+        else ownerSilent[pid] = true;
+        ok["silence"]++;
+    }
+
+    function roll(uint256 blocks) external step {
+        currentBlock += bound(blocks, 1, 40);
+        vm.roll(currentBlock);
+    }
+
+    /// Jump past every deadline of a project's open round.
+    function rollPastDeadlines(uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        uint256 target = uint256(p.openedAt) + p.commitWindow + p.revealWindow + p.finalizeWindow
+            + p.challengeWindow + p.ruleWindow + 1;
+        if (target > currentBlock) currentBlock = target;
+        vm.roll(currentBlock);
+    }
+
+    function blocklist(uint256 tSeed, bool value) external step {
+        blk.setBlocked(_trainers[tSeed % NT], value);
+        ok["blocklist"]++;
+    }
+
+    /// The Puppet trainer accepts ETH, rejects it, or re-enters the market when paid.
+    function puppetMode(uint256 modeSeed, uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        uint256 m = modeSeed % 3;
+        bytes memory data = m == 2 && modeSeed % 2 == 0
+            ? abi.encodeCall(LearningMarket.withdrawStake, (pid))
+            : abi.encodeCall(LearningMarket.withdrawCredit, (pid));
+        puppet.setMode(Puppet.Mode(m), address(market), data);
+    }
+
+    /// The re-entrant token calls back into the market on every transfer.
+    function tokenHook(uint256 which, uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        uint256 w = which % 4;
+        bytes memory data;
+        if (w == 0) data = abi.encodeCall(LearningMarket.expireRound, (pid, p.currentRound));
+        else if (w == 1) data = abi.encodeCall(LearningMarket.endProject, (pid));
+        else if (w == 2) data = abi.encodeCall(LearningMarket.withdrawCredit, (pid));
+        else data = abi.encodeCall(LearningMarket.sweep, (pid));
+        rnt.setHook(address(market), data);
+    }
+
+    // ------------------------------------------------------------ liveness
+
+    /// From the current state, with the aggregator, the arbiter and the owner all silent, an
+    /// outsider can take the project to its end after its deadlines and every beneficiary can then
+    /// take out what it is owed. Checked on a snapshot that is thrown away.
+    function probeLiveness(uint256 pidSeed) external step {
+        uint256 pid = _pick(pidSeed);
+        uint256 snap = vm.snapshotState();
+        uint256 blockBefore = currentBlock;
+        _driveToEnd(pid);
+        _checkDrained(pid);
+        currentBlock = blockBefore;
+        vm.revertToState(snap);
+        ok["liveness"]++;
+    }
+
+    /// Only the outsider acts on the project's clock; beneficiaries act only for their own money.
+    function _driveToEnd(uint256 pid) public {
+        // bounded: every iteration closes a round
+        for (uint256 guard = 0; guard < 8; guard++) {
+            ILearningMarket.Project memory p = _p(pid);
+            if (p.currentRound >= p.numRounds) break;
+            uint256 at = _expiresAfter(pid);
+            if (at + 1 > currentBlock) currentBlock = at + 1;
             vm.roll(currentBlock);
+            _must(pid, outsider, 0, abi.encodeCall(LearningMarket.expireRound, (pid, p.currentRound)), "liveExpire");
         }
+        ILearningMarket.Project memory q = _p(pid);
+        assertTrue(q.currentRound >= q.numRounds, "every round closed");
+        // claims wait for settlement; end after the last round settles
+        uint256 settles = market.settlesAfter(pid, q.numRounds - 1);
+        for (uint256 r = 0; r < q.numRounds; r++) {
+            uint256 s = market.settlesAfter(pid, r);
+            if (s > settles) settles = s;
+        }
+        if (settles + 1 > currentBlock) currentBlock = settles + 1;
+        vm.roll(currentBlock);
+        if (q.endedAt == 0) {
+            _must(pid, outsider, 0, abi.encodeCall(LearningMarket.endProject, (pid)), "liveEnd");
+        }
+        // lapse every dispute still pending (refunds their bonds)
+        for (uint256 r = 0; r < q.numRounds; r++) {
+            ILearningMarket.Round memory rd = market.getRound(pid, r);
+            for (uint256 i = 0; i < rd.disputeCount; i++) {
+                if (market.getDispute(pid, r, i).status == ILearningMarket.DisputeStatus.Pending) {
+                    _must(pid, outsider, 0, abi.encodeCall(LearningMarket.lapseDispute, (pid, r, i)), "liveLapse");
+                }
+            }
+        }
+        // each trainer claims through the latest round that pays it, if the claim window is open
+        for (uint256 ti = 0; ti < NT; ti++) {
+            for (uint256 k = q.numRounds; k > 0; k--) {
+                if (_claimable(pid, k - 1, ti)) {
+                    _doClaim(pid, k - 1, ti);
+                    break;
+                }
+            }
+            for (uint256 r = 0; r < q.numRounds; r++) _poolShare(pid, r, ti);
+            _withdrawStake(pid, ti);
+        }
+        ILearningMarket.Project memory e = _p(pid);
+        uint256 claimDl = uint256(e.endedAt) + e.claimWindow;
+        if (claimDl + 1 > currentBlock) currentBlock = claimDl + 1;
+        vm.roll(currentBlock);
+        if (!e.swept) _must(pid, outsider, 0, abi.encodeCall(LearningMarket.sweep, (pid)), "liveSweep");
+        for (uint256 a = 0; a < _accounts.length; a++) _withdrawCredit(pid, _accounts[a]);
     }
 
-    function _fund(address who, address tok, uint256 amount) internal {
-        if (amount == 0) return;
-        if (tok == address(0)) vm.deal(who, who.balance + amount);
-        else token.mint(who, amount);
+    /// After the drive only dust and what the receivers themselves block may remain.
+    function _checkDrained(uint256 pid) public view {
+        ILearningMarket.Project memory p = _p(pid);
+        assertTrue(p.endedAt != 0, "ended");
+        assertEq(p.unallocated, 0, "no budget left");
+        assertEq(p.bondHeld, 0, "no bond held");
+        assertTrue(p.swept, "swept");
+        uint256 stuck;
+        for (uint256 ti = 0; ti < NT; ti++) {
+            (, uint256 stake) = market.registration(pid, _trainers[ti]);
+            if (_unpayable(pid, _trainers[ti])) stuck += stake;
+            else assertEq(stake, 0, "a payable trainer's stake left behind");
+        }
+        for (uint256 a = 0; a < _accounts.length; a++) {
+            uint256 c = market.creditOf(pid, _accounts[a]);
+            if (_unpayable(pid, _accounts[a])) stuck += c;
+            else assertEq(c, 0, "a payable account's credit left behind");
+        }
+        // pool dust: at most reveals - 1 base units per round, plus shares of unpayable revealers
+        // (they are paid to their rescue address, so none in fact)
+        uint256 dust = p.pools;
+        for (uint256 r = 0; r < p.numRounds; r++) {
+            ILearningMarket.Round memory rd = market.getRound(pid, r);
+            if (rd.reveals != 0) assertLt(market.poolShareOf(pid, r, _trainers[0]), 1, "pool share left");
+        }
+        assertEq(projIn[pid] - projOut[pid], stuck + dust, "the project holds only dust and blocked amounts");
+        assertLe(dust, uint256(p.numRounds) * NT, "pool dust bounded");
     }
 
-    function _bal(address tok, address who) internal view returns (uint256) {
-        return tok == address(0) ? who.balance : token.balanceOf(who);
-    }
-
-    // ================================================================ views for the invariants
-
-    /// @notice What the model says about one project's money, in one call (the checks run after
-    /// every action, so they read the model in bulk).
-    struct Accounts {
-        address token;
-        bool ended;
-        uint256 unallocated;
-        uint256 allocated;
-        uint256 claimed;
-        uint256 stakes;
-        uint256 credits;
-        uint256 currentRound;
-        uint256 openedAt;
-    }
+    // ------------------------------------------------------------ views for the invariants
 
     function projects() external view returns (uint256[] memory) {
         return _projects;
     }
 
-    function trainers() external view returns (address[] memory list) {
-        list = new address[](NT);
-        for (uint256 i = 0; i < NT; i++) list[i] = _trainers[i];
+    function accounts() external view returns (address[] memory) {
+        return _accounts;
     }
 
-    function accounts(uint256 pid) external view returns (Accounts memory a) {
-        Model memory p = _model[pid];
-        a.token = p.token;
-        a.ended = ghostEnded[pid];
-        a.unallocated = ghostUnallocated[pid];
-        a.allocated = ghostAllocated[pid];
-        a.claimed = ghostProjectClaimed[pid];
-        a.currentRound = p.currentRound;
-        a.openedAt = p.openedAt;
-        for (uint256 i = 0; i < NT; i++) {
-            a.stakes += ghostStake[pid][_trainers[i]];
-            a.credits += ghostCredit[pid][_trainers[i]];
-        }
-        a.credits += ghostCredit[pid][owner] + ghostCredit[pid][outsider];
-    }
-
-    /// @notice Per trainer: what it received through claims, and the most it may ever be paid (its
-    /// cumulative entitlement in the latest round still standing; entitlements only grow across
-    /// standing rounds).
-    function payouts(uint256 pid) external view returns (uint256[] memory received, uint256[] memory cap) {
-        received = new uint256[](NT);
-        cap = new uint256[](NT);
-        uint256 last = _lastStanding(pid, _model[pid].currentRound);
-        for (uint256 i = 0; i < NT; i++) {
-            received[i] = ghostClaimed[pid][_trainers[i]];
-            if (last != type(uint256).max) cap[i] = _entitlement[pid][last][i];
+    /// Everything the market owes or holds for `pid`, from the contract's own records.
+    function holdings(uint256 pid) public view returns (uint256 h) {
+        ILearningMarket.Project memory p = _p(pid);
+        h = uint256(p.unallocated) + p.stakesHeld + p.pools + p.bondHeld;
+        if (!p.swept) h += uint256(p.allocated) - p.claimed;
+        for (uint256 a = 0; a < _accounts.length; a++) h += market.creditOf(pid, _accounts[a]);
+        for (uint256 r = 0; r < p.numRounds; r++) {
+            ILearningMarket.Round memory rd = market.getRound(pid, r);
+            for (uint256 i = 0; i < rd.disputeCount; i++) {
+                ILearningMarket.Dispute memory d = market.getDispute(pid, r, i);
+                if (d.status == ILearningMarket.DisputeStatus.Pending) h += d.bond;
+            }
         }
     }
 
-    /// @notice Per round: the modelled status and the last status observed on chain.
-    function statuses(uint256 pid) external view returns (uint8[] memory modelled, uint8[] memory seen) {
-        uint256 n = _model[pid].numRounds;
-        modelled = new uint8[](n);
-        seen = new uint8[](n);
-        for (uint256 k = 0; k < n; k++) {
-            modelled[k] = uint8(ghostStatus[pid][k]);
-            seen[k] = lastSeenStatus[pid][k];
+    function tokens() external view returns (address[4] memory) {
+        return [address(0), address(plain), address(blk), address(rnt)];
+    }
+
+    function trainers() external view returns (address[NT] memory) {
+        return _trainers;
+    }
+
+    function rootAmount(uint256 pid, uint256 round, uint256 ti) external view returns (uint256) {
+        return _rootAmounts[pid][round][ti];
+    }
+
+    function settleAll() external {
+        vm.roll(currentBlock);
+        for (uint256 i = 0; i < _projects.length; i++) {
+            _driveToEnd(_projects[i]);
+            _checkDrained(_projects[i]);
         }
     }
 }

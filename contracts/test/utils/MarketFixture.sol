@@ -4,6 +4,7 @@ pragma solidity ^0.8.24;
 import {Test} from "./Test.sol";
 import {MerkleBuilder} from "./MerkleBuilder.sol";
 import {LearningMarket} from "../../src/LearningMarket.sol";
+import {ILearningMarket} from "../../src/ILearningMarket.sol";
 import {MockERC20} from "../mocks/MockERC20.sol";
 
 /// @notice Shared set-up for the unit tests: one market, one ERC-20, named actors with funds and
@@ -29,9 +30,14 @@ abstract contract MarketFixture is Test {
     uint32 internal constant COMMIT = 10;
     uint32 internal constant REVEAL = 10;
     uint32 internal constant CHALLENGE = 15;
+    uint32 internal constant FINALIZE = 30;
+    uint32 internal constant RULE = 20;
+    uint32 internal constant CLAIM = 50;
     uint128 internal constant REWARD = 1 ether;
     uint128 internal constant STAKE = 0.1 ether;
     uint128 internal constant BOND = 0.05 ether;
+    uint128 internal constant AGG_BOND = 0.5 ether;
+    uint72 internal constant DEPOSIT = 0.01 ether;
     uint256 internal constant BUDGET = uint256(REWARD) * ROUNDS;
     string internal constant SPEC = "bafyspec";
     string internal constant MODEL = "bafymodel";
@@ -66,8 +72,8 @@ abstract contract MarketFixture is Test {
 
     // ---------------------------------------------------------------- projects
 
-    function _params(address tokenAddr) internal view returns (LearningMarket.ProjectParams memory p) {
-        p = LearningMarket.ProjectParams({
+    function _params(address tokenAddr) internal view returns (ILearningMarket.ProjectParams memory p) {
+        p = ILearningMarket.ProjectParams({
             token: tokenAddr,
             aggregator: aggregator,
             arbiter: arbiter,
@@ -75,18 +81,23 @@ abstract contract MarketFixture is Test {
             commitWindow: COMMIT,
             revealWindow: REVEAL,
             challengeWindow: CHALLENGE,
+            finalizeWindow: FINALIZE,
+            ruleWindow: RULE,
+            claimWindow: CLAIM,
             rewardPerRound: REWARD,
             stake: STAKE,
             disputeBond: BOND,
+            aggregatorBond: AGG_BOND,
+            commitDeposit: DEPOSIT,
             specCID: SPEC
         });
     }
 
-    function _budget(LearningMarket.ProjectParams memory p) internal pure returns (uint256) {
+    function _budget(ILearningMarket.ProjectParams memory p) internal pure returns (uint256) {
         return uint256(p.rewardPerRound) * p.numRounds;
     }
 
-    function _create(LearningMarket.ProjectParams memory p) internal returns (uint256 pid) {
+    function _create(ILearningMarket.ProjectParams memory p) internal returns (uint256 pid) {
         uint256 value = p.token == address(0) ? _budget(p) : 0;
         vm.prank(owner);
         pid = market.createProject{value: value}(p);
@@ -111,7 +122,7 @@ abstract contract MarketFixture is Test {
     // ---------------------------------------------------------------- trainers
 
     function _register(uint256 pid, address who) internal {
-        LearningMarket.Project memory p = market.getProject(pid);
+        ILearningMarket.Project memory p = market.getProject(pid);
         uint256 value = p.token == address(0) ? p.stake : 0;
         vm.prank(who);
         market.register{value: value}(pid);
@@ -169,38 +180,49 @@ abstract contract MarketFixture is Test {
 
     // ---------------------------------------------------------------- rounds
 
-    function _finalize(uint256 pid, uint256 round, bytes32 root, uint256 allocation) internal {
-        vm.prank(aggregator);
+    /// @notice Post the aggregator bond if none is held.
+    function _bond(uint256 pid) internal {
+        ILearningMarket.Project memory p = market.getProject(pid);
+        if (p.bondHeld != 0) return;
+        uint256 value = p.token == address(0) ? p.aggregatorBond : 0;
+        vm.prank(p.aggregator);
+        market.postBond{value: value}(pid);
+    }
+
+    /// @notice Finalize `round` with its fixed allocation (posting the bond first).
+    function _finalize(uint256 pid, uint256 round, bytes32 root) internal returns (uint256 allocation) {
+        _bond(pid);
+        allocation = market.roundAllocation(pid);
+        vm.prank(market.getProject(pid).aggregator);
         market.finalizeRound(pid, round, MODEL, RECORD, root, allocation);
     }
 
     /// @notice Roll past the reveal deadline of the open round and finalize it.
-    function _finalizeNext(uint256 pid, bytes32 root, uint256 allocation) internal returns (uint256 round) {
+    function _finalizeNext(uint256 pid, bytes32 root) internal returns (uint256 round) {
         round = market.getProject(pid).currentRound;
         _rollToFinalize(pid);
-        _finalize(pid, round, root, allocation);
+        _finalize(pid, round, root);
     }
 
-    /// @notice Finalize every remaining round with allocation 0 and let the last window pass.
+    /// @notice Expire every remaining round (nobody revealed) and let the last window pass.
     function _finishAllRounds(uint256 pid) internal {
         uint256 n = market.getProject(pid).numRounds;
-        uint256 r;
-        for (r = market.getProject(pid).currentRound; r < n; r++) {
-            _finalizeNext(pid, keccak256(abi.encode("empty", r)), 0);
+        for (uint256 r = market.getProject(pid).currentRound; r < n; r++) {
+            _rollToFinalize(pid);
+            market.expireRound(pid, r);
         }
-        _rollPastChallenge(pid, n - 1);
     }
 
     function _dispute(uint256 pid, uint256 round, address who) internal {
-        LearningMarket.Project memory p = market.getProject(pid);
+        ILearningMarket.Project memory p = market.getProject(pid);
         uint256 value = p.token == address(0) ? p.disputeBond : 0;
         vm.prank(who);
         market.dispute{value: value}(pid, round, "bafyevidence");
     }
 
-    function _resolve(uint256 pid, uint256 round, bool upheld) internal {
-        vm.prank(arbiter);
-        market.resolveDispute(pid, round, upheld, "bafyreason");
+    function _resolve(uint256 pid, uint256 round, uint256 index, bool upheld, bytes32 correctedRoot) internal {
+        vm.prank(market.getProject(pid).arbiter);
+        market.resolveDispute(pid, round, index, upheld, "bafyreason", correctedRoot);
     }
 
     function _end(uint256 pid) internal {
@@ -249,10 +271,6 @@ abstract contract MarketFixture is Test {
 
     function _err(bytes4 selector) internal pure returns (bytes memory) {
         return abi.encodeWithSelector(selector);
-    }
-
-    function _invalid(string memory what) internal pure returns (bytes memory) {
-        return abi.encodeWithSelector(LearningMarket.InvalidParams.selector, what);
     }
 
     // ---------------------------------------------------------------- misc

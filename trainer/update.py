@@ -1,6 +1,6 @@
-"""One round, on the trainer's side, from the CLI's point of view: fetch and check the global
-model, load the trainer's data, train, apply the scripted behaviour, encode and check the
-update, write it to the state directory; then upload, commit, wait and reveal with timings.
+"""Making one round's update: fetch and check the global model, load the trainer's data, train,
+apply the scripted behaviour (its context filled by `trainer.context`), encode and self-check the
+update, and keep it in the state directory. Submitting it is `trainer.participant`'s job.
 
 Everything here raises from the error trees (`trainer.errors`, `market.errors`); the CLI turns
 them into one line and an exit code.
@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 from market.chain import MarketClient
 from market.errors import ConfigError as MarketConfigError
 from market.errors import UpdateRejected
+from market.files import atomic_write
 from market.models import build_model, tensor_spec
 from market.protocol.codec import (
     DecodeLimits,
@@ -36,30 +35,23 @@ from market.protocol.documents import ProjectSpec
 from market.protocol.reading import RoundBase, load_record, round_base
 from market.protocol.validation import update_spec, validate_update
 from market.storage import cid_of, parse_cid, raw_cid, same_multihash
-from trainer.behaviours import BehaviourContext, Copycat, FreeRider, parse_behaviour
-from trainer.config import TrainerSettings, parse_partition, parse_shard
+from trainer.behaviours import parse_behaviour
+from trainer.config import TrainerSettings, parse_shard
+from trainer.context import ContextSources, fill_context
 from trainer.data import BUILTIN_DATASETS, Dataset, load_dataset
-from trainer.errors import (
-    ConfigError,
-    InvalidUpdate,
-    ModelSpecError,
-    RoundMismatch,
-)
-from trainer.participant import Participant
-from trainer.partition import partition, with_label_noise
-from trainer.state import RoundState, Stage
+from trainer.errors import ConfigError, InvalidUpdate, ModelSpecError, RoundMismatch
+from trainer.partition import parse_partition, partition, with_label_noise
 from trainer.training import TrainConfig, TrainProgress, train_local
 
 __all__ = [
     "GlobalModel",
-    "SubmitTimings",
     "TrainedUpdate",
     "check_update",
+    "decode_own_update",
     "fetch_global_model",
     "load_trainer_data",
     "model_template",
     "read_update_file",
-    "submit_update",
     "train_update",
     "update_path",
     "write_update_file",
@@ -88,9 +80,8 @@ def model_template(spec: ProjectSpec, *, allow_model_code: bool) -> torch.nn.Mod
     try:
         with torch.random.fork_rng(devices=[]):
             return build_model(spec.model, allow_import=allow_model_code)
-    except MarketConfigError as exc:
-        hint = " (pass --allow-model-code if you trust that code)" if spec.model.is_import_path and not allow_model_code else ""
-        raise ModelSpecError(f"the project's model spec cannot be built: {exc}{hint}") from None
+    except MarketConfigError as exc:  # a refused user model names the flag (--allow-user-models) itself
+        raise ModelSpecError(f"the project's model spec cannot be built: {exc}") from None
 
 
 def content_matches(cid: str, data: bytes) -> bool:
@@ -160,9 +151,9 @@ def load_trainer_data(settings: TrainerSettings, spec: ProjectSpec) -> Dataset:
             source = spec.model.dataset
         else:
             raise ConfigError(
-                "no data given: pass --data (mnist5k, digits, a .npz/.csv file or an image folder) or set data in trainer.toml"
+                "no data given: pass --data (mnist5k, digits, a .npz/.csv file or an image folder) or set data in the [trainer] table of market.toml"
             )
-    ds = load_dataset(source, spec=spec.model)
+    ds = load_dataset(source, spec=spec.model, label_column=settings.label_column)
     shard_index = 0
     if settings.shard is not None:
         shard_index, n = parse_shard(settings.shard)
@@ -225,12 +216,11 @@ def train_update(
     trainer: str,
     encoding: str = "f32",
     progress: Callable[[TrainProgress], None] | None = None,
-    previous_global: Callable[[], dict[str, torch.Tensor] | None] | None = None,
-    previous_delta: Callable[[], dict[str, torch.Tensor] | None] | None = None,
-    copy_source: Callable[[], dict[str, torch.Tensor] | None] | None = None,
+    sources: ContextSources | None = None,
 ) -> TrainedUpdate:
     """Train on `dataset` from `model` (hyper-parameters: the trainer's defaults, then the round
-    record's), apply the scripted behaviour, and encode the update."""
+    record's) if the scripted behaviour needs it, give the behaviour what it declares (from
+    `sources`), and encode what it produces."""
     behaviour = parse_behaviour(settings.behaviour)
     defaults = settings.train_config()
     if "seed" not in settings.train:
@@ -241,13 +231,9 @@ def train_update(
     honest = None
     if behaviour.needs_training:
         honest = train_local(spec.model, model.state, data, config, progress=progress, num_threads=settings.threads)
-    if isinstance(behaviour, Copycat) and copy_source is not None:
-        behaviour.source = lambda _ctx: copy_source()
-    prev_global = previous_global() if isinstance(behaviour, FreeRider) and behaviour.mode == "delta" and previous_global else None
-    prev_delta = previous_delta() if isinstance(behaviour, FreeRider) and behaviour.mode == "stale" and previous_delta else None
-    context = BehaviourContext(
-        global_state=model.state, round=model.round, seed=config.seed, previous_global_state=prev_global,
-        num_samples=len(dataset), previous_delta=prev_delta, trainer_id=trainer,
+    context = fill_context(
+        behaviour, global_state=model.state, round=model.round, seed=config.seed, num_samples=len(dataset),
+        trainer_id=trainer, sources=sources,
     )
     delta, claimed = behaviour.produce(honest, context)
     header = UpdateHeader(project_id, model.round, model.cid, trainer, int(claimed), encoding=encoding)  # type: ignore[arg-type]
@@ -303,14 +289,11 @@ def update_path(state_dir: Path, project_id: int, round_: int, trainer: str) -> 
 def write_update_file(state_dir: Path, update: TrainedUpdate) -> Path:
     """Write the update (and a `.json` summary beside it) atomically; returns the update's path."""
     path = update_path(state_dir, update.project_id, update.round, update.trainer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for target, payload in ((path.with_suffix(".json"), json.dumps(update.summary(), indent=2).encode()), (path, update.data)):
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(target)
+    try:
+        atomic_write(path.with_suffix(".json"), json.dumps(update.summary(), indent=2).encode())
+        atomic_write(path, update.data)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the update to {path} ({exc.strerror}): check --state and its permissions") from None
     return path
 
 
@@ -332,60 +315,3 @@ def decode_own_update(path: Path) -> dict[str, torch.Tensor] | None:
         return decode_update(path.read_bytes())[1]
     except UpdateRejected:
         return None
-
-
-# --------------------------------------------------------------------------- submitting
-
-
-@dataclass
-class SubmitTimings:
-    """Seconds spent in each step of a submission (0 for steps a resumed submission skipped)."""
-
-    upload: float = 0.0
-    commit: float = 0.0
-    wait: float = 0.0
-    reveal: float = 0.0
-    resumed_from: str | None = None
-    steps: list[str] = field(default_factory=list)
-
-
-def submit_update(
-    participant: Participant, project_id: int, round_: int, data: bytes | None, *, timeout: float,
-    notify: Callable[[str, RoundState], None] | None = None, timings: SubmitTimings | None = None,
-) -> RoundState:
-    """`Participant.submit`, step by step, with a notification after each step and timings.
-
-    `data` None finishes the round's stored submission (after a crash); the stored state always
-    wins once a commit may have been sent.
-    """
-    t = timings if timings is not None else SubmitTimings()
-    say = notify or (lambda _what, _state: None)
-    state = participant.states.load(project_id, round_, participant.address)
-    if state is not None:
-        t.resumed_from = state.stage.value
-    if data is not None and (state is None or state.stage == Stage.PREPARED):
-        start = time.perf_counter()
-        state = participant.prepare(project_id, round_, data)
-        t.upload = time.perf_counter() - start
-        t.steps.append("upload")
-        say("uploaded", state)
-    if state is None:
-        raise InvalidUpdate(f"nothing to submit for round {round_}: run `trainer train {project_id}` first")
-    if state.stage in (Stage.PREPARED, Stage.COMMITTING):
-        start = time.perf_counter()
-        state = participant.commit(state)
-        t.commit = time.perf_counter() - start
-        t.steps.append("commit")
-        say("committed", state)
-    if state.stage != Stage.REVEALED:
-        info = participant.client.project(project_id)
-        start = time.perf_counter()
-        if info.current_round == round_:
-            participant.wait_for_block(info.commit_deadline + 1, "commit deadline", timeout)
-        t.wait = time.perf_counter() - start
-        start = time.perf_counter()
-        state = participant.reveal(state, timeout=timeout)
-        t.reveal = time.perf_counter() - start
-        t.steps.append("reveal")
-        say("revealed", state)
-    return state

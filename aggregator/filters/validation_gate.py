@@ -1,0 +1,147 @@
+"""The validation gate: `harmful` for updates that make the round's model worse on validation data.
+
+It runs after the statistical filters and before the rule, on the contribution scorer's own
+coalition utilities (`Batch.utility`: v(S) = minus the validation loss of base + server_lr x
+FedAvg(rows S), sample counts capped), so it evaluates nothing the scorer would not: the round
+stage shares one memo between the gate and the scorer, and every value is a recorded evaluation.
+
+The rule (docs/robustness.md has the measurements behind it): with v_best the best utility of
+any coalition of the live rows and v(empty) the base model's,
+
+    v_ref = max(v_best, v(empty))
+    tau   = max(gate_tolerance x (v_ref - v(empty)), gate_floor x |v(empty)|)
+
+the gate keeps the **largest coalition whose utility is >= v_ref - tau** (ties: the higher
+utility, then the one listing earlier rows); every live row outside it is `harmful`. If no
+coalition qualifies (everything is worse than the base model by more than tau), every live row is
+`harmful` and the round keeps its base model.
+
+- Up to `gate_exact_max` live rows every coalition is a candidate (2^n utilities: exactly what
+  exact Shapley scoring evaluates, so with the default scorer the gate costs nothing extra).
+- Above, the candidates are a greedy removal path: from all live rows, repeatedly drop the row
+  whose removal gives the highest utility (ties: the later row), at most floor((n - 1) / 2)
+  times; n + (n - 1) + ... evaluations.
+
+Why the largest coalition near the best rather than a per-update test: alone, an honest update
+trained on two classes makes a balanced validation set worse (singleton screening and Shapley
+values reject it), while inside the average it helps; and when half the round is malicious,
+removing any one update from the destroyed average hardly changes it (leave-one-out sees
+nothing). Every decision is a comparison of recorded utilities, so an auditor re-derives the
+verdicts exactly from the record.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from aggregator.errors import RuleConfigError
+from aggregator.filters.base import HARMFUL, Batch, FilterBase, ScreenReport, Verdict
+
+__all__ = ["GateConfig", "GateDecision", "ValidationGate", "select_coalition"]
+
+Utility = Callable[[frozenset[int]], float]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    #: the gate runs (a round without validation utilities, e.g. a bare `screen`, skips it)
+    validation_gate: bool = True
+    #: slack as a fraction of the best coalition's gain over the base model
+    gate_tolerance: float = 0.3
+    #: slack floor as a fraction of the base model's validation loss (late rounds gain ~0)
+    gate_floor: float = 0.02
+    #: up to this many live rows every coalition is a candidate; above, the greedy removal path
+    gate_exact_max: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.gate_tolerance < 1 or self.gate_floor < 0 or self.gate_exact_max < 1:
+            raise RuleConfigError("validation gate: need 0 <= gate_tolerance < 1, gate_floor >= 0, gate_exact_max >= 1")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The kept coalition (positions in the list the gate was given) and the figures behind it."""
+
+    kept: frozenset[int]
+    empty: float
+    best: float
+    chosen: float
+    tau: float
+    method: str  # exact | path
+    candidates: int
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {"empty": self.empty, "best": self.best, "chosen": self.chosen, "tau": self.tau,
+                "exact": 1.0 if self.method == "exact" else 0.0, "candidates": float(self.candidates)}
+
+
+def _path(n: int, utility: Utility) -> dict[frozenset[int], float]:
+    current = frozenset(range(n))
+    out = {current: utility(current)}
+    for _ in range((n - 1) // 2):
+        # highest utility after removal; ties remove the later row (committed later)
+        best_i, best_v = -1, -math.inf
+        for i in sorted(current, reverse=True):
+            v = utility(current - {i})
+            if v > best_v:
+                best_i, best_v = i, v
+        current = current - {best_i}
+        out[current] = best_v
+    return out
+
+
+def select_coalition(n: int, utility: Utility, config: GateConfig | None = None) -> GateDecision:
+    """The coalition of positions 0..n-1 the gate keeps, from `utility` (a coalition -> value)."""
+    cfg = config or GateConfig()
+    empty = utility(frozenset())
+    if n == 0:
+        return GateDecision(frozenset(), empty, empty, empty, 0.0, "exact", 0)
+    if n <= cfg.gate_exact_max:
+        method = "exact"
+        values = {c: utility(c) for c in (frozenset(i for i in range(n) if m >> i & 1) for m in range(1, 1 << n))}
+    else:
+        method = "path"
+        values = _path(n, utility)
+    best = max(values.values())
+    ref = max(best, empty)
+    tau = max(cfg.gate_tolerance * (ref - empty), cfg.gate_floor * abs(empty))
+    ok = [c for c, v in values.items() if v >= ref - tau]
+    if not ok:
+        return GateDecision(frozenset(), empty, best, empty, tau, method, len(values))
+    kept = max(ok, key=lambda c: (len(c), values[c], tuple(-i for i in sorted(c))))
+    return GateDecision(kept, empty, best, values[kept], tau, method, len(values))
+
+
+@dataclass(frozen=True)
+class ValidationGate(FilterBase):
+    """`harmful`: a live row outside the largest coalition within tau of the best (module doc)."""
+
+    name: ClassVar[str] = "validation_gate"
+    config: GateConfig = field(default_factory=GateConfig)
+
+    def __call__(self, batch: Batch) -> ScreenReport:
+        out = batch.finite_verdicts()
+        if not self.config.validation_gate or batch.utility is None:
+            return ScreenReport(tuple(out))
+        rows = [int(i) for i in np.nonzero(batch.live(out))[0]]
+        utility = batch.utility
+
+        def on_rows(c: frozenset[int]) -> float:
+            return utility(frozenset(rows[k] for k in c))
+
+        d = select_coalition(len(rows), on_rows, self.config)
+        for k, i in enumerate(rows):
+            if k not in d.kept:
+                detail = (f"without it the kept coalition's validation utility is {d.chosen:.6g}, within tau {d.tau:.4g}"
+                          f" of the best {d.best:.6g} (base model {d.empty:.6g}; {d.method} over {d.candidates})")
+                if not d.kept:
+                    detail = (f"no coalition comes within tau {d.tau:.4g} of the base model's validation utility"
+                              f" {d.empty:.6g}: the round keeps the base model")
+                out[i] = Verdict(i, out[i].trainer, HARMFUL, detail)
+        return ScreenReport(tuple(out), {f"gate_{k}": v for k, v in d.stats.items()})

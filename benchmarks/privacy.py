@@ -1,0 +1,328 @@
+"""Privacy figures: what a published update leaks, what DP and encryption leave, and what compact
+encodings and envelopes cost.
+
+1. Leak. A gradient-inversion attack (the "inverting gradients" family: Geiping et al. 2020,
+   cosine gradient matching with a total-variation prior, Adam on the pixels; labels from the
+   last-layer bias gradient as in iDLG for batch 1, given to the attacker for batch 8, an upper
+   bound on the leak) on the update of one local SGD step of `digits_mlp` (784-64-10) on
+   mnist5k images, at batch 1 and 8:
+   - plaintext update (what IPFS held before envelopes),
+   - the same update under the project's default DP policy (`DpPolicy()`: clip 1, sigma 3),
+   - an encrypted update: the outsider's bytes do not decode, so the attack cannot start.
+   Reconstruction quality is PSNR (dB, pixels in [0, 1]) and SSIM (11x11 Gaussian window),
+   reconstructions matched to originals by the best assignment; "blank guess" is the score of
+   the data set's mean image, the floor of no information. Example images go to
+   reports/benchmarks/privacy/leak_batch{1,8}.png.
+2. Cost, on a real update of the MNIST CNN (`mnist_cnn`, 106k parameters, one local epoch):
+   bytes per update for f32, q8, q4, q2 and top-k sparse q8/q4 at 10 % and 1 %, the ratio to
+   f32 and the relative L2 reconstruction error ||x^ - x|| / ||x||; seal/open throughput of
+   envelopes (3 recipients) and the aggregator's per-round cost of opening 10 and 50 updates.
+
+Run: `.venv/bin/python benchmarks/privacy.py` (about 1-2 minutes on 2 cores; `--smoke` for a
+quick run with fewer attack iterations).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from market.datasets import builtin_arrays
+from market.errors import MalformedContent
+from market.models import ModelSpec, init_model
+from market.protocol.codec import UpdateHeader, decode_update, encode_update
+from market.protocol.envelope import EnvelopeContext, generate_key, open_envelope, public_key_hex, seal
+from market.protocol.privacy import DpPolicy, epsilon_spent, privatize_update
+from market.storage import cid_of
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports" / "benchmarks" / "privacy"
+console = Console(width=150)
+TRAINER = "0x" + "ab" * 20
+
+
+# -- attack -------------------------------------------------------------------------------------
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).reshape(1, 1, size, size)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean SSIM of two [1, H, W] images in [0, 1] (Wang et al. 2004 constants)."""
+    w = _gaussian_window()
+    a, b = a.double()[None], b.double()[None]
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = F.conv2d(a, w), F.conv2d(b, w)
+    var_a = F.conv2d(a * a, w) - mu_a**2
+    var_b = F.conv2d(b * b, w) - mu_b**2
+    cov = F.conv2d(a * b, w) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def matched_scores(truth: torch.Tensor, guess: torch.Tensor) -> tuple[float, float, list[int]]:
+    """Mean PSNR and SSIM under the assignment of guesses to originals with the least MSE."""
+    cost = np.array([[float(((t - g) ** 2).mean()) for g in guess] for t in truth])
+    rows, cols = linear_sum_assignment(cost)
+    order = [int(c) for _, c in sorted(zip(rows, cols, strict=True))]
+    p = statistics.fmean(psnr(truth[i], guess[order[i]]) for i in range(len(truth)))
+    s = statistics.fmean(ssim(truth[i], guess[order[i]]) for i in range(len(truth)))
+    return p, s, order
+
+
+def one_step_update(model: nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, torch.Tensor]:
+    """The published delta of one local SGD step (local weights minus global weights)."""
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            assert p.grad is not None
+            p.sub_(lr * p.grad)
+    delta = {k: (v.detach() - before[k]) for k, v in model.state_dict().items()}
+    model.load_state_dict(before)
+    return delta
+
+
+def invert(model: nn.Module, delta: dict[str, torch.Tensor], labels: torch.Tensor, shape: tuple[int, ...],
+           iterations: int, seed: int, tv: float = 1e-4) -> torch.Tensor:
+    """Inverting gradients: find inputs whose gradient points where the published delta does."""
+    names = [n for n, _ in model.named_parameters()]
+    target = [-delta[n] for n in names]  # delta = -lr * grad: the direction is all the attack needs
+    g = torch.Generator().manual_seed(seed)
+    guess = torch.rand((len(labels), *shape), generator=g).requires_grad_(True)
+    optimiser = torch.optim.Adam([guess], lr=0.1)
+    schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, [iterations * 3 // 8, iterations * 5 // 8,
+                                                                iterations * 7 // 8], gamma=0.1)
+    params = list(model.parameters())
+    for _ in range(iterations):
+        optimiser.zero_grad()
+        grads = torch.autograd.grad(F.cross_entropy(model(guess), labels), params, create_graph=True)
+        dot = torch.stack([(a * b).sum() for a, b in zip(grads, target, strict=True)]).sum()
+        norm_a = torch.stack([(a * a).sum() for a in grads]).sum().sqrt()
+        norm_b = math.sqrt(sum(float((b * b).sum()) for b in target))
+        loss = 1 - dot / (norm_a * norm_b + 1e-12)
+        loss = loss + tv * ((guess[..., 1:, :] - guess[..., :-1, :]).abs().mean()
+                            + (guess[..., 1:] - guess[..., :-1]).abs().mean())
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        with torch.no_grad():
+            guess.clamp_(0, 1)
+    return guess.detach()
+
+
+def infer_label(delta: dict[str, torch.Tensor], bias_name: str) -> int:
+    """iDLG: for batch 1 the last-layer bias gradient is negative only at the true label."""
+    return int((-delta[bias_name]).argmin())
+
+
+def save_grid(path: Path, rows: list[tuple[str, torch.Tensor]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols + 1.2, 1.4 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(images[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def bench_leak(iterations: int, restarts: int) -> list[dict[str, object]]:
+    x_all, y_all = builtin_arrays("mnist5k")
+    x_all_t = torch.from_numpy(np.array(x_all))
+    blank = x_all_t.mean(dim=0)
+    spec = ModelSpec(architecture="digits_mlp", input_shape=(1, 28, 28), num_classes=10)
+    model = init_model(spec, seed=0)
+    policy = DpPolicy()
+    epsilon = epsilon_spent(policy, 1)
+    rows: list[dict[str, object]] = []
+    for batch in (1, 8):
+        idx = torch.arange(batch) * 601 + 5  # mnist5k is sorted by class: one image from each of 8 classes
+        x = x_all_t[idx]
+        y = torch.from_numpy(np.array(y_all))[idx]
+        delta = one_step_update(model, x, y, lr=0.1)
+        noised, _ = privatize_update(delta, policy, torch.Generator().manual_seed(11))
+        labels = torch.tensor([infer_label(delta, "3.bias")]) if batch == 1 else y
+        label_note = f"inferred {'right' if bool((labels == y).all()) else 'wrong'}" if batch == 1 else "given"
+        grid: list[tuple[str, torch.Tensor]] = [("original", x)]
+        for setting, published in (("plaintext", delta), (f"DP eps={epsilon:.2f}", noised)):
+            start = time.perf_counter()
+            best: tuple[float, float, torch.Tensor] | None = None
+            for restart in range(restarts):
+                guess = invert(model, published, labels, (1, 28, 28), iterations, seed=restart)
+                p, s, order = matched_scores(x, guess)
+                if best is None or p > best[0]:
+                    best = (p, s, guess[order])
+            assert best is not None
+            grid.append((setting, best[2]))
+            rows.append({"batch": batch, "setting": setting, "labels": label_note, "psnr": best[0], "ssim": best[1],
+                         "seconds": time.perf_counter() - start})
+        blank_guess = blank.expand_as(x)
+        bp, bs, _ = matched_scores(x, blank_guess)
+        rows.append({"batch": batch, "setting": "blank guess (no information)", "labels": "-", "psnr": bp,
+                     "ssim": bs, "seconds": 0.0})
+        ciphertext = seal(encode_update(delta, UpdateHeader(1, 1, cid_of(b"m"), TRAINER, batch)),
+                          {"aggregator": public_key_hex(generate_key())}, EnvelopeContext(1, 1, TRAINER))
+        try:
+            decode_update(ciphertext)
+            outcome = "DECODED (bug)"
+        except MalformedContent as exc:
+            outcome = f"no update: {exc.detail[:60]}"
+        rows.append({"batch": batch, "setting": "encrypted (outsider)", "labels": outcome, "psnr": float("nan"),
+                     "ssim": float("nan"), "seconds": 0.0})
+        save_grid(OUT / f"leak_batch{batch}.png", grid)
+    return rows
+
+
+# -- cost ---------------------------------------------------------------------------------------
+
+
+def cnn_update() -> dict[str, torch.Tensor]:
+    x_all, y_all = builtin_arrays("mnist5k")
+    x = torch.from_numpy(np.array(x_all[:1000]))
+    y = torch.from_numpy(np.array(y_all[:1000]))
+    spec = ModelSpec(architecture="mnist_cnn", input_shape=(1, 28, 28), num_classes=10)
+    model = init_model(spec, seed=0)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.05)
+    for start in range(0, len(x), 32):
+        optimiser.zero_grad()
+        F.cross_entropy(model(x[start : start + 32]), y[start : start + 32]).backward()
+        optimiser.step()
+    return {k: (v.detach() - before[k]).contiguous() for k, v in model.state_dict().items()}
+
+
+def best_of(fn: object, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_sizes(update: dict[str, torch.Tensor], reps: int) -> list[dict[str, object]]:
+    flat = torch.cat([t.flatten() for t in update.values()]).double()
+    rows = []
+    f32_bytes = 0
+    plan: list[tuple[str, float, float | None]] = [
+        ("f32", 1.0, None), ("q8", 1.0, None), ("q8", 1.0, 20.0), ("q4", 1.0, None), ("q2", 1.0, None),
+        ("sparse-q8", 0.1, None), ("sparse-q8", 0.01, None), ("sparse-q4", 0.1, None), ("sparse-q4", 0.01, None),
+        ("sparse-q2", 0.1, None), ("sparse-f32", 0.1, None),
+    ]
+    for encoding, keep, clip_k in plan:
+        header = UpdateHeader(1, 1, cid_of(b"base"), TRAINER, 1000, encoding=encoding)  # type: ignore[arg-type]
+        data = encode_update(update, header, keep_fraction=keep, clip_k=clip_k)
+        t_enc = best_of(lambda h=header, k=keep, c=clip_k: encode_update(update, h, keep_fraction=k, clip_k=c), reps)
+        t_dec = best_of(lambda d=data: decode_update(d), reps)
+        _, decoded = decode_update(data)
+        got = torch.cat([decoded[k].flatten() for k in update]).double()
+        if encoding == "f32":
+            f32_bytes = len(data)
+        label = (encoding if keep == 1.0 else f"{encoding} top {keep:.0%}") + (f" clip k={clip_k:g}" if clip_k else "")
+        rows.append({"encoding": label, "bytes": len(data), "ratio": f32_bytes / len(data),
+                     "rel_error": float((got - flat).norm() / flat.norm()), "encode_ms": t_enc * 1e3,
+                     "decode_ms": t_dec * 1e3})
+    return rows
+
+
+def bench_envelopes(update: dict[str, torch.Tensor], big_mb: int, reps: int) -> tuple[list[dict[str, object]], dict]:
+    keys = {name: generate_key() for name in ("aggregator", "arbiter", "auditor.a")}
+    recipients = {name: public_key_hex(k) for name, k in keys.items()}
+    context = EnvelopeContext(1, 1, TRAINER)
+    rows = []
+    payloads = {
+        "mnist_cnn f32 update": encode_update(update, UpdateHeader(1, 1, cid_of(b"base"), TRAINER, 1000)),
+        f"{big_mb} MB blob": bytes(big_mb * 1_000_000),
+    }
+    for label, payload in payloads.items():
+        sealed = seal(payload, recipients, context)
+        t_seal = best_of(lambda p=payload: seal(p, recipients, context), reps)
+        t_open = best_of(lambda s=sealed: open_envelope(s, keys["aggregator"], context), reps)
+        rows.append({"payload": label, "bytes": len(payload), "overhead": len(sealed) - len(payload),
+                     "seal_ms": t_seal * 1e3, "open_ms": t_open * 1e3,
+                     "seal_mb_s": len(payload) / t_seal / 1e6, "open_mb_s": len(payload) / t_open / 1e6})
+    per_update = rows[0]["open_ms"]
+    overhead = {n: per_update * n for n in (10, 50)}  # type: ignore[operator]
+    return rows, overhead
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="a quick run: fewer attack iterations and repetitions")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    iterations, restarts, reps, big = (100, 1, 2, 5) if args.smoke else (300, 1, 5, 50)
+    started = time.perf_counter()
+
+    leak = bench_leak(iterations, restarts)
+    table = Table(title=f"Gradient inversion on one local step (digits_mlp, mnist5k, {iterations} Adam iterations, "
+                        f"best of {restarts})")
+    for col in ("batch", "published update", "labels", "PSNR dB", "SSIM", "attack s"):
+        table.add_column(col, justify="right" if col not in ("published update", "labels") else "left")
+    for r in leak:
+        ok = not math.isnan(float(r["psnr"]))  # type: ignore[arg-type]
+        table.add_row(str(r["batch"]), str(r["setting"]), str(r["labels"]),
+                      f"{r['psnr']:.1f}" if ok else "-", f"{r['ssim']:.3f}" if ok else "-",
+                      f"{r['seconds']:.1f}" if ok and r["seconds"] else "-")
+    console.print(table)
+    console.print(f"DP policy: {DpPolicy()!r}; epsilon after 1 round = {epsilon_spent(DpPolicy(), 1):.2f}, "
+                  f"after 20 = {epsilon_spent(DpPolicy(), 20):.2f} (delta 1e-5). Images: {OUT}/leak_batch*.png")
+
+    update = cnn_update()
+    sizes = bench_sizes(update, reps)
+    table = Table(title="Bytes per update, mnist_cnn (one local epoch on 1000 mnist5k images)")
+    for col in ("encoding", "bytes", "x smaller than f32", "rel. L2 error", "encode ms", "decode ms"):
+        table.add_column(col, justify="left" if col == "encoding" else "right")
+    for r in sizes:
+        table.add_row(str(r["encoding"]), f"{r['bytes']:,}", f"{r['ratio']:.1f}", f"{r['rel_error']:.4f}",
+                      f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}")
+    console.print(table)
+
+    envelopes, overhead = bench_envelopes(update, big, reps)
+    table = Table(title="Envelopes (HPKE X25519 + ChaCha20-Poly1305, 3 recipients)")
+    for col in ("payload", "bytes", "overhead B", "seal ms", "open ms", "seal MB/s", "open MB/s"):
+        table.add_column(col, justify="left" if col == "payload" else "right")
+    for r in envelopes:
+        table.add_row(str(r["payload"]), f"{r['bytes']:,}", str(r["overhead"]), f"{r['seal_ms']:.2f}",
+                      f"{r['open_ms']:.2f}", f"{r['seal_mb_s']:.0f}", f"{r['open_mb_s']:.0f}")
+    console.print(table)
+    console.print("Aggregator per-round decryption (mnist_cnn f32 updates): "
+                  + ", ".join(f"{n} trainers {ms:.1f} ms" for n, ms in overhead.items()))
+    console.print(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

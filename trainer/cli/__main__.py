@@ -1,0 +1,5 @@
+"""`python -m trainer.cli`."""
+
+from trainer.cli.app import app
+
+app()
