@@ -1,18 +1,23 @@
-"""Shared fixtures: free loopback ports, a real anvil node per session (stopped by PID), a deployed
-market on it, and the embedded eth-tester chain for quick unit tests."""
+"""Shared fixtures: a real anvil node per session and a real js-ipfs daemon per module (both on free
+loopback ports, stopped by PID), a deployed market and its deployment file, and the embedded
+eth-tester chain for quick unit tests."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from devnet import toolpaths
 from devnet.anvil import Anvil
-from devnet.ports import free_port
+from devnet.ipfsnode import IpfsNode
+from devnet.ports import free_port, free_ports
 from market.chain import MarketClient, connect
 from market.chain.accounts import dev_account, fund_embedded
 from market.chain.deployment import Deployment, deploy
+from market.storage import IpfsStore
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +55,37 @@ def embedded() -> tuple[MarketClient, Deployment]:
 @pytest.fixture()
 def tmp_state(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+needs_jsipfs = pytest.mark.skipif(
+    shutil.which("node") is None or not toolpaths.JSIPFS_BIN.exists(), reason="node or js-ipfs (npm ci) is missing"
+)
+
+
+@pytest.fixture(scope="module")
+def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
+    """A js-ipfs daemon (offline, loopback, no bootstrap peers) for one test module."""
+    if shutil.which("node") is None or not toolpaths.JSIPFS_BIN.exists():
+        pytest.skip("node or js-ipfs (npm ci) is missing")
+    api, gateway, rpc = free_ports(3)
+    node = IpfsNode(tmp_path_factory.mktemp("ipfs") / "repo", api, gateway, rpc)
+    try:
+        node.start(timeout=90)
+        yield node
+    finally:
+        node.stop()
+        assert not node.is_running()
+
+
+@pytest.fixture(scope="module")
+def ipfs(ipfs_node: IpfsNode) -> Iterator[IpfsStore]:
+    store = IpfsStore(ipfs_node.api_multiaddr, find_timeout=1.0, timeout=30)
+    yield store
+    store.close()
+
+
+@pytest.fixture()
+def deployment_file(anvil_deployment: Deployment, tmp_path: Path) -> Path:
+    path = tmp_path / "deployment.json"
+    anvil_deployment.save(path)
+    return path

@@ -24,10 +24,12 @@ from aggregator.round.adapt import adapt_hyperparams
 from aggregator.round.config import RoundConfig
 from aggregator.round.context import RoundContext
 from aggregator.round.inputs import Fetched, RoundInputs, digest_of
+from aggregator.round.ledger import EvaluationLedger
 from aggregator.rules import FedAvg, Rule
 from aggregator.scoring import CoalitionUtility, make_scorer, make_utility
 from aggregator.valset import ValidationSet
 from market.models import evaluate, flatten, unflatten
+from market.protocol import numerics
 from market.protocol.codec import ModelHeader, encode_model
 from market.protocol.documents import UpdateInput, ValidationPolicy, Verdict
 from market.protocol.validation import update_spec, validate_update
@@ -129,6 +131,8 @@ class RoundState:
     global_step: torch.Tensor | None
     #: the adaptation state this round starts from (server_lr, best accuracy, epochs, ...)
     state_in: dict[str, Any]
+    #: every validation evaluation the round uses (replaying a record's when auditing)
+    ledger: EvaluationLedger = field(default_factory=EvaluationLedger)
     # validate
     candidates: list[Candidate] = field(default_factory=list)
     previous: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -280,7 +284,8 @@ def filter_(state: RoundState) -> None:
     if rows and state.config.filters.validation_gate:
         evaluator = Evaluator(state.model, state.like, state.inputs.valset)
         state.coalitions = coalition_utility([state.candidates[i] for i in rows], state.base_vector, evaluator,
-                                             state.server_lr, state.policy.max_claimed_samples)
+                                             state.server_lr, state.policy.max_claimed_samples,
+                                             rows=rows, ledger=state.ledger)
         state.coalition_rows = rows
     state.candidates, state.filter_stats = filter_updates(
         state.candidates, state.previous, state.config.filters, state.global_step, state.coalitions
@@ -318,7 +323,7 @@ def aggregate(state: RoundState) -> None:
     vec, details = aggregate_updates(state.accepted, state.rule, state.policy.max_claimed_samples,
                                      state.base_vector.numel())
     state.aggregate, state.aggregate_details = vec, details
-    state.new_vector = state.base_vector + state.server_lr * vec
+    state.new_vector = numerics.apply_step(state.base_vector, vec, state.server_lr)
     header = ModelHeader(ctx.project_id, ctx.round, ctx.spec.model.architecture)
     state.model_bytes = encode_model(unflatten(state.new_vector, state.like), header)
 
@@ -333,10 +338,12 @@ def utility_rule(policy_cap: int) -> FedAvg:
 
 def coalition_utility(
     cands: Sequence[Candidate], base_vector: torch.Tensor, evaluator: Evaluator, server_lr: float,
-    max_claimed_samples: int,
+    max_claimed_samples: int, *, rows: Sequence[int] | None = None, ledger: EvaluationLedger | None = None,
 ) -> CoalitionUtility:
     """The scorer's utility over `cands`: minus the validation loss of base + server_lr *
-    FedAvg(a coalition's deltas), sample counts capped (memoised)."""
+    FedAvg(a coalition's deltas), sample counts capped (memoised). With a `ledger`, every value
+    goes through it as a "coalition" evaluation whose members are `rows` (the candidates'
+    positions in the round's verdicts; default 0..n-1)."""
     rule = utility_rule(max_claimed_samples)
 
     def aggregate_fn(sub: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
@@ -344,7 +351,15 @@ def coalition_utility(
 
     stack = torch.stack([c.delta for c in cands])  # type: ignore[misc]
     weights = claimed_weights(cands, max_claimed_samples)
-    return make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, weights)
+    record = None
+    if ledger is not None:
+        index = list(range(len(cands))) if rows is None else [int(r) for r in rows]
+        book = ledger
+
+        def record(coalition: frozenset[int], measure: Callable[[], float]) -> float:
+            return book.value("coalition", [index[k] for k in coalition], "neg_loss", measure)
+
+    return make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, weights, record)
 
 
 def score_contributions(
@@ -374,23 +389,31 @@ def score(state: RoundState) -> None:
     """Validation accuracy and loss before and after, then every accepted trainer's score."""
     assert state.new_vector is not None
     evaluator = Evaluator(state.model, state.like, state.inputs.valset)
-    acc_before, loss_before = evaluator.both(state.base_vector)
-    acc_after, loss_after = evaluator.both(state.new_vector)
+    new_vector = state.new_vector
+    acc_before, loss_before = state.ledger.values("base", (), ("accuracy", "loss"),
+                                                  lambda: evaluator.both(state.base_vector))
+    acc_after, loss_after = state.ledger.values("model", (), ("accuracy", "loss"), lambda: evaluator.both(new_vector))
     state.evaluation = {
         "accuracy_before": acc_before, "loss_before": loss_before,
         "accuracy_after": acc_after, "loss_after": loss_after,
     }
     accepted = state.accepted
     state.scorer = state.config.scorer_for(len(accepted))
-    shared = None
+    shared: Callable[[frozenset[int]], float] | None = None
     if state.coalitions is not None:
         # the accepted are a sub-game of the gate's coalitions: the same models, already evaluated
         position = {row: k for k, row in enumerate(state.coalition_rows)}
         members = [position[i] for i, c in enumerate(state.candidates) if c.accepted]
         coalitions = state.coalitions
 
-        def shared(c: frozenset[int]) -> float:
+        def on_accepted(c: frozenset[int]) -> float:
             return coalitions(frozenset(members[j] for j in c))
+
+        shared = on_accepted
+    elif accepted:
+        shared = coalition_utility(accepted, state.base_vector, evaluator, state.server_lr,
+                                   state.policy.max_claimed_samples, ledger=state.ledger,
+                                   rows=[i for i, c in enumerate(state.candidates) if c.accepted])
 
     state.scores, state.evaluations, state.score_details = score_contributions(
         accepted, state.base_vector, evaluator, state.server_lr, state.scorer, state.ctx.seed,

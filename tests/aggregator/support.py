@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,20 +24,6 @@ ETHER = 10**18
 OWNER, AGGREGATOR, ARBITER = 0, 1, 2
 MODEL = ModelSpec(architecture="logreg", input_shape=(64,), num_classes=10, dataset="digits")
 VALIDATION = "digits:size=300,seed=1"
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(int(s.getsockname()[1]))
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 @functools.cache

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +25,10 @@ from aggregator.round import (
 from aggregator.service import AggregatorService, available_for
 from aggregator.settings import AggregatorSettings
 from aggregator.valset import load_validation_set
-from devnet import toolpaths
 from devnet.anvil import Anvil
 from devnet.ipfsnode import IpfsNode
 from market.chain import MarketClient
 from market.chain.accounts import dev_account
-from market.chain.deployment import Deployment
 from market.protocol.codec import ModelHeader, decode_model, encode_model
 from market.protocol.documents import RoundRecord
 from market.protocol.merkle import RewardTree
@@ -45,7 +41,6 @@ from tests.aggregator.support import (
     ChainProject,
     create_project,
     encode,
-    free_ports,
     honest_deltas,
 )
 
@@ -55,34 +50,6 @@ pytestmark = [
     # is not thread-safe, so parallel fetches let some through
     pytest.mark.filterwarnings("ignore:.*'strict' parameter:FutureWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
-    if shutil.which("node") is None or not toolpaths.JSIPFS_BIN.exists():
-        pytest.skip("node or js-ipfs (npm ci) is missing")
-    api, gateway, rpc = free_ports(3)
-    node = IpfsNode(tmp_path_factory.mktemp("audit-ipfs") / "repo", api, gateway, rpc)
-    try:
-        node.start(timeout=90)
-        yield node
-    finally:
-        node.stop()
-        assert not node.is_running()
-
-
-@pytest.fixture(scope="module")
-def ipfs(ipfs_node: IpfsNode) -> Iterator[IpfsStore]:
-    store = IpfsStore(ipfs_node.api_multiaddr, find_timeout=1.0, timeout=30)
-    yield store
-    store.close()
-
-
-@pytest.fixture()
-def deployment_file(anvil_deployment: Deployment, tmp_path: Path) -> Path:
-    path = tmp_path / "deployment.json"
-    anvil_deployment.save(path)
-    return path
 
 
 def run_audit(project_id: int, anvil: Anvil, deployment_file: Path, ipfs_node: IpfsNode, *extra: str):  # type: ignore[no-untyped-def]

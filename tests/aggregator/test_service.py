@@ -10,10 +10,8 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,12 +19,10 @@ import pytest
 from aggregator.journal import Journal, Stage
 from aggregator.service import AggregatorService, outage_kind, setup_logging
 from aggregator.settings import AggregatorSettings
-from devnet import toolpaths
 from devnet.anvil import Anvil
 from devnet.ipfsnode import IpfsNode
 from market.chain import MarketClient, RoundStatus
 from market.chain.accounts import dev_account
-from market.chain.deployment import Deployment
 from market.errors import (
     ContentNotFound,
     ContractRevert,
@@ -46,12 +42,12 @@ from tests.aggregator.support import (
     ChainProject,
     create_project,
     encode,
-    free_ports,
     honest_deltas,
     revert,
     snapshot,
     zero_delta,
 )
+from tests.conftest import needs_jsipfs
 
 pytestmark = [
     pytest.mark.integration,
@@ -59,39 +55,6 @@ pytestmark = [
     # is not thread-safe, so parallel fetches let some through
     pytest.mark.filterwarnings("ignore:.*'strict' parameter:FutureWarning"),
 ]
-
-needs_jsipfs = pytest.mark.skipif(
-    shutil.which("node") is None or not toolpaths.JSIPFS_BIN.exists(), reason="node or js-ipfs (npm ci) is missing"
-)
-
-
-@pytest.fixture(scope="module")
-def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
-    if shutil.which("node") is None or not toolpaths.JSIPFS_BIN.exists():
-        pytest.skip("node or js-ipfs (npm ci) is missing")
-    api, gateway, rpc = free_ports(3)
-    node = IpfsNode(tmp_path_factory.mktemp("agg-ipfs") / "repo", api, gateway, rpc)
-    try:
-        node.start(timeout=90)
-        yield node
-    finally:
-        node.stop()
-        assert not node.is_running()
-
-
-@pytest.fixture(scope="module")
-def ipfs(ipfs_node: IpfsNode) -> Iterator[IpfsStore]:
-    store = IpfsStore(ipfs_node.api_multiaddr, find_timeout=1.0, timeout=30)
-    yield store
-    store.close()
-
-
-@pytest.fixture()
-def deployment_file(anvil_deployment: Deployment, tmp_path: Path) -> Path:
-    path = tmp_path / "deployment.json"
-    anvil_deployment.save(path)
-    return path
-
 
 def serve(anvil: Anvil, deployment_file: Path, ipfs_node: IpfsNode, project_id: int, state: Path,
           *extra: str, crash_at: str | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
