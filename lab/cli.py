@@ -40,7 +40,7 @@ def demo(
         raise ConfigError(f"--dataset must be mnist5k or digits, got {dataset!r}")
     arch, shape = model[dataset]
     sc = Scenario(trainers=plans, rounds=rounds, dataset=dataset, architecture=arch, input_shape=shape)
-    result = run_scenario(sc, out, console=err_console, live=not as_json)
+    result = run_scenario(sc, out, console=err_console, live=not as_json, dashboard=True)
     if as_json:
         emit_json(result.report.to_json() | {"summary": result.summary()})
     else:

@@ -29,15 +29,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from aggregator.service import DEV_KEY_PASSWORD, dev_encryption_key
+from dashboard.server import DashboardServer
+from dashboard.service import DashboardConfig
 from devnet.ports import free_port, pick_ipfs_api_port
 from devnet.stack import Stack
 from lab.report import ProjectReport, collect, write_html
 from market.chain import MarketClient, connect
-from market.chain.accounts import dev_account
+from market.chain.accounts import PASSWORD_ENV, Keystore, dev_account
 from market.chain.deployment import deploy
 from market.cli.config import read_toml
 from market.cli.project_file import ProjectFile
 from market.errors import ConfigError, SimulationError
+from market.protocol.privacy import DpPolicy
 from market.storage import open_store
 
 OWNER, AGGREGATOR, ARBITER, FIRST_TRAINER = 0, 1, 2, 3
@@ -91,8 +95,19 @@ class Scenario(BaseModel):
     lr: float = 0.05
     batch_size: int = 32
     timeout: float = 900.0
+    #: Updates sealed for the aggregator, an auditor and the arbiter (keys made by the scenario);
+    #: False: plaintext updates, as before issue 14.
+    encrypted: bool = True
+    #: Client-level DP every trainer applies (the project's `[privacy]`); None: none.
+    privacy: DpPolicy | None = None
 
-    def project_toml(self) -> str:
+    def project_toml(self, recipients: dict[str, tuple[str, str]] | None = None) -> str:
+        """The project file; `recipients`: name -> (role, public key hex) for `[recipients]`."""
+        extra: list[str] = []
+        for name, (role, key) in sorted((recipients or {}).items()):
+            extra += [f"[recipients.{name}]", f'role = "{role}"', f'key = "{key}"']
+        if self.privacy is not None:
+            extra += ["[privacy]"] + [f"{k} = {json.dumps(v)}" for k, v in self.privacy.model_dump(mode="json").items()]
         return "\n".join(
             [
                 "[project]",
@@ -114,6 +129,7 @@ class Scenario(BaseModel):
                 f"epochs = {self.epochs}",
                 f"lr = {self.lr}",
                 f"batch_size = {self.batch_size}",
+                *extra,
                 "",
             ]
         )
@@ -200,8 +216,10 @@ class _Procs:
                 p.wait()
 
 
-def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None = None, live: bool = True) -> ScenarioResult:
-    """Run one scenario end to end on a fresh local stack in `out_dir`."""
+def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None = None, live: bool = True,
+                 dashboard: bool = False) -> ScenarioResult:
+    """Run one scenario end to end on a fresh local stack in `out_dir`; with `dashboard`, serve the
+    live dashboard (`market dashboard`) on a free loopback port while it runs and print its address."""
     console = console or Console()
     started = time.monotonic()
     if out_dir.exists():
@@ -211,6 +229,7 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
     logs.mkdir(parents=True)
     stack = Stack(state_dir=state / "stack", anvil_port=free_port(), ipfs_api_port=pick_ipfs_api_port())
     procs = _Procs(logs)
+    board: DashboardServer | None = None
     try:
         with console.status("starting anvil and the IPFS daemon..."):
             stack.up()
@@ -220,13 +239,17 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
         dep_file = state / "deployment.json"
         dep.save(dep_file)
         owner = dep.client(w3, dev_account(OWNER))
-        store = open_store(f"ipfs:{ipfs}")
+        store = open_store(ipfs)
         project_file = out_dir / "project.toml"
-        project_file.write_text(scenario.project_toml())
+        recipients, auditor_key = _scenario_keys(state) if scenario.encrypted else ({}, None)
+        project_file.write_text(scenario.project_toml(recipients))
         pf = ProjectFile.load(project_file)
         spec_cid = store.add(pf.spec(store).to_bytes())
         project_id, _ = owner.create_project(pf.params(spec_cid))
         console.print(f"project [bold]{project_id}[/] created on {rpc}; {scenario.rounds} rounds x {scenario.reward_per_round} escrowed")
+        if dashboard:
+            board = DashboardServer(DashboardConfig(rpc, dep_file, ipfs, poll=1.0), "127.0.0.1", 0)
+            console.print(f"dashboard: [bold]{board.start()}/p/{project_id}[/] (live while the demo runs)")
 
         common = ["--rpc", rpc, "--deployment", str(dep_file), "--ipfs", ipfs]
         py = sys.executable
@@ -264,11 +287,23 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
                 f"processes failed: {failed}; last lines of {next(iter(failed))}: {procs.tail(next(iter(failed)), 3)!r}"
                 f" (logs in {logs})"
             )
+        # the auditor's audit rebuilds every round; in an encrypted project an outsider's audit
+        # checks what needs no update bytes and must pass too
+        keyed = ["--key-file", str(auditor_key)] if auditor_key is not None else []
+        env = {**os.environ, PASSWORD_ENV: DEV_KEY_PASSWORD}
         audit = subprocess.run(
-            [py, "-m", "aggregator.cli", "audit", str(project_id), *common], capture_output=True, text=True, timeout=600,
-            check=False,
+            [py, "-m", "aggregator.cli", "audit", str(project_id), *keyed, *common], capture_output=True, text=True,
+            timeout=600, check=False, env=env,
         )
         (logs / "audit.log").write_text(audit.stdout + audit.stderr)
+        if auditor_key is not None:
+            keyless = subprocess.run(
+                [py, "-m", "aggregator.cli", "audit", str(project_id), *common], capture_output=True, text=True,
+                timeout=600, check=False,
+            )
+            (logs / "audit-keyless.log").write_text(keyless.stdout + keyless.stderr)
+            if keyless.returncode != 0:
+                audit = keyless
         roles: dict[str, str] = {dev_account(OWNER).address: "owner", dev_account(AGGREGATOR).address: "aggregator",
                  dev_account(ARBITER).address: "arbiter"}
         report = collect(owner, store, project_id, roles=roles, truth=truth)
@@ -277,8 +312,22 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
         return ScenarioResult(scenario, project_id, report, audit.returncode == 0, audit.stdout, codes,
                               time.monotonic() - started, out_dir, truth)
     finally:
+        if board is not None:
+            board.stop()
         procs.stop_all()
         stack.down()
+
+
+def _scenario_keys(state: Path) -> tuple[dict[str, tuple[str, str]], Path]:
+    """Encryption keys for the aggregator (in its state dir, where `aggregator serve --dev-account`
+    looks), an auditor and the arbiter (in the scenario's keystore), all with the dev password;
+    returns the recipients and the auditor's key file."""
+    keystore = Keystore(state / "keystore")
+    keystore.directory.mkdir(parents=True, exist_ok=True)
+    recipients = {"aggregator": ("aggregator", dev_encryption_key(state / "aggregator", AGGREGATOR))}
+    for name in ("auditor", "arbiter"):
+        recipients[name] = (name, keystore.new_encryption_key(name, DEV_KEY_PASSWORD))
+    return recipients, keystore.directory / "auditor.x25519.pem"
 
 
 class Clock:
@@ -370,11 +419,20 @@ def _watch(client: MarketClient, store: Any, project_id: int, scenario: Scenario
                     time.sleep(0.5)
                 view.update(table())
     else:
+        # no live table (grids, --json): a progress line (on the given console: stderr) when a round
+        # closes and at least every 30 s, so a long run never looks stuck
+        said: tuple[int, float] = (-1, 0.0)
         while procs.running():
             if time.monotonic() > deadline:
                 raise SimulationError(f"the scenario did not finish within {scenario.timeout:.0f} s")
             clock.step()
             time.sleep(0.5)
+            current = client.project(project_id).current_round
+            if current != said[0] or time.monotonic() - said[1] > 30:
+                said = (current, time.monotonic())
+                console.print(f"{scenario.name}: {current} of {scenario.rounds} round(s) finalized,"
+                              f" {len(procs.running())} of {len(procs.procs)} processes running,"
+                              f" {time.monotonic() - started:.0f} s", highlight=False)
 
 
 # ---------------------------------------------------------------------- grids
