@@ -238,7 +238,7 @@ contract FuzzTest is MarketFixture {
 
     /// finalize is accepted exactly in (revealDl, revealDl + finalizeWindow]; expire exactly after
     /// it (with a reveal), or after the reveal deadline (without one).
-    function testFuzz_deadlines_finalizeAndExpire(uint32 c, uint32 r, uint32 f, uint256 at, bool revealed) public {
+    function testFuzz_deadlines_finalizeAndExpire(uint32 c, uint32 r, uint32 f, uint256 when, bool revealed) public {
         ILearningMarket.ProjectParams memory p = _params(address(0));
         p.commitWindow = uint32(bound(c, 2, 1e6)); // challenge 2 + rule 1 must fit
         p.revealWindow = uint32(bound(r, 1, 1e6));
@@ -255,14 +255,14 @@ contract FuzzTest is MarketFixture {
         }
         (, uint256 revealDl) = _deadlines(pid);
         uint256 finalizeDl = revealDl + p.finalizeWindow;
-        at = bound(at, block.number, finalizeDl + 3);
-        vm.roll(at);
+        when = bound(when, block.number, finalizeDl + 3);
+        vm.roll(when);
         uint256 expiresAfter = revealed ? finalizeDl : revealDl;
-        if (at <= expiresAfter) {
+        if (when <= expiresAfter) {
             vm.expectRevert(abi.encodeWithSelector(ILearningMarket.FinalizeStillOpen.selector, pid, 0, expiresAfter));
             market.expireRound(pid, 0);
         } else {
-            if (revealed && at > finalizeDl) {
+            if (revealed && when > finalizeDl) {
                 vm.prank(aggregator);
                 vm.expectRevert(abi.encodeWithSelector(ILearningMarket.FinalizeClosed.selector, pid, 0, finalizeDl));
                 market.finalizeRound(pid, 0, MODEL, RECORD, bytes32(uint256(1)), REWARD);
@@ -273,14 +273,14 @@ contract FuzzTest is MarketFixture {
             return;
         }
         vm.prank(aggregator);
-        if (at <= revealDl) {
+        if (when <= revealDl) {
             vm.expectRevert(abi.encodeWithSelector(ILearningMarket.RevealStillOpen.selector, pid, 0, revealDl));
         }
         market.finalizeRound(pid, 0, MODEL, RECORD, bytes32(uint256(1)), REWARD);
     }
 
     /// resolveDispute is accepted until finalizedAt + challenge + rule; lapseDispute only after.
-    function testFuzz_deadlines_rulingAndLapse(uint32 ch, uint32 rule, uint256 at, bool upheld) public {
+    function testFuzz_deadlines_rulingAndLapse(uint32 ch, uint32 rule, uint256 when, bool upheld) public {
         ILearningMarket.ProjectParams memory p = _params(address(0));
         p.challengeWindow = uint32(bound(ch, 2, 40));
         p.ruleWindow = uint32(bound(rule, 1, COMMIT + REVEAL + FINALIZE - 1 - p.challengeWindow));
@@ -290,9 +290,9 @@ contract FuzzTest is MarketFixture {
         _dispute(pid, 0, alice);
         uint256 deadline = market.settlesAfter(pid, 0);
         assertEq(deadline, market.getRound(pid, 0).finalizedAt + uint256(p.challengeWindow) + p.ruleWindow, "dl");
-        at = bound(at, block.number, deadline + 5);
-        vm.roll(at);
-        if (at <= deadline) {
+        when = bound(when, block.number, deadline + 5);
+        vm.roll(when);
+        if (when <= deadline) {
             vm.expectRevert(abi.encodeWithSelector(ILearningMarket.RulingStillOpen.selector, pid, 0, deadline));
             market.lapseDispute(pid, 0, 0);
             _resolve(pid, 0, 0, upheld, bytes32(uint256(2)));
@@ -556,6 +556,36 @@ contract FuzzTest is MarketFixture {
     }
 
     // ---------------------------------------------------------------- liveness
+
+    /// Ported from v1's "finalize never waits for the challenge window": a round's whole settlement
+    /// (challenge window, then a dispute the arbiter sits on until the ruling deadline) always ends
+    /// before the next round's finalize deadline, so the aggregator is never blamed for the
+    /// arbiter's delay: it can finalize at that deadline.
+    function testFuzz_finalize_previousRoundSettledByFinalizeDeadline(
+        uint32 c,
+        uint32 r,
+        uint32 f,
+        uint32 ch,
+        uint32 rule
+    ) public {
+        ILearningMarket.ProjectParams memory p = _params(address(0));
+        p.commitWindow = uint32(bound(c, 2, 1e6));
+        p.revealWindow = uint32(bound(r, 1, 1e6));
+        p.finalizeWindow = uint32(bound(f, 1, 1e6));
+        uint256 room = uint256(p.commitWindow) + p.revealWindow + p.finalizeWindow;
+        p.challengeWindow = uint32(bound(ch, 2, room - 2));
+        p.ruleWindow = uint32(bound(rule, 1, room - 1 - p.challengeWindow));
+        p.numRounds = 2;
+        uint256 pid = _create(p);
+        _register(pid, alice);
+        _finalizeNext(pid, bytes32(uint256(1)));
+        _dispute(pid, 0, alice); // the arbiter never rules
+        (, uint256 revealDl) = _deadlines(pid);
+        uint256 finalizeDl = revealDl + p.finalizeWindow;
+        assertLt(market.settlesAfter(pid, 0), finalizeDl, "settled before the finalize deadline");
+        vm.roll(finalizeDl);
+        _finalize(pid, 1, bytes32(uint256(2)));
+    }
 
     /// Aggregator and arbiter both silent from the start, trainers revealing every round: anyone
     /// expires every round, the project ends within numRounds x (commit + reveal + finalize + 1)

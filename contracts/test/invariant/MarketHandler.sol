@@ -6,8 +6,10 @@ import {MerkleBuilder} from "../utils/MerkleBuilder.sol";
 import {LearningMarket} from "../../src/LearningMarket.sol";
 import {ILearningMarket} from "../../src/ILearningMarket.sol";
 import {MockERC20} from "../mocks/MockERC20.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {FeeOnTransferToken} from "../mocks/FeeOnTransferToken.sol";
 import {BlocklistToken, ReentrantToken, Puppet} from "../mocks/HostileTokens.sol";
+import {console} from "../utils/Console.sol";
 
 /// @notice Adversarial driver for the invariant campaign: one market, projects in ETH, a plain
 /// ERC-20, a blocklisting ERC-20 and a re-entrant ERC-20 (a fee-on-transfer token is refused at
@@ -89,6 +91,7 @@ contract MarketHandler is TestBase {
     constructor() {
         currentBlock = 1000;
         vm.roll(currentBlock);
+        vm.deal(address(this), 1e30); // pays the value of the Puppet's calls
         market = new LearningMarket();
         plain = new MockERC20("Plain", "PLN");
         blk = new BlocklistToken();
@@ -129,7 +132,7 @@ contract MarketHandler is TestBase {
         for (uint256 j = 0; j < 3; j++) {
             MockERC20(toks[j]).mint(who, 1e30);
             if (who == address(puppet)) {
-                puppet.exec(toks[j], abi.encodeCall(MockERC20.approve, (address(market), type(uint256).max)));
+                puppet.exec(toks[j], abi.encodeCall(IERC20.approve, (address(market), type(uint256).max)));
             } else {
                 vm.prank(who);
                 MockERC20(toks[j]).approve(address(market), type(uint256).max);
@@ -170,8 +173,7 @@ contract MarketHandler is TestBase {
     /// @dev Call the market as `who` (through the Puppet when it is the puppet), with `value`.
     function _as(address who, uint256 value, bytes memory data) internal returns (bool success, bytes memory ret) {
         if (who == address(puppet)) {
-            (success, ret) = address(puppet).call(abi.encodeCall(Puppet.exec, (address(market), data)));
-            if (value != 0) revert("puppet sends no value here");
+            (success, ret) = address(puppet).call{value: value}(abi.encodeCall(Puppet.exec, (address(market), data)));
         } else {
             vm.prank(who);
             (success, ret) = address(market).call{value: value}(data);
@@ -181,7 +183,6 @@ contract MarketHandler is TestBase {
     /// @dev A call that must succeed; its money effect is booked to `pid`.
     function _must(uint256 pid, address who, uint256 value, bytes memory data, bytes32 label) internal {
         _begin(pid);
-        if (who == address(puppet) && value != 0) vm.deal(address(puppet), address(puppet).balance + value);
         bool success;
         bytes memory ret;
         if (who == address(puppet)) {
@@ -210,8 +211,16 @@ contract MarketHandler is TestBase {
         ok["refused"]++;
     }
 
+    /// @dev A project from the seed, preferring one that has not ended (ended ones still get the
+    /// calls that only make sense after the end, one time in four).
     function _pick(uint256 seed) internal view returns (uint256 pid) {
-        pid = _projects[seed % _projects.length];
+        uint256 n = _projects.length;
+        pid = _projects[seed % n];
+        if ((seed >> 128) % 4 == 0) return pid;
+        for (uint256 k = 0; k < n; k++) {
+            uint256 q = _projects[(seed % n + k) % n];
+            if (market.getProject(q).endedAt == 0) return q;
+        }
     }
 
     function _value(uint256 pid, uint256 amount) internal view returns (uint256) {
@@ -242,12 +251,12 @@ contract MarketHandler is TestBase {
             aggregator: _aggregators[0],
             arbiter: _arbiters[0],
             numRounds: rounds,
-            commitWindow: 3,
-            revealWindow: 3,
-            challengeWindow: 3,
-            finalizeWindow: 6,
-            ruleWindow: 4,
-            claimWindow: 10,
+            commitWindow: 8,
+            revealWindow: 8,
+            challengeWindow: 6,
+            finalizeWindow: 12,
+            ruleWindow: 8,
+            claimWindow: 20,
             rewardPerRound: REWARD,
             stake: STAKE,
             disputeBond: BOND,
@@ -372,6 +381,45 @@ contract MarketHandler is TestBase {
         );
     }
 
+    /// A whole commit-reveal phase of the open round: the trainers in `commitMask` commit, the
+    /// clock moves into the reveal window, those also in `revealMask` reveal (the others leave
+    /// their deposit to be forfeited).
+    function trainingPhase(uint256 pidSeed, uint8 commitMask, uint8 revealMask) external step {
+        uint256 pid = _pick(pidSeed);
+        ILearningMarket.Project memory p = _p(pid);
+        // a round whose commit window is gone is closed first, if it may be (by anyone)
+        if (p.currentRound < p.numRounds && block.number > uint256(p.openedAt) + p.commitWindow && _expirable(pid)) {
+            _must(pid, outsider, 0, abi.encodeCall(LearningMarket.expireRound, (pid, p.currentRound)), "expire");
+            p = _p(pid);
+        }
+        uint256 round = p.currentRound;
+        uint256 commitDl = uint256(p.openedAt) + p.commitWindow;
+        if (round >= p.numRounds || block.number > commitDl) return;
+        for (uint256 ti = 0; ti < NT; ti++) {
+            (bool registered, uint256 stake) = market.registration(pid, _trainers[ti]);
+            if ((commitMask >> ti) & 1 == 0 || !registered || stake < p.commitDeposit) continue;
+            if (market.commitmentState(pid, round, _trainers[ti]) != 0) continue;
+            _must(pid, _trainers[ti], 0, abi.encodeCall(LearningMarket.commit, (pid, round, _commitment(pid, round, ti))), "commit");
+        }
+        currentBlock = commitDl + 1;
+        vm.roll(currentBlock);
+        for (uint256 ti = 0; ti < NT; ti++) {
+            if ((revealMask >> ti) & 1 == 0 || market.commitmentState(pid, round, _trainers[ti]) != 1) continue;
+            bytes32 digest = keccak256(abi.encode(pid, round, ti));
+            _must(
+                pid,
+                _trainers[ti],
+                0,
+                abi.encodeCall(LearningMarket.reveal, (pid, round, _cid(pid, round, ti), digest, bytes32(ti + 7))),
+                "reveal"
+            );
+        }
+        // move on to the finalize window
+        currentBlock = commitDl + p.revealWindow + 1;
+        vm.roll(currentBlock);
+        ok["trainingPhase"]++;
+    }
+
     /// Anyone takes the deposit of a commitment not revealed by its deadline.
     function forfeit(uint256 pidSeed, uint256 tSeed, uint256 roundSeed) external step {
         uint256 pid = _pick(pidSeed);
@@ -394,10 +442,10 @@ contract MarketHandler is TestBase {
     }
 
     function _tree(uint256[NT] memory amounts) internal view returns (MerkleBuilder.Tree memory) {
-        address[] memory accounts = new address[](NT);
+        address[] memory leaves = new address[](NT);
         uint256[] memory values = new uint256[](NT);
-        for (uint256 i = 0; i < NT; i++) (accounts[i], values[i]) = (_trainers[i], amounts[i]);
-        return MerkleBuilder.build(accounts, values);
+        for (uint256 i = 0; i < NT; i++) (leaves[i], values[i]) = (_trainers[i], amounts[i]);
+        return MerkleBuilder.build(leaves, values);
     }
 
     /// Finalize the open round with its fixed allocation: an honest root splits it among the
@@ -407,10 +455,22 @@ contract MarketHandler is TestBase {
         uint256 pid = _pick(pidSeed);
         ILearningMarket.Project memory p = _p(pid);
         uint256 round = p.currentRound;
-        if (aggregatorSilent[pid] || round >= p.numRounds || p.bondHeld == 0) return;
+        if (aggregatorSilent[pid] || round >= p.numRounds) return;
         uint256 revealDl = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
         if (block.number <= revealDl || block.number > revealDl + p.finalizeWindow) return;
         if (round > 0 && block.number <= market.settlesAfter(pid, round - 1)) return;
+        if (p.bondHeld == 0) {
+            _mustFail(
+                pid,
+                p.aggregator,
+                0,
+                abi.encodeCall(LearningMarket.finalizeRound, (pid, round, "m", "r", bytes32(uint256(1)), 1)),
+                abi.encodeWithSelector(ILearningMarket.BondNotPosted.selector, pid, p.aggregatorBond)
+            );
+            _must(pid, p.aggregator, _value(pid, p.aggregatorBond), abi.encodeCall(LearningMarket.postBond, (pid)), "bond");
+            // the re-entrant token may have run a call (an expiry) inside the transfer: start over
+            return;
+        }
         uint256 allocation = market.roundAllocation(pid);
         assertEq(
             allocation,
@@ -431,12 +491,8 @@ contract MarketHandler is TestBase {
         for (uint256 i = 0; i < NT; i++) {
             if (market.commitmentState(pid, round, _trainers[i]) == 2) n++;
         }
-        uint256 given;
         for (uint256 i = 0; i < NT && n != 0; i++) {
-            if (market.commitmentState(pid, round, _trainers[i]) == 2) {
-                h[i] += allocation / n;
-                given += allocation / n;
-            }
+            if (market.commitmentState(pid, round, _trainers[i]) == 2) h[i] += allocation / n;
         }
         _honest[pid][round] = h;
         _lastHonest[pid] = h;
@@ -463,13 +519,13 @@ contract MarketHandler is TestBase {
         }
     }
 
-    function _expiresAfter(uint256 pid) internal view returns (uint256 at) {
+    function _expiresAfter(uint256 pid) internal view returns (uint256 when) {
         ILearningMarket.Project memory p = _p(pid);
         uint256 revealDl = uint256(p.openedAt) + p.commitWindow + p.revealWindow;
-        at = p.reveals == 0 ? revealDl : revealDl + p.finalizeWindow;
+        when = p.reveals == 0 ? revealDl : revealDl + p.finalizeWindow;
         if (p.currentRound > 0) {
             uint256 s = market.settlesAfter(pid, p.currentRound - 1);
-            if (s > at) at = s;
+            if (s > when) when = s;
         }
     }
 
@@ -498,7 +554,6 @@ contract MarketHandler is TestBase {
             (bool registered,) = market.registration(pid, who);
             if (!registered || _blocked(pid, who)) return;
         }
-        if (who == address(puppet) && tokenOf[pid] == address(0)) return; // the puppet sends no value
         _must(pid, who, _value(pid, p.disputeBond), abi.encodeCall(LearningMarket.dispute, (pid, round, "bafyev")), "dispute");
     }
 
@@ -715,7 +770,6 @@ contract MarketHandler is TestBase {
         address[3] memory pool = arbiterRole ? _arbiters : _aggregators;
         address current = arbiterRole ? p.arbiter : p.aggregator;
         address next = pool[0] == current ? pool[1] : pool[0];
-        if (next == (arbiterRole ? p.aggregator : p.arbiter)) next = pool[2];
         _must(
             pid,
             p.owner,
@@ -741,7 +795,7 @@ contract MarketHandler is TestBase {
     }
 
     function roll(uint256 blocks) external step {
-        currentBlock += bound(blocks, 1, 40);
+        currentBlock += bound(blocks, 1, 12);
         vm.roll(currentBlock);
     }
 
@@ -800,13 +854,13 @@ contract MarketHandler is TestBase {
     }
 
     /// Only the outsider acts on the project's clock; beneficiaries act only for their own money.
-    function _driveToEnd(uint256 pid) public {
+    function _driveToEnd(uint256 pid) internal {
         // bounded: every iteration closes a round
         for (uint256 guard = 0; guard < 8; guard++) {
             ILearningMarket.Project memory p = _p(pid);
             if (p.currentRound >= p.numRounds) break;
-            uint256 at = _expiresAfter(pid);
-            if (at + 1 > currentBlock) currentBlock = at + 1;
+            uint256 when = _expiresAfter(pid);
+            if (when + 1 > currentBlock) currentBlock = when + 1;
             vm.roll(currentBlock);
             _must(pid, outsider, 0, abi.encodeCall(LearningMarket.expireRound, (pid, p.currentRound)), "liveExpire");
         }
@@ -852,7 +906,7 @@ contract MarketHandler is TestBase {
     }
 
     /// After the drive only dust and what the receivers themselves block may remain.
-    function _checkDrained(uint256 pid) public view {
+    function _checkDrained(uint256 pid) internal view {
         ILearningMarket.Project memory p = _p(pid);
         assertTrue(p.endedAt != 0, "ended");
         assertEq(p.unallocated, 0, "no budget left");
@@ -915,6 +969,19 @@ contract MarketHandler is TestBase {
 
     function rootAmount(uint256 pid, uint256 round, uint256 ti) external view returns (uint256) {
         return _rootAmounts[pid][round][ti];
+    }
+
+    /// What the run did (successful calls per kind; shown with -vv).
+    function logCoverage() external view {
+        bytes32[28] memory labels = [
+            bytes32("create"), "register", "commit", "reveal", "forfeit", "bond", "finalize", "finalizeDishonest",
+            "expire", "dispute", "upheld", "dismissed", "lapse", "claim", "claimTo", "poolShare", "withdrawStake",
+            "withdrawCredit", "end", "sweep", "acceptOwner", "replaceAggregator", "replaceArbiter", "liveness",
+            "refused", "feeRefused", "trainingPhase", "blocklist"
+        ];
+        for (uint256 i = 0; i < labels.length; i++) console.log(string(abi.encodePacked(labels[i])), ok[labels[i]]);
+        console.log("rnt hook calls", rnt.hookCalls());
+        console.log("puppet reentries", puppet.reentries());
     }
 
     function settleAll() external {
