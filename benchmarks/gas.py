@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from devnet.anvil import Anvil, rpc_call
 from devnet.compiler import compile_contracts
+from devnet.ports import free_port
 from market.chain import MarketClient, ProjectParams, RevertDecoder, TxSender, commitment_of, connect
 from market.chain.accounts import dev_account
 from market.chain.deployment import deploy
@@ -35,19 +36,12 @@ ETHER = 10**18
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"  # a realistic 46-character CIDv0
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--max-trainers", type=int, default=1000)
+    ap.add_argument("--smoke", action="store_true", help="10 trainers only: checks the script runs (seconds)")
     args = ap.parse_args()
-    counts = [n for n in (10, 100, 1000) if n <= args.max_trainers]
+    counts = [n for n in (10, 100, 1000) if n <= (10 if args.smoke else args.max_trainers)]
     console = Console()
 
     with tempfile.TemporaryDirectory() as tmp:

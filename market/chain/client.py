@@ -177,11 +177,11 @@ class MarketClient:
         self, project_id: int, round_: int, model_cid: str, record_cid: str, root: bytes, allocation: int | None = None
     ) -> Receipt:
         """Finalize with the round's fixed allocation (read from the chain), posting the aggregator
-        bond first if none is held. `allocation`, if given, must be that fixed amount, or 0 for a
-        tree that pays nobody this round (what it does not pay is swept after the claim deadline)."""
+        bond first if none is held. `allocation`, if given (the record's), must be that fixed amount:
+        a tree may pay less (nobody earned a share), the rest is swept after the claim deadline."""
         info = self.project(project_id)
         fixed = self.round_allocation(project_id)
-        if allocation is not None and allocation not in (0, fixed):
+        if allocation is not None and allocation != fixed:
             raise ConfigError(
                 f"round {round_} of project {project_id} allocates exactly {fixed} (fixed by the project's"
                 f" parameters), not {allocation}: build the rewards tree for {fixed}"

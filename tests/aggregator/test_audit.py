@@ -27,8 +27,9 @@ from aggregator.settings import AggregatorSettings
 from aggregator.valset import load_validation_set
 from devnet.anvil import Anvil
 from devnet.ipfsnode import IpfsNode
-from market.chain import MarketClient
+from market.chain import MarketClient, RoundStatus
 from market.chain.accounts import dev_account
+from market.errors import ConfigError
 from market.protocol.codec import ModelHeader, decode_model, encode_model
 from market.protocol.documents import RoundRecord
 from market.protocol.merkle import RewardTree
@@ -181,18 +182,19 @@ def test_root_not_matching_the_record_is_caught(anvil: Anvil, market: MarketClie
     assert '"ok": false' in out.stdout
 
 
-def test_withheld_reward_is_caught(anvil: Anvil, market: MarketClient, ipfs: IpfsStore, ipfs_node: IpfsNode,
-                                   deployment_file: Path) -> None:
-    """Allocating nothing although accepted trainers scored positive is reported as withheld."""
+def test_withholding_the_reward_is_refused_on_chain(anvil: Anvil, market: MarketClient, ipfs: IpfsStore) -> None:
+    """The allocation is fixed by the project's terms: a record that pays out less than the round
+    allocates cannot even be finalized (trust model v2), so there is nothing left for the audit to
+    catch."""
     p, computed, _ = one_round(market, anvil, ipfs)
     model_cid = ipfs.add(computed.model_bytes)
     info = market.project(p.project_id)
-    ctx0 = dataclasses.replace(load_context(market, ipfs, p.project_id, 0, available_for(info, 0)), available=0)
+    ctx0 = dataclasses.replace(load_context(market, ipfs, p.project_id, 0, available_for(info, 0)), available=1)
     valset = load_validation_set(VALIDATION, MODEL)
-    zero = compute_round(ctx0, ipfs, RoundConfig(), valset, computed.fields["validation_cid"])
-    record = zero.record(model_cid)
-    assert record.allocation == 0
-    finalize(p, record, model_cid, zero.root)
-    out = run_audit(p.project_id, anvil, deployment_file, ipfs_node)
-    assert out.exit_code == 1
-    assert "reward withheld" in out.stderr
+    stingy = compute_round(ctx0, ipfs, RoundConfig(), valset, computed.fields["validation_cid"])
+    record = stingy.record(model_cid)
+    assert record.allocation == 1
+    with pytest.raises(ConfigError, match="allocation"):
+        finalize(p, record, model_cid, stingy.root)
+    assert market.round(p.project_id, 0).status == RoundStatus.NONE
+
