@@ -8,9 +8,14 @@ For each `RoundFinalized` event, in round order:
   allocation from the event) and from IPFS (updates, base model, validation set from the
   record's `validation_cid`), with the rule, filter, scorer and adaptation settings the record
   states (so an auditor checks the aggregator's computation, not its choice of settings);
+- every validation evaluation the record lists (coalition utilities, the base and new models'
+  accuracy and loss: what a filter, the gate, the scorer or the adaptation used) is measured
+  again on this machine and accepted within `market.protocol.evaluations.TOLERANCES`; the round
+  then goes on with the **recorded** values, so what follows from them is exact on any machine;
 - and compared: the **model** (sha256 of the bytes at the chain's model CID equals the record's
-  `model_digest`, which equals the rebuilt model's), the **verdicts**, the **scores** (exact
-  equality: every operation is deterministic, see `aggregator.round.compute`), the **rewards** (increments,
+  `model_digest`, which equals the rebuilt model's: the aggregation is bit-exact everywhere, see
+  `market.protocol.numerics`), the **verdicts**, the **scores** (exact
+  equality given the recorded utilities), the **rewards** (increments,
   cumulative amounts, and the allocation, which must equal the chain's: the contract fixes it from
   the project's terms, so the aggregator cannot withhold it), the **root** (the chain's root must
   equal the record's, the rebuilt one, and the root of the record's own cumulative amounts) and
@@ -18,32 +23,64 @@ For each `RoundFinalized` event, in round order:
 
 Each round is rebuilt on the records published before it (what trainers claim against), so a
 tampered round is reported once, at that round, and does not cascade.
+
+A round ends PASS, FAIL (`findings` say which check, recorded against rebuilt values and by how
+much) or CANNOT VERIFY with a reason: a record whose format predates cross-machine audits
+(version < CROSS_MACHINE_VERSION: its model and utilities were float32 reductions that only the
+same CPU and build reproduce), or a user model architecture without `--allow-user-models`. The
+record-against-chain checks still run for such a round; a failure there is a FAIL.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aggregator.keyless_audit import audit_without_keys
 from aggregator.round import ZERO_ADDRESS, compute_round, config_from_record, load_context
+from aggregator.round.ledger import EvaluationLedger
 from aggregator.valset import MAX_BYTES as VALSET_MAX_BYTES
 from aggregator.valset import ValidationSet
 from market.chain import Finalized, MarketClient, RoundStatus
 from market.errors import MarketError
 from market.protocol.documents import ProjectSpec, RoundRecord
+from market.protocol.evaluations import CROSS_MACHINE_VERSION, RecordedEvaluation, shapley_reward_bound
 from market.protocol.merkle import RewardTree
 from market.protocol.reading import load_record, load_spec
 from market.storage import Store, same_multihash
 
-__all__ = ["RoundAudit", "audit_project", "audit_round"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+__all__ = ["CANNOT_VERIFY", "FAIL", "PASS", "Finding", "RoundAudit", "audit_project", "audit_round"]
+
+PASS, FAIL, CANNOT_VERIFY = "pass", "fail", "cannot verify"
 
 #: Record fields compared one by one (each mismatch names the field).
 _COMPARED = (
     "project_id", "round", "chain_id", "contract", "seed", "base_model_cid", "validation_cid",
     "inputs", "verdicts", "scores", "cumulative_scores", "rewards", "cumulative_rewards",
-    "allocation", "rewards_root", "proofs", "hyperparams", "metrics", "aggregation",
+    "allocation", "rewards_root", "proofs", "hyperparams", "metrics", "aggregation", "version",
 )
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One failed check: what it was, and (where numbers) the recorded and rebuilt values."""
+
+    check: str
+    message: str
+    recorded: Any = None
+    rebuilt: Any = None
+    difference: float | None = None
+    allowed: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -54,24 +91,45 @@ class RoundAudit:
     status: str
     allocation: int
     record_cid: str
-    checks: dict[str, bool] = field(default_factory=dict)
+    checks: dict[str, bool | None] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     accepted: int = 0
     inputs: int = 0
+    #: why the round could not be rebuilt here (None: it was)
+    cannot_verify: str | None = None
+    #: recorded evaluations checked, the largest relative difference, and the wei any set of
+    #: trainers could have gained by values inside the tolerance (exact Shapley bound; None: n/a)
+    evaluations: int = 0
+    largest_relative_difference: float = 0.0
+    tolerance_bound_wei: int | None = None
+    #: what a keyless audit of an encrypted project could not check, one line each
+    unverified: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
-    def fail(self, check: str, message: str) -> None:
+    @property
+    def verdict(self) -> str:
+        if self.problems:
+            return FAIL
+        return CANNOT_VERIFY if self.cannot_verify else PASS
+
+    def fail(self, check: str, message: str, **values: Any) -> None:
         self.checks[check] = False
         self.problems.append(f"round {self.round}: {message}")
+        self.findings.append(Finding(check, message, **values))
 
     def to_json(self) -> dict[str, Any]:
         return {
             "round": self.round, "status": self.status, "allocation": self.allocation,
-            "record_cid": self.record_cid, "ok": self.ok, "checks": self.checks,
-            "problems": self.problems, "accepted": self.accepted, "inputs": self.inputs,
+            "record_cid": self.record_cid, "ok": self.ok, "verdict": self.verdict,
+            "cannot_verify": self.cannot_verify, "checks": self.checks,
+            "problems": self.problems, "findings": [f.to_json() for f in self.findings],
+            "accepted": self.accepted, "inputs": self.inputs, "evaluations": self.evaluations,
+            "largest_relative_difference": self.largest_relative_difference,
+            "tolerance_bound_wei": self.tolerance_bound_wei, "unverified": self.unverified,
         }
 
 
@@ -96,12 +154,16 @@ def audit_round(
     *,
     spec: ProjectSpec | None = None,
     allow_user_models: bool = False,
+    threads: int | None = None,
+    decryption_keys: Sequence[X25519PrivateKey] = (),
 ) -> RoundAudit:
-    """Rebuild and check one finalized round."""
+    """Rebuild and check one finalized round (`threads`: run the rebuild on this many threads
+    instead of the record's; the result does not depend on it). An encrypted project's round is
+    rebuilt with a recipient's `decryption_keys`; without them `keyless_audit` checks it."""
     r = event.round
     status = client.round(project_id, r).status
     out = RoundAudit(r, status.name.lower(), event.allocation, event.record_cid)
-    for check in ("record", "model", "verdicts", "scores", "rewards", "root"):
+    for check in CHECKS:
         out.checks[check] = True
     chain_root = "0x" + event.rewards_root.hex()
 
@@ -142,32 +204,103 @@ def audit_round(
     # rebuild the round from chain + IPFS
     try:
         spec = spec or load_spec(client, store, project_id)
+    except Exception as exc:  # noqa: BLE001 - whatever stops the rebuild is the finding
+        out.fail("record", f"the project spec cannot be read: {type(exc).__name__}: {exc}")
+        return out
+    if spec.encrypted and not decryption_keys:
+        audit_without_keys(out, client, store, project_id, event, record, spec)
+        return out
+    reason = _unverifiable(record, spec, allow_user_models)
+    if reason is not None:
+        out.cannot_verify = reason
+        for check in ("model", "evaluations", "verdicts", "scores"):
+            out.checks.setdefault(check, None)
+            if out.checks[check]:
+                out.checks[check] = None
+        return out
+    try:
         valset = ValidationSet.from_npz(
             store.cat(record.validation_cid, max_bytes=VALSET_MAX_BYTES), spec.model, record.validation_cid
         )
         # The allocation is an input: the chain's, which the contract fixes from the project's terms.
-        ctx = load_context(client, store, project_id, r, event.allocation, spec=spec)
-        config = config_from_record(record, allow_user_models=allow_user_models)
-        computed = compute_round(ctx, store, config, valset, record.validation_cid, code_version=record.code_version)
+        ctx = load_context(client, store, project_id, r, event.allocation, spec=spec, decryption_keys=decryption_keys)
+        config = config_from_record(record, allow_user_models=allow_user_models, run_threads=threads)
+        computed = compute_round(ctx, store, config, valset, record.validation_cid, code_version=record.code_version,
+                                 recorded=record.evaluations)
     except Exception as exc:  # noqa: BLE001 - whatever stops the rebuild is the finding
         out.fail("record", f"the round cannot be rebuilt: {type(exc).__name__}: {exc}")
         return out
     rebuilt = computed.record(event.model_cid)
+    _check_evaluations(out, record, computed.ledger)
     if computed.model_digest != record.model_digest:
         out.fail("model", f"model digest: the inputs give {computed.model_digest}, the record says {record.model_digest}")
     _compare(out, record, rebuilt)
     if rebuilt.rewards_root.lower() != chain_root.lower():
         out.fail("root", f"rewards root: the rebuilt round gives {rebuilt.rewards_root}, the chain holds {chain_root}")
     if out.ok and rebuilt.to_bytes() != record.to_bytes():
-        out.fail("record", "record bytes differ from the rebuilt record (field order or encoding)")
+        mine, theirs = json.loads(record.to_bytes()), json.loads(rebuilt.to_bytes())
+        keys = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        out.fail("record", f"record bytes differ from the rebuilt record in {', '.join(keys) or 'their encoding'}"
+                           f" ({_short(mine.get(keys[0]) if keys else None, 60)} vs "
+                           f"{_short(theirs.get(keys[0]) if keys else None, 60)})")
     return out
 
+
+#: The checks of a round, in the order the table shows them.
+CHECKS = ("record", "model", "evaluations", "verdicts", "scores", "rewards", "root")
 
 _CHECK_OF = {
     "verdicts": "verdicts", "inputs": "verdicts", "scores": "scores", "cumulative_scores": "scores",
     "rewards": "rewards", "cumulative_rewards": "rewards", "allocation": "rewards",
     "rewards_root": "root", "proofs": "root",
 }
+
+
+def _unverifiable(record: RoundRecord, spec: ProjectSpec, allow_user_models: bool) -> str | None:
+    if record.version < CROSS_MACHINE_VERSION:
+        return (f"record format {record.version} predates cross-machine audits (version {CROSS_MACHINE_VERSION}): "
+                "its model and utilities only reproduce on the aggregator's CPU kind and PyTorch build")
+    if ":" in spec.model.architecture and not allow_user_models:
+        return (f"the model is a user architecture ({spec.model.architecture}); rerun with --allow-user-models "
+                "to build it (that runs its code)")
+    return None
+
+
+def _members(record: RoundRecord, e: RecordedEvaluation) -> str:
+    if e.subject != "coalition":
+        return f"the {'base' if e.subject == 'base' else 'new' if e.subject == 'model' else e.subject} model"
+    names = [record.verdicts[i].trainer if 0 <= i < len(record.verdicts) else f"#{i}" for i in e.members]
+    return "coalition {" + ", ".join(names) + "}" if names else "the empty coalition (base model)"
+
+
+def _check_evaluations(out: RoundAudit, record: RoundRecord, ledger: EvaluationLedger) -> None:
+    out.evaluations = len(ledger.checks)
+    out.largest_relative_difference = max((c.check.relative for c in ledger.checks), default=0.0)
+    for c in ledger.failures():
+        e, chk = c.evaluation, c.check
+        out.fail("evaluations",
+                 f"{e.metric} of {_members(record, e)}: the record says {chk.recorded!r}, this machine measures "
+                 f"{chk.rebuilt!r}, off by {chk.difference:.3g} (tolerance {chk.allowed:.3g})",
+                 recorded=chk.recorded, rebuilt=chk.rebuilt, difference=chk.difference, allowed=chk.allowed)
+    for e in ledger.missing:
+        out.fail("evaluations", f"{e.metric} of {_members(record, e)}: the round needs it and the record lacks it",
+                 rebuilt=e.value)
+    for e in ledger.unused():
+        out.fail("evaluations", f"{e.metric} of {_members(record, e)}: recorded but never used by the round",
+                 recorded=e.value)
+    out.tolerance_bound_wei = _tolerance_bound(record, ledger)
+
+
+def _tolerance_bound(record: RoundRecord, ledger: EvaluationLedger) -> int | None:
+    """The exact-Shapley bound on what values inside the tolerance could move (docs/audit.md)."""
+    if record.scorer != "exact_shapley" or not record.allocation:
+        return None
+    coalition = [c.check for c in ledger.checks if c.evaluation.subject == "coalition"]
+    if not coalition:
+        return None
+    slack = max(c.allowed for c in coalition)
+    positive = sum(max(0.0, v) for v in record.scores.values())
+    return shapley_reward_bound(record.allocation, len(record.scores), positive, slack)
 
 
 def _compare(out: RoundAudit, record: RoundRecord, rebuilt: RoundRecord) -> None:
@@ -189,9 +322,14 @@ def _compare(out: RoundAudit, record: RoundRecord, rebuilt: RoundRecord) -> None
             keys = _diff_keys(got, want)
             shown = ", ".join(f"{k}: {_short(got.get(k), 40)} vs {_short(want.get(k), 40)}" for k in keys[:3])
             more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-            out.fail(check, f"{name}: the record differs from the rebuild for {shown}{more}")
+            k0 = keys[0] if keys else None
+            a, b = (got.get(k0), want.get(k0)) if k0 is not None else (None, None)
+            diff = abs(a - b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
+            out.fail(check, f"{name}: the record differs from the rebuild for {shown}{more}",
+                     recorded=a, rebuilt=b, difference=None if diff is None else float(diff))
         else:
-            out.fail(check, f"{name}: the record says {_short(got)}, the rebuild gives {_short(want)}")
+            out.fail(check, f"{name}: the record says {_short(got)}, the rebuild gives {_short(want)}",
+                     recorded=_short(got), rebuilt=_short(want))
 
 
 def _verdict_text(v: Any) -> str:
@@ -207,6 +345,8 @@ def audit_project(
     *,
     rounds: list[int] | None = None,
     allow_user_models: bool = False,
+    threads: int | None = None,
+    decryption_keys: Sequence[X25519PrivateKey] = (),
 ) -> list[RoundAudit]:
     """Audit every finalized round of `project_id` (or only `rounds`)."""
     spec = load_spec(client, store, project_id)
@@ -215,7 +355,8 @@ def audit_project(
     for ev in events:
         if rounds is not None and ev.round not in rounds:
             continue
-        out.append(audit_round(client, store, project_id, ev, spec=spec, allow_user_models=allow_user_models))
+        out.append(audit_round(client, store, project_id, ev, spec=spec, allow_user_models=allow_user_models,
+                               threads=threads, decryption_keys=decryption_keys))
     return out
 
 

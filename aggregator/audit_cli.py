@@ -41,8 +41,19 @@ UserModelsOpt = typer.Option(
 
 
 #: How a failed check reads in the table ("record": the round could not be rebuilt or re-encoded).
-_CHECK_NAMES = {"record": "not rebuilt", "model": "model", "verdicts": "verdicts", "scores": "scores",
-                "rewards": "rewards", "root": "root"}
+_CHECK_NAMES = {"record": "not rebuilt", "model": "model", "evaluations": "evaluations", "verdicts": "verdicts",
+                "scores": "scores", "rewards": "rewards", "root": "root"}
+#: Exit code when no round failed but some could not be verified here (each says why and which
+#: flag would let it be rebuilt, if one would).
+EXIT_UNVERIFIED = ExitCode.CONFIG
+ThreadsOpt = typer.Option(None, "--threads", min=1, help="Rebuild on this many threads (results do not depend on it).")
+KeyAccountOpt = typer.Option(
+    None, "--account", "-a", help="Open encrypted updates with this keystore account's encryption key (a recipient's).")
+KeyFileOpt = typer.Option(None, "--key-file", help="Open encrypted updates with this X25519 PEM key (a recipient's).")
+
+
+#: `RoundAudit.verdict` -> table cell (aggregator.audit loads torch: imported only when run).
+_RESULT = {"pass": "[green]PASS[/]", "fail": "[bold red]FAIL[/]", "cannot verify": "[yellow]CANNOT VERIFY[/]"}
 
 
 def audit(
@@ -54,23 +65,35 @@ def audit(
     allow_user_models: bool = UserModelsOpt,
     config: Path = ConfigOpt,
     as_json: bool = JsonOpt,
+    threads: int = ThreadsOpt,
+    account: str = KeyAccountOpt,
+    key_file: Path = KeyFileOpt,
 ) -> None:
-    """Rebuild every finalized round from chain + IPFS alone; check the model digest, verdicts,
-    scores, rewards and Merkle root. Exit 1 on any mismatch."""
+    """Rebuild every finalized round from chain + IPFS alone: re-measure every recorded
+    evaluation (within its tolerance), then check the model digest, verdicts, scores, rewards and
+    Merkle root exactly. Exit 1 on any mismatch, 2 if a round cannot be verified here."""
     from aggregator.audit import audit_project
     from market.chain import connect
     from market.chain.deployment import Deployment
 
     s = load_settings(config).merged(rpc=rpc, deployment=deployment, ipfs=ipfs)
     client = Deployment.load(s.deployment).client(connect(s.rpc))
+    keys = []
+    if account is not None or key_file is not None:
+        from aggregator.service import KeySource
+
+        keys = KeySource(s.keystore, s.state, account=account, key_file=key_file).load()
     store = open_settings_store(s)
     try:
-        results = audit_project(client, store, project_id, rounds=rounds or None, allow_user_models=allow_user_models)
+        results = audit_project(client, store, project_id, rounds=rounds or None, allow_user_models=allow_user_models,
+                                threads=threads, decryption_keys=keys)
     finally:
         store.close()
     problems = [p for r in results for p in r.problems]
+    unverified = [r for r in results if r.verdict == "cannot verify"]
     if as_json:
-        emit_json({"project_id": project_id, "ok": not problems, "rounds": [r.to_json() for r in results]})
+        emit_json({"project_id": project_id, "ok": not problems and not unverified,
+                   "verified": not unverified, "rounds": [r.to_json() for r in results]})
     else:
         # one "checks" column naming what failed, so the table fits 80 columns and a round whose
         # rebuild could not run is not shown with every check "ok"
@@ -80,18 +103,38 @@ def audit(
             col.no_wrap = True
         table.columns[4].overflow = "fold"
         for r in results:
-            failed = [name for name, ok in r.checks.items() if not ok]
-            checks = "[green]all ok[/]" if not failed else "[bold red]" + ", ".join(_CHECK_NAMES.get(n, n) for n in failed) + "[/]"
+            failed = [name for name, ok in r.checks.items() if ok is False]
+            if failed:
+                checks = "[bold red]" + ", ".join(_CHECK_NAMES.get(n, n) for n in failed) + "[/]"
+            elif r.cannot_verify:
+                checks = "[yellow]chain vs record ok[/]"
+            else:
+                checks = "[green]all ok[/]"
             table.add_row(
                 str(r.round), r.status, f"{r.accepted}/{r.inputs}", format_amount(r.allocation), checks,
-                "[green]PASS[/]" if r.ok else "[bold red]FAIL[/]",
+                _RESULT[r.verdict],
             )
         console.print(table)
         if not results:
             console.print(f"project {project_id} has no finalized round yet: nothing to audit")
+    for r in unverified:
+        err_console.print(f"[yellow]cannot verify:[/] round {r.round}: {r.cannot_verify}", highlight=False,
+                          soft_wrap=True)
     if problems:
         for p in problems:
             err_console.print(f"[bold red]mismatch:[/] {p}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_MISMATCH)
-    if not as_json and results:
-        console.print(f"all {len(results)} round(s) of project {project_id} reproduce exactly")
+    if unverified:
+        raise typer.Exit(EXIT_UNVERIFIED)
+    keyless = [r for r in results if r.unverified]
+    for r in keyless:
+        for note in r.unverified:
+            err_console.print(f"[yellow]not verified:[/] round {r.round}: {note}", highlight=False, soft_wrap=True)
+    if not as_json and keyless:
+        console.print(f"{len(results)} round(s) of project {project_id} pass every check that needs no update bytes;"
+                      " the updates are encrypted: rerun with a recipient's --account or --key-file to rebuild them")
+    elif not as_json and results:
+        checked = sum(r.evaluations for r in results)
+        worst = max(r.largest_relative_difference for r in results)
+        console.print(f"all {len(results)} round(s) of project {project_id} reproduce exactly "
+                      f"({checked} recorded evaluations within tolerance, largest relative difference {worst:.2g})")

@@ -88,7 +88,7 @@ def serve(
 ) -> None:
     """Follow a project as its aggregator: run each round (fetch, validate, filter, aggregate,
     score, reward, adapt, publish) and finalize it on chain exactly once. Restartable."""
-    from aggregator.service import AggregatorService, setup_logging
+    from aggregator.service import AggregatorService, KeySource, setup_logging
     from market.chain import connect
     from market.chain.deployment import Deployment
 
@@ -101,7 +101,8 @@ def serve(
     client = Deployment.load(s.deployment).client(w3, acct)
     store = open_settings_store(s)
     try:
-        service = AggregatorService(client, store, project_id, agg, _journal(s, client, project_id))
+        keys = KeySource(s.keystore, s.state, account=account, dev=dev_account)
+        service = AggregatorService(client, store, project_id, agg, _journal(s, client, project_id), keys=keys)
         service.check_role()
         n = service.run(once=once, until_done=until_done)
         rows = service.status()

@@ -18,7 +18,10 @@ Scorers:
 
 Every random choice comes from a SHA-256 counter-mode stream seeded by `rng_seed` (see `_rng`),
 and every sum is `math.fsum` (exactly rounded), so an auditor with the same utilities gets the
-same scores bit for bit, whatever the platform.
+same scores bit for bit, whatever the platform. The utilities themselves are forward passes,
+which are not bit-exact across CPUs and builds: a round records every utility it used
+(`CoalitionUtility(ledger=...)`, `aggregator.round.ledger`) and an audit scores with the
+recorded values, after checking each against its own measurement within a tolerance.
 """
 
 from __future__ import annotations
@@ -262,7 +265,10 @@ class GTGShapley:
 
 class CoalitionUtility:
     """`v(S) = evaluate_fn(global + aggregate_fn(updates[S], weights[S]))`, memoised;
-    `v(empty) = evaluate_fn(global)`. `evaluations` counts distinct coalitions evaluated."""
+    `v(empty) = evaluate_fn(global)`. `evaluations` counts distinct coalitions evaluated.
+
+    `ledger(coalition, measure)`, when given, decides the value of each new coalition: it may
+    record `measure()` or replace it by a recorded value (see `aggregator.round.ledger`)."""
 
     def __init__(
         self,
@@ -271,6 +277,7 @@ class CoalitionUtility:
         updates: torch.Tensor,
         global_vector: torch.Tensor,
         weights: torch.Tensor | None = None,
+        ledger: Callable[[frozenset[int], Callable[[], float]], float] | None = None,
     ):
         if updates.dim() != 2 or global_vector.dim() != 1:
             raise ScoringError("updates must be [n, d] and global_vector [d]; flatten them first")
@@ -284,6 +291,7 @@ class CoalitionUtility:
         self.updates = updates
         self.global_vector = global_vector
         self.weights = weights
+        self.ledger = ledger
         self.cache: dict[frozenset[int], float] = {}
 
     @property
@@ -312,7 +320,10 @@ class CoalitionUtility:
         key = frozenset(coalition)
         v = self.cache.get(key)
         if v is None:
-            v = float(self.evaluate_fn(self.model(key)))
+            def measure() -> float:
+                return float(self.evaluate_fn(self.model(key)))
+
+            v = measure() if self.ledger is None else float(self.ledger(key, measure))
             self.cache[key] = v
         return v
 
@@ -323,11 +334,12 @@ def make_utility(
     updates: torch.Tensor,
     global_vector: torch.Tensor,
     weights: torch.Tensor | None = None,
+    ledger: Callable[[frozenset[int], Callable[[], float]], float] | None = None,
 ) -> CoalitionUtility:
     """A memoised coalition utility: the model of coalition S is `global + aggregate_fn(updates[S])`
     (`aggregate_fn(updates[S], weights[S])` when weights are given; every rule in `rules` fits),
     scored by `evaluate_fn(model_vector) -> float` (e.g. validation accuracy)."""
-    return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights)
+    return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights, ledger)
 
 
 #: Every scorer by name (and alias): `SCORERS.get("gtg")` is the class.

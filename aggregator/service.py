@@ -21,6 +21,13 @@ Restartable and idempotent. The state is the chain plus the journal (`aggregator
 Outages (the IPFS node or the RPC node not answering) pause the service with one log line and
 retries with exponential backoff; it resumes where it stopped.
 
+Encrypted projects (the spec names recipients): the service opens every update at fetch with its
+encryption keys, read once from a `KeySource` when the spec first asks for them: the keystore
+encryption key of `--account NAME` (its password from $MARKET_PASSWORD or a prompt), or for
+`--dev-account N` the key file `<state>/aggregator/keys/devN.x25519.pem`, encrypted with the
+password "dev" (as public as the dev accounts themselves: local chains only; `dev_encryption_key`
+creates it). Global models stay public.
+
 Fault injection for tests: `AGGREGATOR_CRASH_AT=<stage>` makes the process `os._exit(137)` right
 after that stage (`fetch`, `validate`, `filter`, `aggregate`, `score`, `reward`, `adapt`,
 `publish`, `finalize_sent`, `finalize`).
@@ -35,7 +42,8 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from aggregator.errors import AggregatorError, SettingsError
 from aggregator.filters import FilterConfig
@@ -49,6 +57,7 @@ from market._text import one_line
 from market.chain import Finalized, MarketClient, ProjectInfo, RoundStatus
 from market.errors import (
     ChainError,
+    ConfigError,
     ContractRevert,
     InsufficientFunds,
     StorageError,
@@ -60,12 +69,18 @@ from market.protocol.documents import ProjectSpec
 from market.protocol.reading import load_spec
 from market.storage import Store, same_multihash
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 __all__ = [
     "CRASH_ENV",
     "CRASH_STAGES",
+    "DEV_KEY_PASSWORD",
     "AggregatorService",
+    "KeySource",
     "Step",
     "config_from_settings",
+    "dev_encryption_key",
     "outage_kind",
     "round_status",
     "setup_logging",
@@ -176,6 +191,82 @@ def config_from_settings(s: AggregatorSettings) -> RoundConfig:
     )
 
 
+#: The password of dev accounts' encryption key files (like the dev accounts: local chains only).
+DEV_KEY_PASSWORD = "dev"
+
+
+def _dev_keystore(state_dir: Path) -> Any:
+    from market.chain.accounts import Keystore
+
+    return Keystore(Path(state_dir) / "aggregator" / "keys")
+
+
+def dev_encryption_key(state_dir: Path, dev: int) -> str:
+    """The public key hex of dev account `dev`'s encryption key in `state_dir` (the aggregator's
+    --state), created on first use: what a demo project lists as its aggregator recipient."""
+    from market.protocol.envelope import public_key_hex
+
+    keystore = _dev_keystore(state_dir)
+    keystore.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return public_key_hex(keystore.load_encryption_key(f"dev{dev}", DEV_KEY_PASSWORD))
+    except ConfigError:
+        return str(keystore.new_encryption_key(f"dev{dev}", DEV_KEY_PASSWORD))
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where the aggregator's decryption keys come from: keystore account `account`'s encryption
+    keys (current, then retired), or dev account `dev`'s key file in `state` (see the module doc)."""
+
+    keystore: Path
+    state: Path
+    account: str | None = None
+    dev: int | None = None
+    #: a PKCS#8 PEM file holding one X25519 key (encrypted: its password from $MARKET_PASSWORD or a prompt)
+    key_file: Path | None = None
+
+    def load(self) -> list[X25519PrivateKey]:
+        from market.chain.accounts import Keystore
+        from market.cli.kit import read_password
+
+        if self.key_file is not None:
+            return [_read_key_file(Path(self.key_file))]
+        if self.account is not None:
+            password = read_password(f"Password for the encryption key of {self.account}")
+            return list(Keystore(self.keystore).encryption_keys(self.account, password))
+        if self.dev is not None:
+            try:
+                return list(_dev_keystore(self.state).encryption_keys(f"dev{self.dev}", DEV_KEY_PASSWORD))
+            except ConfigError as exc:
+                raise SettingsError(
+                    f"the project's updates are encrypted and dev account {self.dev} has no usable key file ({exc}):"
+                    " create it with aggregator.service.dev_encryption_key (the demo does) and list its public key"
+                    " in the project's [recipients]"
+                ) from None
+        raise SettingsError("the project's updates are encrypted: pass --account NAME (its encryption key) to open them")
+
+
+def _read_key_file(path: Path) -> X25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey as _X25519
+
+    from market.cli.kit import read_password
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the key file {path} ({exc.strerror}): check --key-file") from None
+    password = read_password(f"Password for {path.name}").encode() if b"ENCRYPTED" in data else None
+    try:
+        key = serialization.load_pem_private_key(data, password)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{path} is not a PEM private key, or the password is wrong: check --key-file and $MARKET_PASSWORD") from None
+    if not isinstance(key, _X25519):
+        raise SettingsError(f"{path} holds a {type(key).__name__}, not an X25519 encryption key: pass a recipient's key")
+    return key
+
+
 @dataclass(frozen=True)
 class Step:
     """What one poll did: `done` (no open round), `waiting` (with why) or `finalized` (round)."""
@@ -208,7 +299,10 @@ class AggregatorService:
         journal: Journal,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        keys: KeySource | None = None,
     ):
+        """`keys`: where the decryption keys of an encrypted project come from (read once, when
+        its spec first needs them)."""
         self.client = client
         self.store = store
         self.project_id = project_id
@@ -220,6 +314,8 @@ class AggregatorService:
         self._valset: ValidationSet | None = None
         self._validation_cid: str | None = None
         self._last_wait = ""
+        self._key_source = keys
+        self._keys: tuple[X25519PrivateKey, ...] | None = None
 
     # -- inputs that do not change during the project -------------------------------------------
 
@@ -228,6 +324,20 @@ class AggregatorService:
         if self._spec is None:
             self._spec = load_spec(self.client, self.store, self.project_id)
         return self._spec
+
+    def decryption_keys(self) -> tuple[X25519PrivateKey, ...]:
+        """The keys that open this project's updates (none for a plaintext project); a key that
+        the spec does not name as the aggregator's gives one line before any round runs."""
+        if self._keys is None:
+            if not self.spec.encrypted:
+                self._keys = ()
+            else:
+                if self._key_source is None:
+                    raise SettingsError(f"project {self.project_id}'s updates are encrypted: give the aggregator its key"
+                                        " (--account NAME, or --dev-account N with its key file)")
+                keys = tuple(self._key_source.load())
+                self._keys = _check_aggregator_key(self.spec, keys, self.project_id)
+        return self._keys
 
     def validation(self) -> tuple[ValidationSet, str]:
         """The validation set (config, else the spec's built-in dataset) and its published CID."""
@@ -398,7 +508,8 @@ class AggregatorService:
 
         valset, validation_cid = self.validation()
         assert entry.available is not None
-        ctx = load_context(self.client, self.store, self.project_id, r, entry.available, spec=self.spec)
+        ctx = load_context(self.client, self.store, self.project_id, r, entry.available, spec=self.spec,
+                           decryption_keys=self.decryption_keys())
 
         state = {"entry": entry}
 
@@ -450,6 +561,18 @@ class AggregatorService:
 
     def status(self) -> list[dict[str, Any]]:
         return round_status(self.client, self.journal, self.project_id)
+
+
+def _check_aggregator_key(spec: ProjectSpec, keys: tuple[X25519PrivateKey, ...], project_id: int) -> tuple[X25519PrivateKey, ...]:
+    from market.protocol.envelope import fingerprint, public_key_hex
+
+    named = {r.public_key for r in spec.recipients.values() if r.role == "aggregator"}
+    if not any(public_key_hex(k) in named for k in keys):
+        want = ", ".join(fingerprint(bytes.fromhex(k)) for k in sorted(named))
+        have = ", ".join(fingerprint(k.public_key()) for k in keys)
+        raise SettingsError(f"none of this aggregator's encryption keys ({have}) is the one project {project_id}'s spec"
+                            f" names for its aggregator ({want}): use the account whose key the project lists")
+    return keys
 
 
 def round_status(client: MarketClient, journal: Journal, project_id: int) -> list[dict[str, Any]]:

@@ -42,9 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = [(cap, threads) for cap in ("default", "avx2", "avx512") for threads in (1, 2)]
-MODELS = {
-    "digits_mlp": {"arch": "digits_mlp", "input_shape": (64,), "dataset": "digits", "val": 300},
-    "mnist_cnn": {"arch": "mnist_cnn", "input_shape": (1, 28, 28), "dataset": "mnist5k", "val": 500},
+#: model name -> (architecture, input shape, dataset, validation samples)
+MODELS: dict[str, tuple[str, tuple[int, ...], str, int]] = {
+    "digits_mlp": ("digits_mlp", (64,), "digits", 300),
+    "mnist_cnn": ("mnist_cnn", (1, 28, 28), "mnist5k", 500),
 }
 OTHER_TORCH = "2.14.1"
 
@@ -52,15 +53,15 @@ OTHER_TORCH = "2.14.1"
 def _spec(name: str):  # type: ignore[no-untyped-def]
     from market.models import ModelSpec
 
-    m = MODELS[name]
-    return ModelSpec(architecture=m["arch"], input_shape=m["input_shape"], num_classes=10, dataset=m["dataset"])
+    arch, shape, dataset, _ = MODELS[name]
+    return ModelSpec(architecture=arch, input_shape=shape, num_classes=10, dataset=dataset)
 
 
 def _validation(name: str):  # type: ignore[no-untyped-def]
     from aggregator.valset import load_validation_set
 
-    m = MODELS[name]
-    return load_validation_set(f"{m['dataset']}:size={m['val']},seed=1", _spec(name))
+    _, _, dataset, size = MODELS[name]
+    return load_validation_set(f"{dataset}:size={size},seed=1", _spec(name))
 
 
 def build_models(name: str, trainers: int, steps: int, path: Path) -> int:
@@ -140,7 +141,7 @@ def worker(names: list[str], folder: Path, threads: int) -> dict[str, object]:
 
 def run_worker(python: str, names: list[str], folder: Path, cap: str, threads: int) -> dict[str, object] | None:
     env = {**os.environ, "ATEN_CPU_CAPABILITY": cap, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.run([python, __file__, "--worker", ",".join(names), str(folder), str(threads)], env=env,
+    proc = subprocess.run([python, __file__, "--worker", ",".join(names), str(folder), str(threads)], env=env, check=False,
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"worker {cap}/{threads} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -195,14 +196,102 @@ def measure_spreads(models: list[str], trainers: int, steps: int, pythons: dict[
         print(f"{'':<11} ({counts[name]} models; tolerance neg_loss: rel {tol.rel:g} + abs {tol.abs:g})")
 
 
+def _replay_inputs(project, record):  # type: ignore[no-untyped-def]
+    """The RoundInputs of the round `project` just finalized (what the audit's fetch gathers)."""
+    from aggregator.round import RoundInputs
+    from aggregator.valset import ValidationSet
+
+    ctx = project.contexts[-1]
+    trainers = {u.trainer.lower() for u in ctx.inputs}
+    before = project.updates[-2] if len(project.updates) > 1 else ()
+    previous = tuple(f for f in before if f.input.trainer.lower() in trainers) if ctx.previous_base_model_cid else ()
+    valset = ValidationSet.from_npz(project.blobs[record.validation_cid], project.spec.model, record.validation_cid)
+    return RoundInputs(
+        context=ctx, updates=project.updates[-1], previous_updates=previous,
+        base_model=project.blobs[ctx.base_model_cid],
+        previous_base_model=project.blobs[ctx.previous_base_model_cid] if ctx.previous_base_model_cid else None,
+        valset=valset, validation_cid=record.validation_cid,
+    )
+
+
+def measure_cost(dataset: str, trainers: int, rounds: int, python_label: str) -> None:
+    """Record bytes with / without the recorded evaluations, and the audit's rebuild per round:
+    replaying the record's evaluations (the cross-machine audit) against recomputing them
+    (what the audit did before: the same forward passes, compared for exact equality)."""
+    import time
+
+    from aggregator.round import compute_from_inputs, config_from_record
+    from lab.inprocess import IID, RunSpec, simulate
+
+    rows = []
+
+    def on_round(project) -> None:  # type: ignore[no-untyped-def]
+        record = project.records[-1]
+        inputs = _replay_inputs(project, record)
+        config = config_from_record(record)
+        t0 = time.perf_counter()
+        plain = compute_from_inputs(inputs, config, code_version=record.code_version)
+        t1 = time.perf_counter()
+        replay = compute_from_inputs(inputs, config, code_version=record.code_version, recorded=record.evaluations)
+        t2 = time.perf_counter()
+        same = replay.record(record.model_cid).to_bytes() == record.to_bytes() == plain.record(record.model_cid).to_bytes()
+        old = record.model_copy(update={"evaluations": []}).to_bytes()
+        rows.append((record.round, len(record.evaluations), len(old), len(record.to_bytes()), t1 - t0, t2 - t1, same,
+                     max((c.check.relative for c in replay.ledger.checks), default=0.0)))
+
+    spec = RunSpec(rule="trimmed_mean:beta=0.1", attack="none", fraction=0.0, partition=IID, dataset=dataset,
+                   n=trainers, rounds=rounds, epochs=1, lr=0.05, batch_size=32, score=True)
+    simulate(spec, on_round=on_round)
+    print(f"\ncost per round ({dataset}, {trainers} trainers, default scorer, {python_label}):")
+    print(f"{'round':>5} {'evals':>5} {'old bytes':>9} {'new bytes':>9} {'growth':>7} {'recompute s':>11}"
+          f" {'replay s':>8} {'identical':>9} {'max rel':>8}")
+    for r, ev, old, new, tp, tr, same, rel in rows:
+        print(f"{r:>5} {ev:>5} {old:>9} {new:>9} {new / old:>6.2f}x {tp:>11.2f} {tr:>8.2f} {same!s:>9} {rel:>8.1e}")
+
+
+def measure_kernels(n: int, d: int) -> None:
+    """The fixed-point kernels against the float32 numpy / BLAS arithmetic they replaced, on one
+    stack [n, d]."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from market.protocol import numerics
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randint(-(1 << 23), 1 << 23, (n, d), generator=g).double() * 2.0**-30).float()
+    xn = x.numpy()
+    cases = [
+        ("trimmed mean", lambda: np.sort(xn, axis=0)[1:-1].mean(axis=0), lambda: numerics.trimmed_mean(x, 1)),
+        ("mean", lambda: np.full(n, 1.0 / n, dtype=np.float32) @ xn, lambda: numerics.mean(x)),
+        ("gram (krum)", lambda: xn @ xn.T, lambda: numerics.Geometry.of(x)),
+    ]
+    print(f"\nkernel time, stack [{n}, {d}]: float32 numpy/BLAS vs fixed point")
+    for name, old, new in cases:
+        t0 = time.perf_counter()
+        old()
+        t1 = time.perf_counter()
+        new()
+        t2 = time.perf_counter()
+        print(f"  {name:<14} {t1 - t0:>8.3f} s  {t2 - t1:>8.3f} s  ({(t2 - t1) / max(t1 - t0, 1e-9):.1f}x)")
+
+
 def other_torch_python() -> str:
     """The python of build/venv-torch-<OTHER_TORCH>, created on first use."""
     venv = ROOT / "build" / f"venv-torch-{OTHER_TORCH}"
     python = venv / "bin" / "python"
     if not python.exists():
+        import tomllib
+
+        deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={OTHER_TORCH}", "-e", str(ROOT)],
-                       check=True)
+        # the package pins torch 2.13: install its other dependencies beside torch OTHER_TORCH, and
+        # put this checkout on the venv's path (no editable install: nothing is written to the tree)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"torch=={OTHER_TORCH}",
+                        *(d for d in deps if not d.startswith("torch"))], check=True)
+        site = next((venv / "lib").glob("python3*/site-packages"))
+        (site / "audited-learning-market-checkout.pth").write_text(str(ROOT) + "\n")
     return str(python)
 
 
@@ -210,6 +299,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="digits MLP and MNIST CNN, 3 trainers, few steps")
     ap.add_argument("--other-torch", action="store_true", help=f"also run under torch {OTHER_TORCH} (a second venv)")
+    ap.add_argument("--cost", action="store_true", help="also: record size and audit time per round, kernel times")
     ap.add_argument("--worker", nargs=3, metavar=("MODEL", "PATH", "THREADS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -222,6 +312,11 @@ def main() -> None:
     trainers, steps = (3, 3) if args.smoke else (4, 10)
     print("validation-loss spread between kernel variants and thread counts (same model bytes everywhere)")
     measure_spreads(list(MODELS), trainers, steps, pythons)
+    if args.cost or args.smoke:
+        measure_cost("digits", 4, 2 if args.smoke else 4, f"torch {sys.modules['torch'].__version__}")
+        if not args.smoke:
+            measure_cost("mnist5k", 6, 3, f"torch {sys.modules['torch'].__version__}")
+        measure_kernels(8, 100_000 if args.smoke else 1_000_000)
 
 
 if __name__ == "__main__":

@@ -304,21 +304,28 @@ def _produce(
 
 
 def simulate(spec: RunSpec, *, config: RoundConfig | None = None,
-             on_round: Callable[[LocalProject], None] | None = None) -> dict[str, Any]:
+             on_round: Callable[[LocalProject], None] | None = None,
+             parts: Sequence[Sequence[int]] | None = None) -> dict[str, Any]:
     """One federated run; returns plain data (accuracy per round, verdicts, rewards).
     `config` defaults to the service's (`service_config(score=spec.score)`, rule `spec.rule`);
-    `on_round(project)` is called after each round (the project holds every byte and record)."""
+    `on_round(project)` is called after each round (the project holds every byte and record);
+    `parts` (one list of training-split indices per trainer) replaces `spec.partition`, e.g. to
+    deal one trainer's data over several identities."""
     started = time.perf_counter()
     torch.set_num_threads(1)
     config = config or dataclasses.replace(service_config(score=spec.score), rule=spec.rule)
     model_spec = MODELS[spec.dataset]
     train, val, test = splits(spec.dataset, spec.seed)
     n, m = spec.n, spec.malicious
-    if spec.partition == IID:
-        parts = iid(len(train), n, seed=spec.seed)
+    if parts is not None:
+        if len(parts) != n:
+            raise ValueError(f"{len(parts)} parts for {n} trainers; give one list of sample indices per trainer")
+        dealt = [np.asarray(p, dtype=np.int64) for p in parts]
+    elif spec.partition == IID:
+        dealt = iid(len(train), n, seed=spec.seed)
     else:
-        parts = dirichlet(train.y, n, alpha=float(spec.partition.split(":")[1]), seed=spec.seed)
-    shards = split_by_partition(train, parts)
+        dealt = dirichlet(train.y, n, alpha=float(spec.partition.split(":")[1]), seed=spec.seed)
+    shards = split_by_partition(train, dealt)
     if spec.noise:
         shards = [with_label_noise(s, spec.noise[i], seed=derive_seed("noise", spec.seed, i)) if spec.noise[i] else s
                   for i, s in enumerate(shards)]

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from market.chain import MarketClient
-from market.protocol.documents import RoundRecord
-from market.protocol.reading import ReadableStore, load_record
+from market.protocol.documents import ProjectSpec, RoundRecord
+from market.protocol.privacy import epsilon_spent
+from market.protocol.reading import ReadableStore, load_record, load_spec
 
 
 @dataclass
@@ -27,6 +28,8 @@ class ProjectReport:
     paid: dict[str, int]
     gas_by_role: dict[str, int]
     truth: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: the project's spec (recipients: whether updates were encrypted; privacy: its DP policy)
+    spec: ProjectSpec | None = None
 
     @property
     def trainers(self) -> list[str]:
@@ -59,6 +62,17 @@ class ProjectReport:
                 out[t]["score"] += s
         return dict(out)
 
+    def epsilon_spent(self) -> dict[str, float]:
+        """Per trainer, the epsilon its DP cost under the project's policy: one accountant step per
+        round it has an input in (a reveal: chain data, recomputable by anyone); {} without DP."""
+        if self.spec is None or self.spec.privacy is None:
+            return {}
+        taken: dict[str, int] = defaultdict(int)
+        for r in self.records:
+            for u in r.inputs:
+                taken[u.trainer] += 1
+        return {t: epsilon_spent(self.spec.privacy, n) for t, n in taken.items()}
+
     def honest_share(self) -> float | None:
         """Share of all rewards that went to trainers `truth` marks as honest."""
         if not self.truth:
@@ -80,6 +94,10 @@ class ProjectReport:
             "gas_by_role": self.gas_by_role,
             "honest_share": self.honest_share(),
             "voided_rounds": sorted(self.voided),
+            "encrypted": bool(self.spec and self.spec.encrypted),
+            "recipients": {n: r.role for n, r in self.spec.recipients.items()} if self.spec else {},
+            "privacy": self.spec.privacy.model_dump(mode="json") if self.spec and self.spec.privacy else None,
+            "epsilon_spent": self.epsilon_spent(),
         }
 
 
@@ -112,7 +130,8 @@ def collect(client: MarketClient, store: ReadableStore, project_id: int, roles: 
             rc = client.w3.eth.get_transaction_receipt(h)
             sender = str(rc["from"]).lower()
             gas[roles.get(sender, "trainer")] += int(rc["gasUsed"])
-    return ProjectReport(project_id, records, voided, dict(paid), dict(gas), truth or {})
+    return ProjectReport(project_id, records, voided, dict(paid), dict(gas), truth or {},
+                         load_spec(client, store, project_id))
 
 
 def write_html(report: ProjectReport, out_dir: Path) -> Path:
@@ -166,12 +185,23 @@ def write_html(report: ProjectReport, out_dir: Path) -> Path:
         plots.append("reward_vs_quality.png")
 
     summary = report.verdict_summary()
+    eps = report.epsilon_spent()
     rows = "".join(
         f"<tr><td>{html.escape(labels[t])}</td><td><code>{t}</code></td><td>{summary[t]['accepted']}</td>"
         f"<td>{summary[t]['rejected']}</td><td>{html.escape(', '.join(f'{k} x{v}' for k, v in summary[t]['reasons'].items()))}</td>"
-        f"<td>{summary[t]['score']:.4f}</td><td>{cum.get(t, 0) / 1e18:.4f}</td><td>{report.paid.get(t, 0) / 1e18:.4f}</td></tr>"
+        f"<td>{summary[t]['score']:.4f}</td><td>{cum.get(t, 0) / 1e18:.4f}</td><td>{report.paid.get(t, 0) / 1e18:.4f}</td>"
+        + (f"<td>{eps.get(t, 0.0):.2f}</td>" if eps else "") + "</tr>"
         for t in order
     )
+    spec = report.spec
+    privacy = "Updates were plaintext on IPFS."
+    if spec is not None and spec.encrypted:
+        names = ", ".join(f"{html.escape(n)} ({r.role})" for n, r in sorted(spec.recipients.items()))
+        privacy = f"Updates were encrypted on IPFS, readable only by: {names}."
+    if spec is not None and spec.privacy is not None:
+        dp = spec.privacy
+        privacy += (f" Client-level DP: noise multiplier {dp.noise_multiplier:g}, clip {dp.clip_norm:g}, budget epsilon"
+                    f" {dp.max_epsilon:g} at delta {dp.delta:g} (spent per trainer in the table).")
     acc_rows = "".join(f"<tr><td>{r}</td><td>{a * 100:.2f}%</td></tr>" for r, a in acc)
     gas_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:,}</td></tr>" for k, v in sorted(report.gas_by_role.items()))
     share = report.honest_share()
@@ -182,9 +212,10 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <p>Built from chain events and IPFS round records alone. Voided rounds: {sorted(report.voided) or 'none'}.
 {'' if share is None else f'Share of rewards paid to honest trainers: <b>{share * 100:.1f}%</b>.'}</p>
 {''.join(f'<img src="{p}">' for p in plots)}
+<p>{privacy}</p>
 <h2>Accuracy per round</h2><table><tr><th>round</th><th>accuracy</th></tr>{acc_rows}</table>
 <h2>Trainers</h2><table><tr><th>trainer</th><th>address</th><th>accepted</th><th>rejected</th><th>reasons</th>
-<th>total score</th><th>entitled (ETH)</th><th>claimed (ETH)</th></tr>{rows}</table>
+<th>total score</th><th>entitled (ETH)</th><th>claimed (ETH)</th>{'<th>epsilon spent</th>' if eps else ''}</tr>{rows}</table>
 <h2>Gas per role</h2><table><tr><th>role</th><th>gas</th></tr>{gas_rows}</table>
 </body></html>"""
     path = out_dir / "report.html"

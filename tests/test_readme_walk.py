@@ -128,7 +128,7 @@ class Shell:
         )
         out.close()
         shell = cls(proc, cwd, log)
-        shell._send("set -euo pipefail\nPS4='+ walk: '\nset -x\n")
+        shell._send("set -euo pipefail\nPS4='+ $(date +%T) walk: '\nset -x\n")
         return shell
 
     def _send(self, text: str) -> None:
@@ -216,6 +216,10 @@ def test_readme_walk_on_a_fresh_stack(tmp_path: Path) -> None:
         audit = _json(work, env, "market", "audit", "1")
         assert audit["ok"] and len(audit["rounds"]) == 2, audit
         shell.run(len(blocks) - 1, blocks[-1], timeout=60)
+        # every table the walk printed (COLUMNS=80) fits 80 columns, with headers left whole
+        tables = [line for line in shell.log.read_text().splitlines() if set(line) & set("┃│┏┗└┡")]
+        assert tables and all(len(line) <= 80 for line in tables), "\n".join(t for t in tables if len(t) > 80)
+        assert not [line for line in tables if "┃" in line and "…" in line], "a table header was cut at 80 columns"
     finally:
         shell.close()
         subprocess.run([str(ROOT / ".venv" / "bin" / "market"), "stack", "down"], check=False, cwd=work, env=env,

@@ -20,7 +20,7 @@ from market.errors import NodeUnreachable
 from market.storage import open_store
 from trainer.config import TrainerSettings
 from trainer.errors import ConfigError, UnknownProject
-from trainer.participant import Participant
+from trainer.participant import Participant, own_privacy
 
 __all__ = ["Session", "connect_with_retry", "open_session", "store_for"]
 
@@ -81,7 +81,7 @@ class Session:
     def participant(self, on_wait: Any = None) -> Participant:
         return Participant(
             self.client, self.store, self.settings.state, poll_interval=self.settings.poll_interval,
-            on_wait=on_wait, address=self.address,
+            on_wait=on_wait, address=self.address, privacy=own_privacy(self.settings.dp),
         )
 
     def project(self, project_id: int) -> ProjectInfo:

@@ -43,6 +43,7 @@ from typing import Any
 from market import paths
 from market.cli.config import check_keys, read_config, resolve_paths
 from market.cli.config import load_settings as load_market_settings
+from market.errors import ConfigError as MarketConfigError
 from trainer.errors import ConfigError
 from trainer.partition import parse_partition
 from trainer.training import TrainConfig
@@ -77,6 +78,9 @@ class TrainerSettings:
     rpc_retries: int = 3
     ipfs_retries: int = 5
     train: dict[str, Any] = field(default_factory=dict)
+    #: The trainer's own client-level DP (`[trainer.dp]`: market.protocol.privacy.DpPolicy fields),
+    #: applied when the project's spec sets no `privacy`; {}: none.
+    dp: dict[str, Any] = field(default_factory=dict)
 
     def merged(self, **overrides: Any) -> TrainerSettings:
         """These settings with every non-None override applied (flags on top of the file)."""
@@ -121,7 +125,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "partition_seed": (int,), "label_noise": (int, float), "behaviour": (str,),
     "allow_model_code": (bool,), "threads": (int,), "poll_interval": (int, float),
     "wait_timeout": (int, float), "reconnect_timeout": (int, float), "rpc_retries": (int,), "ipfs_retries": (int,),
-    "train": (dict,),
+    "train": (dict,), "dp": (dict,),
 }
 
 
@@ -138,6 +142,15 @@ def load_settings(path: Path | None = None) -> TrainerSettings:
     """The trainer's settings from the config in force (`path`, else $MARKET_CONFIG, else
     ./market.toml if present; see `market.cli.config.config_path`): its `[market]` table for where
     things are, its `[trainer]` table on top; defaults without a file."""
+    try:
+        return _load(path)
+    except MarketConfigError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(str(exc)) from None  # the trainer's branch of the tree, same exit code
+
+
+def _load(path: Path | None) -> TrainerSettings:
     market = load_market_settings(path)  # strict on [market]; follows ports and the state dir
     base = TrainerSettings(
         rpc=market.rpc, deployment=market.deployment, ipfs=market.ipfs, keystore=market.keystore,

@@ -14,25 +14,38 @@ benchmarks and simulations all use it):
 It starts from whatever state is stored for the round, reports each step to `notify(event,
 state)` ("kept": a stored commitment wins over the bytes given; "uploaded", "committed",
 "revealed") and records its durations in `SubmitTimings`.
+
+Private by default: when the project's spec names recipients, the update is sealed for exactly
+them (`market.protocol.envelope.seal`) before it is uploaded, so no plaintext update leaves the
+machine; the CID and digest committed are the envelope's. The plaintext's sha256 is kept beside
+the state (`sealed/<envelope digest>.plain`) so a resubmission of the same update is recognised.
+A project under differential privacy (or a trainer with its own DP policy) gets each trainer's
+spent epsilon from chain data (`privacy_spent`), stored after every reveal in `privacy/`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from market._text import first_pydantic_error
 from market.chain import CommitState, MarketClient, ProjectInfo, checksum, commitment_of
+from market.files import atomic_write
 from market.protocol.documents import ProjectSpec
+from market.protocol.privacy import DpPolicy, epsilon_spent, rounds_within_budget
 from market.protocol.reading import is_settled, load_record, load_spec
-from trainer.errors import DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
+from trainer.errors import ConfigError, DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
 from trainer.state import RoundState, Stage, StateStore
 
-__all__ = ["Claimable", "Claimed", "Notify", "Participant", "SubmitTimings"]
+__all__ = ["Claimable", "Claimed", "Notify", "Participant", "PrivacySpent", "SubmitTimings", "effective_privacy", "own_privacy"]
 
 #: `notify(event, state)` after each step of a submission.
 Notify = Callable[[str, RoundState], None]
@@ -78,6 +91,40 @@ class Claimed:
     tx: str | None
 
 
+def own_privacy(table: Mapping[str, Any]) -> DpPolicy | None:
+    """A trainer's own DP policy from its `[trainer.dp]` table (None when empty)."""
+    if not table:
+        return None
+    try:
+        return DpPolicy.model_validate(dict(table))
+    except ValidationError as exc:
+        raise ConfigError(f"[trainer] {first_pydantic_error(exc, 'dp')}: see market.protocol.privacy.DpPolicy") from None
+
+
+def effective_privacy(spec: ProjectSpec, own: DpPolicy | None) -> DpPolicy | None:
+    """The DP a trainer applies: the project's policy when its spec sets one, else its own."""
+    return spec.privacy if spec.privacy is not None else own
+
+
+@dataclass(frozen=True)
+class PrivacySpent:
+    """A trainer's privacy loss in a project: the rounds it revealed an update in (chain data, so
+    anyone can recompute it) and the epsilon they cost at the policy's delta."""
+
+    policy: DpPolicy
+    source: str  # "project" (the spec's policy) or "trainer" (its own)
+    rounds: tuple[int, ...]
+    epsilon: float
+    rounds_left: int
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "source": self.source, "rounds": list(self.rounds), "epsilon": self.epsilon, "delta": self.policy.delta,
+            "max_epsilon": self.policy.max_epsilon, "rounds_left": self.rounds_left,
+            "policy": self.policy.model_dump(mode="json"),
+        }
+
+
 class Participant:
     """One trainer account acting on one deployment."""
 
@@ -90,15 +137,19 @@ class Participant:
         poll_interval: float = 0.5,
         on_wait: Callable[[str, int, int], None] | None = None,
         address: str | None = None,
+        privacy: DpPolicy | None = None,
     ):
         """`address` lets a client without an account read this trainer's view (status, rewards);
-        every method that sends a transaction needs the client's account to be that address."""
+        every method that sends a transaction needs the client's account to be that address.
+        `privacy`: the trainer's own DP policy (applied where the spec sets none)."""
         self.client = client
         self.store = store
         self.states = StateStore(state_dir)
         self.poll_interval = poll_interval
         self.on_wait = on_wait
         self.address = checksum(address, "trainer address") if address else client.account_address
+        self.privacy = privacy
+        self._specs: dict[int, ProjectSpec] = {}
 
     # ------------------------------------------------------------------ joining
 
@@ -113,22 +164,85 @@ class Participant:
     # ------------------------------------------------------------------ the round's inputs
 
     def spec(self, project_id: int) -> ProjectSpec:
-        return load_spec(self.client, self.store, project_id)
+        """The project's spec (read once: its CID is fixed on chain)."""
+        if project_id not in self._specs:
+            self._specs[project_id] = load_spec(self.client, self.store, project_id)
+        return self._specs[project_id]
+
+    # ------------------------------------------------------------------ privacy
+
+    def seal(self, project_id: int, round_: int, update: bytes) -> bytes:
+        """The bytes that leave the machine for `update`: an envelope for exactly the spec's
+        recipients, bound to (project, round, this trainer); `update` itself for a plaintext project."""
+        spec = self.spec(project_id)
+        if not spec.encrypted:
+            return update
+        from market.protocol.envelope import EnvelopeContext, seal
+
+        return seal(update, spec.recipient_keys(), EnvelopeContext(project_id, round_, self.address))
+
+    def privacy_spent(self, project_id: int) -> PrivacySpent | None:
+        """The epsilon this trainer has spent in the project (None when it applies no DP): one
+        accountant step per round it revealed an update in, read from the chain."""
+        spec = self.spec(project_id)
+        policy = effective_privacy(spec, self.privacy)
+        if policy is None:
+            return None
+        last = self.client.project(project_id).current_round
+        me = self.address.lower()
+        rounds = tuple(
+            r for r in range(last + 1) if any(rv.trainer.lower() == me for rv in self.client.reveals(project_id, r))
+        )
+        return PrivacySpent(
+            policy, "project" if spec.privacy is not None else "trainer", rounds, epsilon_spent(policy, len(rounds)),
+            max(0, rounds_within_budget(policy) - len(rounds)),
+        )
+
+    def _require_privacy_budget(self, project_id: int) -> None:
+        spent = self.privacy_spent(project_id)
+        if spent is not None and spent.rounds_left == 0:
+            raise SubmissionError(
+                f"another round would take {self.address}'s epsilon in project {project_id} over {spent.policy.max_epsilon}"
+                f" (spent {spent.epsilon:.2f} in {len(spent.rounds)} rounds at delta {spent.policy.delta:g}): nothing was uploaded"
+            )
+
+    def _store_privacy(self, project_id: int) -> None:
+        spent = self.privacy_spent(project_id)
+        if spent is not None:
+            path = self.states.directory / "privacy" / f"p{project_id}-{self.address.lower()}.json"
+            atomic_write(path, json.dumps(spent.to_json(), indent=2).encode())
 
     # ------------------------------------------------------------------ submitting
 
+    def _plain_path(self, digest: str) -> Path:
+        return self.states.directory / "sealed" / f"{digest}.plain"
+
+    def plain_digest(self, state: RoundState) -> str:
+        """The sha256 of the plaintext update behind `state` (its own digest unless it was sealed)."""
+        path = self._plain_path(state.digest)
+        return path.read_text().strip() if path.is_file() else state.digest
+
     def prepare(self, project_id: int, round_: int, update: bytes) -> RoundState:
-        """Upload the update and choose the salt; idempotent for a round already prepared.
+        """Seal (for an encrypted project) and upload the update and choose the salt; idempotent
+        for a round already prepared.
 
         Once a commit may have been sent (stage COMMITTING or later) the stored state wins, whatever
         `update` is: the chain holds that commitment. A state that was only PREPARED (nothing sent)
         is replaced when `update` differs, so a retrained update is not silently dropped.
         """
         existing = self.states.load(project_id, round_, self.address)
-        digest = "0x" + hashlib.sha256(update).hexdigest()
-        if existing is not None and (existing.stage != Stage.PREPARED or existing.digest == digest):
+        plain = "0x" + hashlib.sha256(update).hexdigest()
+        if existing is not None and (existing.stage != Stage.PREPARED or self.plain_digest(existing) == plain):
             return existing
-        cid = self.store.add(update)
+        return self.upload(project_id, round_, self.seal(project_id, round_, update), plain_digest=plain)
+
+    def upload(self, project_id: int, round_: int, blob: bytes, *, plain_digest: str | None = None) -> RoundState:
+        """Upload `blob` exactly as given (what the chain will commit to) and choose the salt: a new
+        PREPARED state for the round. `plain_digest`: the sha256 of the update `blob` seals."""
+        digest = "0x" + hashlib.sha256(blob).hexdigest()
+        cid = self.store.add(blob)
+        if plain_digest is not None and plain_digest != digest:
+            atomic_write(self._plain_path(digest), plain_digest.encode())
         state = RoundState(
             project_id=project_id,
             round=round_,
@@ -215,13 +329,14 @@ class Participant:
         if state is not None:
             t.resumed_from = state.stage.value
             if state.stage != Stage.PREPARED:
-                if update is not None and state.digest != "0x" + hashlib.sha256(update).hexdigest():
+                if update is not None and self.plain_digest(state) != "0x" + hashlib.sha256(update).hexdigest():
                     say("kept", state)
                 update = None
         if update is not None:
             if check is not None:
                 check(update)
             self._require_commit_open(project_id, round_)
+            self._require_privacy_budget(project_id)
             start = time.perf_counter()
             state = self.prepare(project_id, round_, update)
             t.upload = time.perf_counter() - start
@@ -245,6 +360,7 @@ class Participant:
             state = self.reveal(state, timeout=timeout)
             t.reveal = time.perf_counter() - start
             t.steps.append("reveal")
+            self._store_privacy(project_id)
             say("revealed", state)
         return state
 

@@ -173,7 +173,6 @@ def train_round(
             guard(p)  # stops training as soon as its measured pace cannot make the commit window
             on_step(p)
 
-        guard.started = time.perf_counter()
         update = train_update(
             s, spec, model, dataset, project_id=project_id, trainer=session.address, encoding=encoding,
             progress=progress, sources=chain_sources(session, spec, project_id, r),
@@ -388,6 +387,10 @@ def _warn(hooks: Hooks, message: str) -> None:
 def is_automine(w3: Any) -> bool:
     """Whether the node mines a block only when a transaction arrives (anvil's automine, i.e.
     `market stack up --block-time 0`): then no deadline in blocks passes on its own."""
+    from web3.providers.eth_tester import EthereumTesterProvider
+
+    if isinstance(w3.provider, EthereumTesterProvider):
+        return True  # the in-process chain mines one block per transaction, like automine
     try:
         reply = w3.provider.make_request("anvil_getAutomine", [])
     except Exception:  # noqa: BLE001 - not anvil (or it does not say): a real chain has a clock
@@ -436,27 +439,36 @@ def waiter(session: Session, hooks: Hooks) -> Callable[[str, int, int], None]:
 class WindowGuard:
     """Stops local training as soon as it cannot end inside the commit window.
 
-    The time left is the blocks left times the chain's measured block time (None: no clock, no
-    guard); the training time is extrapolated from the batches done so far, once `min_steps` are
-    done. `after` is what must still fit after training (encode, upload, commit)."""
+    `seconds_left` is the blocks left times the chain's measured block time, as of `started`
+    (None: the chain has no clock, so no guard). The pace is measured from the first batch on
+    (model set-up excluded) and checked once `min_steps` more are done: when the batches still to
+    run plus `after` (encode, upload, commit) need more than the time left, it raises."""
 
     round: int
     seconds_left: float | None
     after: float
     min_steps: int = 3
     started: float = field(default_factory=time.perf_counter)
-    estimate: float | None = None
+    first: tuple[int, float] | None = None
 
     def __call__(self, p: TrainProgress) -> None:
-        if self.seconds_left is None or p.step < min(self.min_steps, p.total_steps) or p.step == 0:
+        if self.seconds_left is None:
             return
-        elapsed = time.perf_counter() - self.started
-        self.estimate = elapsed / p.step * p.total_steps
-        if self.estimate + self.after > self.seconds_left:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = (p.step, now)
+            return
+        step0, t0 = self.first
+        done = p.step - step0
+        if done < self.min_steps:
+            return
+        remaining = (now - t0) / done * (p.total_steps - p.step)
+        left = self.seconds_left - (now - self.started)
+        if remaining + self.after > left:
             raise WindowTooShort(
-                f"round {self.round}: training needs ~{self.estimate:.0f} s (measured over {p.step} of {p.total_steps}"
-                f" batches) plus ~{self.after:.0f} s to upload and commit, but its commit window closes in"
-                f" ~{self.seconds_left:.0f} s: skipping this round (fewer epochs or less data train faster)"
+                f"round {self.round}: training needs ~{remaining:.0f} s more (measured over {done} batches) plus"
+                f" ~{self.after:.0f} s to upload and commit, but its commit window closes in ~{max(0.0, left):.0f} s:"
+                " skipping this round (fewer epochs or less data train faster)"
             )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from market.protocol.codec import (
     read_layout,
 )
 from market.protocol.documents import ProjectSpec
+from market.protocol.privacy import DpPolicy, privatize_update
 from market.protocol.reading import RoundBase, load_record, round_base
 from market.protocol.validation import update_spec, validate_update
 from market.storage import cid_of, parse_cid, raw_cid, same_multihash
@@ -40,6 +42,7 @@ from trainer.config import TrainerSettings, parse_shard
 from trainer.context import ContextSources, fill_context
 from trainer.data import BUILTIN_DATASETS, Dataset, load_dataset
 from trainer.errors import ConfigError, InvalidUpdate, ModelSpecError, RoundMismatch
+from trainer.participant import effective_privacy, own_privacy
 from trainer.partition import parse_partition, partition, with_label_noise
 from trainer.training import TrainConfig, TrainProgress, train_local
 
@@ -185,6 +188,9 @@ class TrainedUpdate:
     config: dict[str, Any]
     ignored_hyperparams: list[str]
     norm: float
+    #: The DP applied before encoding (policy, its source, norm before clipping, clip factor,
+    #: noise std); None: no DP.
+    privacy: dict[str, Any] | None = None
 
     @property
     def sha256(self) -> str:
@@ -217,10 +223,14 @@ def train_update(
     encoding: str = "f32",
     progress: Callable[[TrainProgress], None] | None = None,
     sources: ContextSources | None = None,
+    dp: DpPolicy | None = None,
 ) -> TrainedUpdate:
     """Train on `dataset` from `model` (hyper-parameters: the trainer's defaults, then the round
     record's) if the scripted behaviour needs it, give the behaviour what it declares (from
-    `sources`), and encode what it produces."""
+    `sources`), apply client-level DP (clip, then Gaussian noise: the spec's policy, else `dp`, the
+    trainer's own, by default its `[trainer.dp]`), and encode what it produces. The update stays
+    plaintext here: `Participant.submit` seals it for an encrypted project before upload."""
+    dp = dp if dp is not None else own_privacy(settings.dp)
     behaviour = parse_behaviour(settings.behaviour)
     defaults = settings.train_config()
     if "seed" not in settings.train:
@@ -236,14 +246,26 @@ def train_update(
         trainer_id=trainer, sources=sources,
     )
     delta, claimed = behaviour.produce(honest, context)
+    delta = {k: delta[k].to(torch.float32).contiguous() for k in model.state}
+    policy = effective_privacy(spec, dp)
+    privacy = None
+    if policy is not None:
+        # the noise must stay secret (known noise can be subtracted): a fresh OS seed, never the
+        # training seed, which is derivable from public data
+        generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "big") >> 1)
+        delta, applied = privatize_update(delta, policy, generator)
+        privacy = {
+            "source": "project" if spec.privacy is not None else "trainer", "policy": policy.model_dump(mode="json"),
+            "norm_before": applied.norm, "clip_factor": applied.factor, "noise_std": applied.noise_std,
+        }
     header = UpdateHeader(project_id, model.round, model.cid, trainer, int(claimed), encoding=encoding)  # type: ignore[arg-type]
-    blob = encode_update({k: delta[k].to(torch.float32).contiguous() for k in model.state}, header)
+    blob = encode_update(delta, header)
     norm = float(torch.sqrt(sum((v.double().square().sum() for v in delta.values()), torch.zeros((), dtype=torch.float64))))
     return TrainedUpdate(
         project_id=project_id, round=model.round, base_model_cid=model.cid, trainer=trainer, data=blob,
         num_samples=len(dataset), claimed_samples=int(claimed), behaviour=behaviour.describe(),
         loss=honest.loss if honest is not None else None, steps=honest.steps if honest is not None else 0,
-        config=config.model_dump(), ignored_hyperparams=ignored, norm=norm,
+        config=config.model_dump(), ignored_hyperparams=ignored, norm=norm, privacy=privacy,
     )
 
 

@@ -144,14 +144,22 @@ class FilterConfig:
     gate_tolerance: float = 0.3
     gate_floor: float = 0.02
     gate_exact_max: int = 8
+    #: pay stretched updates as if their norm were the lower median (`aggregator.fairness`)
+    pay_norm_bound: bool = True
+    #: the part of each round's allocation split by (capped) claimed samples among the trainers
+    #: with a positive score, the rest by score (`aggregator.fairness.pay_weights`)
+    pay_data_share: float = 0.5
 
     @classmethod
     def from_record(cls, filters: Mapping[str, Any]) -> FilterConfig:
         """The config a round record's `filters` field states. Records written before the gate
         existed do not name it: their rounds ran without it, and so does their replay."""
-        return cls(**{"validation_gate": False, **filters})
+        return cls(**{"validation_gate": False, "pay_norm_bound": False, "pay_data_share": 0.0, **filters})
 
     def __post_init__(self) -> None:
+        # the pay_* keys belong to no filter: the score and reward stages read them
+        if not 0.0 <= self.pay_data_share < 1.0:
+            raise RuleConfigError(f"pay_data_share must be in [0, 1), got {self.pay_data_share}")
         for name in _SECTIONS:
             self.section(name)  # each filter's config checks its own values
 

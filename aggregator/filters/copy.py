@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
 
 from aggregator.errors import RuleConfigError
-from aggregator.filters.base import COPY_OF, Batch, FilterBase, ScreenReport, Verdict, cos_and_rel
-from aggregator.rules import _linalg as la
+from aggregator.filters.base import COPY_OF, Batch, FilterBase, ScreenReport, Verdict
+from aggregator.filters.free_rider import cosine_compare
+from market.protocol import numerics as nx
 
 __all__ = ["CopyConfig", "CopyFilter"]
 
@@ -31,9 +34,9 @@ class CopyFilter(FilterBase):
     """`copy_of:<trainer>` for every update near-identical to one committed earlier, among every
     finite non-zero row (copying a rejected update is a copy too, so `batch.accepted` is ignored).
 
-    Candidate pairs come from one float32 Gram matrix (cosine above the threshold minus a margin
-    for rounding); each candidate is then checked exactly in float64. An update is a copy of the
-    earliest-committed update it matches; that one stays `ok` (if nothing else rejects it).
+    Both tests run on the exact Gram matrix of the rows (`market.protocol.numerics.Geometry`), so
+    they decide the same on any machine. An update is a copy of the earliest-committed update it
+    matches; that one stays `ok` (if nothing else rejects it).
     """
 
     name: ClassVar[str] = "copy"
@@ -46,27 +49,25 @@ class CopyFilter(FilterBase):
         idx = np.nonzero(cand)[0]
         if len(idx) < 2:
             return ScreenReport(tuple(out))
-        full = la.gram(b.xn)  # [n, n]; indexing it avoids copying a subset of the rows
-        g = full[np.ix_(idx, idx)]
-        nrm = np.sqrt(np.maximum(np.diag(g), 1e-300))
-        cos = g / nrm[:, None] / nrm[None, :]
-        margin = 1e-4
+        geo = nx.Geometry.of(b.x[idx])  # exact dot products: every comparison below is exact
+        r2 = Fraction(cfg.copy_rel_distance) ** 2
         subs = b.submissions
         order = sorted(range(len(idx)), key=lambda k: (subs[idx[k]].order, int(idx[k])))
         rank = {k: r for r, k in enumerate(order)}
         for k in order:  # in commit order: match k against every earlier-committed update
             i = int(idx[k])
             for j_k in order[: rank[k]]:
-                if cos[k, j_k] <= cfg.copy_cosine - margin:
+                dot, sa, sb = geo.dot(k, j_k), geo.sqnorm(k), geo.sqnorm(j_k)
+                if not (cosine_compare(dot, sa, sb, cfg.copy_cosine) > 0 and geo.sqdist(k, j_k) < r2 * max(sa, sb)):
                     continue
                 j = int(idx[j_k])
-                c, rel, _, _ = cos_and_rel(b.xn[i], b.xn[j])
-                if c > cfg.copy_cosine and rel < cfg.copy_rel_distance:
-                    out[i] = Verdict(
-                        i,
-                        out[i].trainer,
-                        f"{COPY_OF}:{subs[j].trainer}",
-                        f"cosine {c:.7f}, relative distance {rel:.2e} to the update committed at {subs[j].order}",
-                    )
-                    break
+                c = float(dot) / math.sqrt(float(sa) * float(sb))
+                rel = math.sqrt(float(geo.sqdist(k, j_k)) / float(max(sa, sb)))
+                out[i] = Verdict(
+                    i,
+                    out[i].trainer,
+                    f"{COPY_OF}:{subs[j].trainer}",
+                    f"cosine {c:.7f}, relative distance {rel:.2e} to the update committed at {subs[j].order}",
+                )
+                break
         return ScreenReport(tuple(out))

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from aggregator.errors import RuleConfigError
-from aggregator.filters.base import STALE_UPDATE, ZERO_UPDATE, Batch, FilterBase, ScreenReport, Verdict, cos_and_rel
+from aggregator.filters.base import STALE_UPDATE, ZERO_UPDATE, Batch, FilterBase, ScreenReport, Verdict
 from aggregator.rules import _linalg as la
+from market.protocol import numerics as nx
 
-__all__ = ["FreeRiderConfig", "FreeRiderFilter"]
+__all__ = ["FreeRiderConfig", "FreeRiderFilter", "cosine_compare"]
 
 
 @dataclass(frozen=True)
@@ -47,37 +51,49 @@ class FreeRiderFilter(FilterBase):
         cfg, b = self.config, batch
         out = b.finite_verdicts()
         live = b.live(out)
-        finite = np.isfinite(b.norms)
-        med = float(np.median(b.norms[finite])) if finite.any() else 0.0
+        finite = [i for i in range(b.n) if np.isfinite(b.norms[i])]
+        # exact squared norms of the finite rows: every threshold below is an exact comparison
+        sq = dict(zip(finite, nx.row_sqnorms(b.x[finite]) if finite else [], strict=True))
+        med = nx.median_fraction([nx.sqrt_floor(sq[i]) for i in finite]) if finite else Fraction(0)
         prev = {k.lower(): v for k, v in b.previous.items()}
         step = None
         if b.global_step is not None:
-            sv = la.as_stack(b.global_step.reshape(1, -1))[0].numpy()
-            if sv.shape[0] == b.xn.shape[1] and np.isfinite(sv).all() and float(np.linalg.norm(sv)) > 0:
+            sv = la.as_stack(b.global_step.reshape(1, -1))[0]
+            if sv.shape[0] == b.x.shape[1] and bool(torch.isfinite(sv).all()) and bool((sv != 0).any()):
                 step = sv
+        steps = None
+        if step is not None and finite:
+            dots, step_sq = nx.Geometry.of(b.x[finite], full=False).dots_to(step)
+            steps = (dict(zip(finite, dots, strict=True)), step_sq)
+        zero_abs2 = Fraction(cfg.zero_abs_norm) ** 2
+        rel = Fraction(cfg.zero_rel_norm)
+        lo, hi = (1 - Fraction(cfg.stale_norm_tolerance)) ** 2, (1 + Fraction(cfg.stale_norm_tolerance)) ** 2
         for i, v in enumerate(out):
             if not live[i]:
                 continue
-            norm = float(b.norms[i])
-            if norm <= cfg.zero_abs_norm or norm < cfg.zero_rel_norm * med:
-                out[i] = Verdict(i, v.trainer, ZERO_UPDATE, f"norm {norm:.3e} against median norm {med:.3e}")
+            if sq[i] <= zero_abs2 or sq[i] < rel * rel * med * med:
+                out[i] = Verdict(i, v.trainer, ZERO_UPDATE,
+                                 f"norm {float(b.norms[i]):.3e} against median norm {float(med):.3e}")
                 continue
-            if step is not None:
-                cos_g = cos_and_rel(b.xn[i], step)[0]
-                if cos_g >= cfg.stale_cosine:
+            if steps is not None:
+                dot, ssq = steps[0][i], steps[1]
+                if cosine_compare(dot, sq[i], ssq, cfg.stale_cosine) >= 0:
+                    cos_g = float(dot) / math.sqrt(float(sq[i]) * float(ssq))
                     out[i] = Verdict(i, v.trainer, STALE_UPDATE, f"cosine {cos_g:.6f} to the last global step: a replay")
                     continue
             p = prev.get(v.trainer.lower())
             if p is None:
                 continue
-            pv = la.as_stack(p.reshape(1, -1))[0].numpy()
-            if pv.shape[0] != b.xn.shape[1] or not np.isfinite(pv).all():
+            pv = la.as_stack(p.reshape(1, -1))[0]
+            if pv.shape[0] != b.x.shape[1] or not bool(torch.isfinite(pv).all()):
                 continue
-            cos, _, na, nb = cos_and_rel(b.xn[i], pv)
-            if nb == 0:
+            pair = nx.Geometry.of(torch.stack([b.x[i], pv]))
+            na2, nb2, dot = pair.sqnorm(0), pair.sqnorm(1), pair.dot(0, 1)
+            if nb2 == 0:
                 continue
-            ratio = na / nb
-            if cos >= cfg.stale_cosine and abs(ratio - 1.0) <= cfg.stale_norm_tolerance:
+            if cosine_compare(dot, na2, nb2, cfg.stale_cosine) >= 0 and lo * nb2 <= na2 <= hi * nb2:
+                cos = float(dot) / math.sqrt(float(na2) * float(nb2))
+                ratio = math.sqrt(float(na2) / float(nb2))
                 out[i] = Verdict(
                     i,
                     v.trainer,
@@ -85,3 +101,19 @@ class FreeRiderFilter(FilterBase):
                     f"cosine {cos:.6f} and norm ratio {ratio:.6f} to its previous update",
                 )
         return ScreenReport(tuple(out))
+
+
+def cosine_compare(dot: Fraction, sq_a: Fraction, sq_b: Fraction, threshold: float) -> int:
+    """The sign of `cos(a, b) - threshold`, exactly, from `a . b`, `|a|^2` and `|b|^2` (0 when a
+    norm is 0: no direction to compare)."""
+    if sq_a == 0 or sq_b == 0:
+        return -1 if threshold > 0 else 0
+    t = Fraction(threshold)
+    # compare dot with t |a||b| without square roots: signs first, then squares
+    lhs_sign = (dot > 0) - (dot < 0)
+    rhs_sign = (t > 0) - (t < 0)
+    if lhs_sign != rhs_sign:
+        return 1 if lhs_sign > rhs_sign else -1
+    a, b = dot * dot, t * t * sq_a * sq_b
+    mag = (a > b) - (a < b)
+    return mag if lhs_sign >= 0 else -mag

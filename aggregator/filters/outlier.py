@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import ClassVar
 
 import numpy as np
 
 from aggregator.errors import RuleConfigError
 from aggregator.filters.base import OUTLIER, Batch, FilterBase, ScreenReport, Verdict
-from aggregator.rules import _linalg as la
+from market.protocol import numerics as nx
 
 __all__ = ["MAD_TO_SIGMA", "OutlierConfig", "OutlierFilter"]
 
@@ -35,7 +36,9 @@ class OutlierConfig:
 class OutlierFilter(FilterBase):
     """`outlier`: distance to the coordinate-wise median of the accepted rows above median + k
     sigma of their distances, sigma = max(MAD x 1.4826, sigma_floor x median distance). Only the
-    accepted rows count, so zero updates and copies do not pull the centre."""
+    accepted rows count, so zero updates and copies do not pull the centre. The centre, the
+    distances and the statistics are exact (`market.protocol.numerics`), so the decisions are the
+    same on any machine."""
 
     name: ClassVar[str] = "outlier"
     config: OutlierConfig = field(default_factory=OutlierConfig)
@@ -46,24 +49,21 @@ class OutlierFilter(FilterBase):
         rows = np.nonzero(b.live(out))[0]
         if len(rows) < cfg.outlier_min_updates:
             return ScreenReport(tuple(out))
-        centre = la.sorted_reduce(b.xn, la.median_reducer(len(rows)), rows=rows)
-        fin = np.isfinite(b.norms)
-        if fin.all():
-            dist = np.sqrt(la.sqdist_to(b.xn, b.norms**2, centre, None))[rows]
-        else:  # rows with NaN/inf would spoil the fast path for all: go row by row
-            c64 = centre.astype(np.float64)
-            dist = np.array([np.linalg.norm(b.xn[i].astype(np.float64) - c64) for i in rows])
-        med = float(np.median(dist))
-        mad = float(np.median(np.abs(dist - med)))
-        sigma = max(MAD_TO_SIGMA * mad, cfg.outlier_sigma_floor * med)
-        limit = med + cfg.outlier_sigmas * sigma
+        centre = nx.coordinate_median(b.x, rows=rows.tolist())
+        live = b.x[rows]
+        dist = [nx.sqrt_floor(v) for v in nx.Geometry.of(live, full=False).sqdist_to(centre)]
+        med = nx.median_fraction(dist)
+        mad = nx.median_fraction([abs(v - med) for v in dist])
+        sigma = max(Fraction(MAD_TO_SIGMA) * mad, Fraction(cfg.outlier_sigma_floor) * med)
+        limit = med + Fraction(cfg.outlier_sigmas) * sigma
         for k, i in enumerate(rows.tolist()):
             if dist[k] > limit and sigma > 0:
                 out[i] = Verdict(
                     i,
                     out[i].trainer,
                     OUTLIER,
-                    f"distance {dist[k]:.4e} to the median > {limit:.4e} "
-                    f"(median {med:.4e} + {cfg.outlier_sigmas:g} x sigma {sigma:.4e})",
+                    f"distance {float(dist[k]):.4e} to the median > {float(limit):.4e} "
+                    f"(median {float(med):.4e} + {cfg.outlier_sigmas:g} x sigma {float(sigma):.4e})",
                 )
-        return ScreenReport(tuple(out), {"median_distance": med, "sigma": sigma, "limit": limit})
+        stats = {"median_distance": float(med), "sigma": float(sigma), "limit": float(limit)}
+        return ScreenReport(tuple(out), stats)

@@ -6,15 +6,17 @@ FedAvg(rows S), sample counts capped), so it evaluates nothing the scorer would 
 stage shares one memo between the gate and the scorer, and every value is a recorded evaluation.
 
 The rule (docs/robustness.md has the measurements behind it): with v_best the best utility of
-any coalition of the live rows and v(empty) the base model's,
+the candidate coalitions of the live rows and v(empty) the base model's,
 
-    v_ref = max(v_best, v(empty))
-    tau   = max(gate_tolerance x (v_ref - v(empty)), gate_floor x |v(empty)|)
+    tau = max(gate_tolerance x |v_best - v(empty)|, gate_floor x |v(empty)|)
 
-the gate keeps the **largest coalition whose utility is >= v_ref - tau** (ties: the higher
-utility, then the one listing earlier rows); every live row outside it is `harmful`. If no
-coalition qualifies (everything is worse than the base model by more than tau), every live row is
-`harmful` and the round keeps its base model.
+the gate keeps the **largest candidate coalition whose utility is >= v_best - tau** (ties: the
+higher utility, then the one listing earlier rows); every live row outside it is `harmful`. Only
+if even the best coalition is worse than the base model by more than gate_tolerance x |v(empty)|
+is every live row `harmful` (the round keeps its base model). A best coalition slightly worse
+than the base is still taken: at random initialisation, honest updates trained on two classes
+each raise a balanced validation loss (overconfident predictions) while they do learn, and
+keeping the base would stall the project until the server learning rate adapts.
 
 - Up to `gate_exact_max` live rows every coalition is a candidate (2^n utilities: exactly what
   exact Shapley scoring evaluates, so with the default scorer the gate costs nothing extra).
@@ -109,11 +111,10 @@ def select_coalition(n: int, utility: Utility, config: GateConfig | None = None)
         method = "path"
         values = _path(n, utility)
     best = max(values.values())
-    ref = max(best, empty)
-    tau = max(cfg.gate_tolerance * (ref - empty), cfg.gate_floor * abs(empty))
-    ok = [c for c, v in values.items() if v >= ref - tau]
-    if not ok:
+    tau = max(cfg.gate_tolerance * abs(best - empty), cfg.gate_floor * abs(empty))
+    if best < empty - cfg.gate_tolerance * abs(empty):
         return GateDecision(frozenset(), empty, best, empty, tau, method, len(values))
+    ok = [c for c, v in values.items() if v >= best - tau]
     kept = max(ok, key=lambda c: (len(c), values[c], tuple(-i for i in sorted(c))))
     return GateDecision(kept, empty, best, values[kept], tau, method, len(values))
 

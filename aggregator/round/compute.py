@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,14 @@ from aggregator.round.adapt import initial_state
 from aggregator.round.config import CODE_VERSION, UTILITY, RoundConfig
 from aggregator.round.context import ReadStore, RoundContext
 from aggregator.round.inputs import RoundInputs, UpdateCache, base_model_limit, gather_inputs
+from aggregator.round.ledger import EvaluationLedger
 from aggregator.round.stages import PIPELINE, Candidate, RoundState, utility_rule
 from aggregator.valset import ValidationSet
 from market.errors import UpdateRejected
 from market.models import build_model, flatten
 from market.protocol.codec import DecodeLimits, decode_model
 from market.protocol.documents import RoundRecord
+from market.protocol.evaluations import CROSS_MACHINE_VERSION, RecordedEvaluation
 from market.protocol.reading import ProtocolError
 
 __all__ = ["Computed", "compute_from_inputs", "compute_round", "decode_base_model"]
@@ -44,6 +46,8 @@ class Computed:
     model_bytes: bytes
     fields: dict[str, Any]
     candidates: tuple[Candidate, ...] = field(repr=False, default=())
+    #: the round's evaluations; after a replay, each recorded value against this machine's
+    ledger: EvaluationLedger = field(repr=False, default_factory=EvaluationLedger)
 
     @property
     def model_digest(self) -> str:
@@ -81,7 +85,7 @@ def decode_base_model(data: bytes, cid: str, like: Mapping[str, torch.Tensor], m
     return out
 
 
-def _setup(inputs: RoundInputs, config: RoundConfig) -> RoundState:
+def _setup(inputs: RoundInputs, config: RoundConfig, recorded: Sequence[RecordedEvaluation] | None) -> RoundState:
     ctx = inputs.context
     model = build_model(ctx.spec.model, allow_import=config.allow_user_models)
     like = model.state_dict()
@@ -95,6 +99,7 @@ def _setup(inputs: RoundInputs, config: RoundConfig) -> RoundState:
     return RoundState(
         inputs=inputs, config=config, rule=config.make_rule(), model=model, like=like,
         base_vector=base_vector, global_step=global_step, state_in=state_in,
+        ledger=EvaluationLedger(recorded),
     )
 
 
@@ -128,6 +133,7 @@ def _fields(state: RoundState, code_version: str) -> dict[str, Any]:
     }
     rewards = state.rewards
     return {
+        "version": CROSS_MACHINE_VERSION,
         "project_id": ctx.project_id,
         "round": ctx.round,
         "chain_id": ctx.chain_id,
@@ -152,6 +158,7 @@ def _fields(state: RoundState, code_version: str) -> dict[str, Any]:
         "proofs": rewards.proofs,
         "metrics": metrics,
         "aggregation": aggregation,
+        "evaluations": state.ledger.records(),
     }
 
 
@@ -161,16 +168,19 @@ def compute_from_inputs(
     *,
     on_stage: Callable[[str], None] | None = None,
     code_version: str = CODE_VERSION,
+    recorded: Sequence[RecordedEvaluation] | None = None,
 ) -> Computed:
     """The round's new model bytes and record fields, from `inputs` and `config` alone (no I/O).
-    `on_stage(name)` is called after each stage of `stages.PIPELINE`."""
+    `on_stage(name)` is called after each stage of `stages.PIPELINE`. `recorded` (a published
+    record's evaluations) replays the round: the recorded values are used, each checked against
+    this machine's measurement (`Computed.ledger`)."""
     done = on_stage or (lambda _name: None)
-    with deterministic(config.threads):
-        state = _setup(inputs, config)
+    with deterministic(config.run_threads or config.threads):
+        state = _setup(inputs, config, recorded)
         for stage in PIPELINE:
             stage(state)
             done(stage.name)
-    return Computed(state.model_bytes, _fields(state, code_version), tuple(state.candidates))
+    return Computed(state.model_bytes, _fields(state, code_version), tuple(state.candidates), state.ledger)
 
 
 def compute_round(
@@ -183,10 +193,11 @@ def compute_round(
     cache: UpdateCache | None = None,
     on_stage: Callable[[str], None] | None = None,
     code_version: str = CODE_VERSION,
+    recorded: Sequence[RecordedEvaluation] | None = None,
 ) -> Computed:
     """`gather_inputs` (the fetch stage) then `compute_from_inputs`: what the service and the
     audit run. `on_stage(name)` is called after each stage, "fetch" first."""
     inputs = gather_inputs(store, ctx, valset=valset, validation_cid=validation_cid, config=config, cache=cache)
     if on_stage is not None:
         on_stage("fetch")
-    return compute_from_inputs(inputs, config, on_stage=on_stage, code_version=code_version)
+    return compute_from_inputs(inputs, config, on_stage=on_stage, code_version=code_version, recorded=recorded)

@@ -45,6 +45,8 @@ class RoundConfig:
     server_lr: float = 1.0
     adapt: AdaptPolicy = field(default_factory=AdaptPolicy)
     threads: int = 1
+    #: threads to run with instead of `threads` (an auditor's choice: results do not depend on it)
+    run_threads: int | None = None
     allow_user_models: bool = False
     fetch_workers: int = 4
     fetch_timeout: float = 30.0

@@ -4,17 +4,23 @@
 the reveal-deadline block (the round's seed), the previous round's record (base model,
 hyper-parameters, adaptation state), the previous round's reveals (the free-rider reference) and
 the cumulative amounts of the latest round that was not voided.
+
+The one thing not read from the chain is who is reading: the private keys a recipient of the
+project's encrypted updates opens them with (`decryption_keys`, none for a keyless reader).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from market.chain import MarketClient, RoundStatus
 from market.protocol.documents import ProjectSpec, UpdateInput, round_seed
 from market.protocol.reading import ProtocolError, load_record, load_spec
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 __all__ = ["ReadStore", "RoundContext", "load_context"]
 
@@ -48,6 +54,9 @@ class RoundContext:
     cumulative_scores: dict[str, float]
     #: What the contract lets this round allocate (all of it goes out if anyone earns a share).
     available: int
+    #: The reader's keys for the spec's encrypted updates (current key first, then retired ones);
+    #: empty: the reader holds none (a keyless audit, or a plaintext project).
+    decryption_keys: tuple[X25519PrivateKey, ...] = field(default=(), repr=False, compare=False)
 
 
 def _opened_at(client: MarketClient, project_id: int, round_: int, finalized: Mapping[int, Any]) -> int:
@@ -89,9 +98,11 @@ def load_context(
     available: int,
     *,
     spec: ProjectSpec | None = None,
+    decryption_keys: Sequence[X25519PrivateKey] = (),
 ) -> RoundContext:
     """The chain's view of round `round_`; `available` is what the contract lets it allocate
-    (the service reads it once and journals it; an auditor uses the chain's allocation)."""
+    (the service reads it once and journals it; an auditor uses the chain's allocation);
+    `decryption_keys` open the spec's encrypted updates at fetch."""
     info = client.project(project_id)
     spec = spec or load_spec(client, store, project_id)
     finalized = {f.round: f for f in client.finalized(project_id)}
@@ -141,4 +152,5 @@ def load_context(
         cumulative_rewards=cum_rewards,
         cumulative_scores=cum_scores,
         available=int(available),
+        decryption_keys=tuple(decryption_keys),
     )

@@ -8,15 +8,22 @@ global step), and the validation set. From there on the round is a pure function
 
 A malformed or missing update never stops a round: content failures become reasons. Only an
 outage (`StorageUnavailable`: the node does not answer at all) raises, so the service can pause.
+
+In a project whose spec names recipients, every update is an envelope
+(`market.protocol.envelope`): its sha256 is checked against the revealed digest as fetched, then
+it is opened with the reader's keys (`RoundContext.decryption_keys`); an envelope that is not
+sealed for exactly the spec's recipients, or does not open, is rejected with the envelope's own
+reason (`malformed_envelope`, `not_recipient`, `undecryptable`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from aggregator.errors import SettingsError
 from aggregator.round.config import RoundConfig
 from aggregator.round.context import ReadStore, RoundContext
 from aggregator.valset import ValidationSet
@@ -27,11 +34,12 @@ from market.errors import (
     InvalidCid,
     StorageError,
     StorageUnavailable,
+    UpdateRejected,
 )
 from market.protocol.documents import UpdateInput
 from market.storage import fetch_verified
 
-__all__ = ["Fetched", "RoundInputs", "UpdateCache", "digest_of", "fetch_updates", "gather_inputs"]
+__all__ = ["Fetched", "RoundInputs", "UpdateCache", "digest_of", "fetch_updates", "gather_inputs", "open_fetched"]
 
 
 class UpdateCache(Protocol):
@@ -47,6 +55,9 @@ class Fetched:
     data: bytes | None
     reason: str | None = None
     detail: str = ""
+    #: `data` is the plaintext opened from an envelope whose bytes matched the revealed digest
+    #: (so the digest is not checked again on `data`).
+    opened: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,42 @@ def fetch_updates(
         return [f.result() for f in futures]
 
 
+def open_fetched(fetched: Sequence[Fetched], ctx: RoundContext, round_: int) -> list[Fetched]:
+    """Open the envelopes of round `round_` of an encrypted project with the reader's keys (the
+    fetched bytes as they are in a plaintext project). A reader without keys cannot build such a
+    round: SettingsError, never a round of rejections."""
+    spec = ctx.spec
+    if not spec.encrypted:
+        return list(fetched)
+    if not ctx.decryption_keys:
+        raise SettingsError(
+            f"project {ctx.project_id}'s updates are encrypted and no decryption key was given: pass the recipient's"
+            " --account (its keystore encryption key), or see docs/privacy.md for --dev-account"
+        )
+    from market.protocol.envelope import EnvelopeContext, open_update
+
+    recipients = spec.recipient_keys()
+    out = []
+    for f in fetched:
+        if f.data is None:
+            out.append(f)
+            continue
+        envelope_ctx = EnvelopeContext(ctx.project_id, round_, f.input.trainer)
+        try:
+            plain = open_update(f.data, ctx.decryption_keys, envelope_ctx, recipients,
+                                max_bytes=spec.validation.max_update_bytes)
+        except UpdateRejected as exc:
+            # the record must not depend on which recipient opened it (an auditor rebuilds it with
+            # its own key), and a failed wrap names the recipient: say what every reader sees
+            detail = exc.detail if exc.reason != "undecryptable" else (
+                f"the envelope does not open for {envelope_ctx.describe()}: it was sealed for another project, round"
+                " or trainer, altered, or its wrapped key does not match its key commitment")
+            out.append(replace(f, data=None, reason=exc.reason, detail=detail))
+            continue
+        out.append(replace(f, data=plain, opened=True))
+    return out
+
+
 def base_model_limit(ctx: RoundContext) -> int:
     """Bound on a base model's bytes: twice the largest update the policy allows."""
     return 2 * ctx.spec.validation.max_update_bytes
@@ -143,18 +190,18 @@ def gather_inputs(
     before it. `config` only says how hard to try (workers, timeout, attempts)."""
     cfg = config or RoundConfig()
     policy = ctx.spec.validation
-    updates = fetch_updates(
+    updates = open_fetched(fetch_updates(
         store, ctx.inputs, max_bytes=policy.max_update_bytes, workers=cfg.fetch_workers,
         timeout=cfg.fetch_timeout, attempts=cfg.fetch_attempts, cache=cache,
-    )
+    ), ctx, ctx.round)
     trainers = {u.trainer.lower() for u in ctx.inputs}
     wanted = [u for u in ctx.previous_inputs if u.trainer.lower() in trainers]
     previous: list[Fetched] = []
     if wanted and ctx.previous_base_model_cid is not None:
-        previous = fetch_updates(
+        previous = open_fetched(fetch_updates(
             store, wanted, max_bytes=policy.max_update_bytes, workers=cfg.fetch_workers,
             timeout=cfg.fetch_timeout, attempts=1, cache=cache,
-        )
+        ), ctx, ctx.round - 1)
     limit = base_model_limit(ctx)
     base = store.cat(ctx.base_model_cid, max_bytes=limit, timeout=cfg.fetch_timeout)
     before = None

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import torch
 
+from aggregator.fairness import pay_weights, stretch_neutral
 from aggregator.filters import FilterConfig, Submission, screen
 from aggregator.rewards import round_rewards
 from aggregator.round.adapt import adapt_hyperparams
@@ -216,7 +217,7 @@ def validate_updates(
             continue
         v = validate_update(
             f.data,
-            expected_digest=digest_of(f.input),
+            expected_digest=None if f.opened else digest_of(f.input),  # an envelope's digest was checked at fetch
             project_id=ctx.project_id,
             round=ctx.round if round_ is None else round_,
             base_model_cid=base_model_cid or ctx.base_model_cid,
@@ -419,6 +420,10 @@ def score(state: RoundState) -> None:
         accepted, state.base_vector, evaluator, state.server_lr, state.scorer, state.ctx.seed,
         state.policy.max_claimed_samples, shared,
     )
+    if state.config.filters.pay_norm_bound and accepted:
+        state.scores, stretched = stretch_neutral(state.scores, [c.input.trainer for c in accepted],
+                                                  [c.delta for c in accepted if c.delta is not None])
+        state.score_details["norm_bounded"] = len(stretched)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -446,7 +451,12 @@ def allocate_rewards(
 
 
 def reward(state: RoundState) -> None:
-    state.rewards = allocate_rewards(state.candidates, state.scores, state.ctx.available, state.ctx.cumulative_rewards)
+    cap = state.policy.max_claimed_samples
+    claimed = {c.input.trainer: min(int(c.claimed_samples or 0), cap) for c in state.accepted}
+    filters = state.config.filters
+    noise = filters.gate_floor * abs(state.evaluation.get("loss_before", 0.0))
+    weights = pay_weights(state.scores, claimed, filters.pay_data_share, noise)
+    state.rewards = allocate_rewards(state.candidates, weights, state.ctx.available, state.ctx.cumulative_rewards)
 
 
 # ---------------------------------------------------------------------------------------------

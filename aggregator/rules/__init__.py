@@ -10,24 +10,25 @@ is typed by the field it sets); `rule.spec` renders it back.
     mean.py        fedavg, norm_clip
     coordinate.py  median, trimmed_mean, foundation_fl
     distance.py    krum, multi_krum, geomed, centered_clipping
-    _linalg.py     the numeric kernels every rule (and the filters) share
+    _linalg.py     input checks every rule (and the filters) share
 
 Design points:
-- Memory: no rule allocates anything of the stacked updates' size. Coordinate-wise rules sort
-  column chunks of ~2 MB (numpy's SIMD sort on a transposed copy); distance-based rules use one
-  `[n, n]` Gram matrix (SYRK) or GEMVs against a `[d]` vector; norm clipping is folded into the
-  rules as per-row scale factors instead of materialising clipped rows.
+- Bit-exact: every kernel is `market.protocol.numerics` (means, medians and trimmed means as
+  exact integer reductions on a per-coordinate fixed-point grid; norms, dot products and
+  distances as exact rationals), so an aggregate and every choice a rule makes (Krum's
+  neighbours, a clip, a convergence test) are the same on any CPU, thread count or PyTorch build.
+- Memory: coordinate-wise rules sort column chunks of ~4 MB of float64; distance-based rules
+  use one exact `[n, n]` Gram matrix or exact dot products with a `[d]` vector; norm clipping is
+  folded into the rules as per-row scale factors instead of materialising clipped rows.
 - Weights: only FedAvg (and rules given `clip=` on top of it) use sample counts, capped at a
-  configurable cap and renormalised. The robust rules give every update one vote: a count is a
-  claim, and a robust rule that trusts claims is no longer robust.
+  configurable cap (exactly, as fractions) and turned into integer weights. The robust rules
+  give every update one vote: a count is a claim, and a robust rule that trusts claims is no
+  longer robust.
 - Input: rows must be finite; a NaN or infinity raises InvalidUpdates (the filters reject such
-  updates first with reason `non_finite`). Huge finite rows are fine: every kernel falls back to
-  float64 where float32 would overflow.
+  updates first with reason `non_finite`). Huge finite rows are fine: every value sits on its
+  own grid.
 - Small inputs: f (Byzantine count) is clamped to what n can tolerate, so the same rule also
   aggregates small coalitions when contributions are scored.
-- Threads: numpy's BLAS runs on one thread inside every rule (see
-  `_linalg.single_threaded_blas`): results then do not depend on the core count, and a small
-  busy machine does not stall on a threaded GEMM.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from market.cli.kit import (
     format_amount,
     handle_errors,
     pick_account,
+    read_password,
 )
 from market.cli.project_file import ProjectFile
 from market.errors import ConfigError, ExitCode
@@ -280,7 +281,8 @@ def publish_spec(s: Settings, pf: ProjectFile) -> str:
     """Upload the initial weights (if needed) and the project spec; return the spec's CID."""
     store = open_settings_store(s)
     try:
-        return str(store.add(pf.spec(store).to_bytes()))
+        spec = pf.spec(store, keystore=s.keystore, password=lambda name: read_password(f"Password for {name}"))
+        return str(store.add(spec.to_bytes()))
     finally:
         store.close()
 

@@ -35,6 +35,19 @@ pool = "private_val.npz"         # arrays x and y (or a built-in name, for demos
 samples_per_round = 200          # default: the pool's size // rounds
 key_file = "project.valkey.json" # written at creation (0600) unless it exists; give it to the aggregator
 
+[recipients.aggregator]          # optional (but the default of `market demo`): updates are sealed for
+role = "aggregator"              #   exactly these parties (market.protocol.envelope); one aggregator,
+key = "account:agg"              #   any auditors, the arbiter; key: 64 hex digits of an X25519 public
+[recipients.arbiter]             #   key, or account:NAME for the encryption key of keystore account
+role = "arbiter"                 #   NAME (`Keystore.new_encryption_key`; its password is asked for)
+key = "3b6a27bc..."
+
+[privacy]                        # optional: client-level DP every trainer applies (market.protocol.privacy.DpPolicy)
+max_epsilon = 8.0
+delta = 1e-5
+noise_multiplier = 3.0
+clip_norm = 1.0
+
 [hyperparams]                    # round 0's training defaults (later rounds: from round records)
 epochs = 1
 lr = 0.05
@@ -43,8 +56,9 @@ lr = 0.05
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -53,7 +67,8 @@ from market.chain.accounts import dev_account
 from market.cli.config import parse_amount, read_toml
 from market.errors import ConfigError
 from market.files import atomic_write
-from market.protocol.documents import ProjectSpec, ValidationPolicy
+from market.protocol.documents import ProjectSpec, Recipient, ValidationPolicy
+from market.protocol.privacy import DpPolicy
 from market.protocol.tolerance import DefencePolicy, check_defence
 from market.protocol.valsplit import ValidationCommitment, ValSplit, load_pool
 
@@ -109,6 +124,36 @@ class ValidationData(BaseModel):
     key_file: str | None = None
 
 
+class RecipientEntry(BaseModel):
+    """One `[recipients.NAME]` table: who an encrypted update is wrapped for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["aggregator", "auditor", "arbiter"]
+    #: 64 hex digits (an X25519 public key) or `account:NAME` (that keystore account's encryption key)
+    key: str
+
+
+#: `password(account_name)`: the keystore password of an account named by `account:NAME`.
+PasswordFor = Callable[[str], str]
+
+
+def resolve_recipient_key(value: str, what: str, keystore: Path | None, password: PasswordFor | None) -> str:
+    """The public key hex a `key = ...` entry names: itself, or a keystore account's encryption key."""
+    if not value.startswith("account:"):
+        key = value.lower().removeprefix("0x")
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ConfigError(f"{what}: {value[:20]!r} is not 64 hex digits nor account:NAME; give an X25519 public key")
+        return key
+    name = value.removeprefix("account:")
+    if keystore is None or password is None:
+        raise ConfigError(f"{what}: {value!r} needs the local keystore: create the project with `market project create`")
+    from market.chain.accounts import Keystore
+    from market.protocol.envelope import public_key_hex
+
+    return public_key_hex(Keystore(keystore).load_encryption_key(name, password(name)))
+
+
 class ProjectFile(BaseModel):
     """A parsed, validated project file."""
 
@@ -118,6 +163,8 @@ class ProjectFile(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict)
     validation: dict[str, Any] = Field(default_factory=dict)
     hyperparams: dict[str, Any] = Field(default_factory=dict)
+    recipients: dict[str, RecipientEntry] = Field(default_factory=dict)
+    privacy: DpPolicy | None = None
     spec_cid: str | None = None
     _path: Path | None = PrivateAttr(default=None)
 
@@ -163,9 +210,17 @@ class ProjectFile(BaseModel):
             raise ConfigError(f"cannot write the validation key file {path} ({exc.strerror}); choose another key_file")
         return split.commitment()
 
-    def spec(self, store: Any) -> ProjectSpec:
+    def recipient_keys(self, keystore: Path | None = None, password: PasswordFor | None = None) -> dict[str, Recipient]:
+        """`[recipients]` with every `account:NAME` resolved from `keystore`."""
+        return {
+            name: Recipient(role=entry.role, public_key=resolve_recipient_key(entry.key, f"[recipients.{name}].key", keystore, password))
+            for name, entry in self.recipients.items()
+        }
+
+    def spec(self, store: Any, *, keystore: Path | None = None, password: PasswordFor | None = None) -> ProjectSpec:
         """The project spec; initial weights drawn from `[model].seed` and uploaded when the file
-        names no `initial_weights_cid`. Weights files of initial models carry project id 0."""
+        names no `initial_weights_cid`. Weights files of initial models carry project id 0.
+        `keystore` and `password` resolve `account:NAME` recipient keys."""
         from market.models import ModelSpec, init_model
         from market.protocol.codec import ModelHeader, encode_model
 
@@ -183,7 +238,12 @@ class ProjectFile(BaseModel):
             net = init_model(model, seed)
             blob = encode_model(net.state_dict(), ModelHeader(project_id=0, round=0, architecture=model.architecture))
             model = model.model_copy(update={"initial_weights_cid": store.add(blob)})
-        return ProjectSpec(model=model, validation=policy, hyperparams=self.hyperparams, validation_data=commitment)
+        recipients = self.recipient_keys(keystore, password)
+        try:
+            return ProjectSpec(model=model, validation=policy, hyperparams=self.hyperparams, validation_data=commitment,
+                               recipients=recipients, privacy=self.privacy)
+        except ValidationError as exc:
+            raise ConfigError(f"[recipients]: {exc.errors()[0]['msg']}") from None
 
     @classmethod
     def load(cls, path: Path) -> ProjectFile:

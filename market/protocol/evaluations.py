@@ -73,7 +73,7 @@ class Tolerance:
         return self.abs + self.rel * abs(rebuilt)
 
 
-#: Per metric. Losses: 1e-5 relative + 1e-6 absolute, ~40x the largest spread measured between
+#: Per metric. Losses: 1e-5 relative + 1e-6 absolute, ~50x the largest spread measured between
 #: kernel variants, thread counts and PyTorch 2.13/2.14 on the digits MLP and the MNIST CNN (see
 #: docs/audit.md for the figures). Accuracy: 2 validation samples in 300 could flip on a near
 #: tie of two logits; it is a count over n, so the absolute part is what matters.
@@ -118,15 +118,17 @@ def check_evaluation(recorded: float, rebuilt: float, tolerance: Tolerance) -> E
     return EvaluationCheck(float(recorded), float(rebuilt), tolerance.allowed(float(rebuilt)))
 
 
-def shapley_reward_bound(reward: int, players: int, scores_positive_sum: float, utility_slack: float) -> int:
-    """Wei one trainer's payout can move when every utility moves by at most `utility_slack`
-    under exact Shapley scoring (docs/audit.md): each score moves by <= 2 delta, so a share
-    `phi_i / Phi` moves by <= 2 delta n / (Phi - 2 delta n); plus 1 wei of largest-remainder
-    rounding. `scores_positive_sum` is Phi of the honest scores. Returns `reward` when the slack
-    can swamp Phi (the bound is then vacuous)."""
-    eps = Fraction(2) * Fraction(utility_slack) * players
+def shapley_reward_bound(reward: int, players: int, scores_positive_sum: float, utility_slack: float,
+                         members: int = 1) -> int:
+    """Wei that any `members` trainers together can gain in one round when every coalition
+    utility may be off by at most `utility_slack`, under exact Shapley scoring (docs/audit.md):
+
+        gain <= reward * 2 n delta / Phi + 2 members
+
+    with n players and Phi the sum of the positive scores (the recorded or the honest ones:
+    the bound holds with either). Capped at `reward`; `reward` itself when Phi is 0."""
     phi = Fraction(scores_positive_sum)
-    if phi <= eps:
+    if phi <= 0:
         return int(reward)
-    bound = Fraction(reward) * eps / (phi - eps)
-    return min(int(reward), math.ceil(bound) + 1)
+    bound = Fraction(reward) * 2 * players * Fraction(utility_slack) / phi
+    return min(int(reward), math.ceil(bound) + 2 * members)

@@ -387,8 +387,8 @@ class Geometry:
     def sqdist_matrix(self) -> list[list[Fraction]]:
         return [[self.sqdist(i, j) for j in range(self.n)] for i in range(self.n)]
 
-    def sqdist_to(self, z: torch.Tensor, rows: Sequence[int] | None = None) -> list[Fraction]:
-        """`|s_i x_i - z|^2` exactly for each row (of `rows`), z `[d]` on its own row grid."""
+    def dots_to(self, z: torch.Tensor, rows: Sequence[int] | None = None) -> tuple[list[Fraction], Fraction]:
+        """`(s_i x_i) . z` exactly for each row (of `rows`), and `|z|^2`, z `[d]` on its own row grid."""
         zz = _check_stack(z.reshape(1, -1))
         if zz.shape[1] != self.x.shape[1]:
             raise NumericsError(f"the vector has {zz.shape[1]} entries, the rows {self.x.shape[1]}; use one layout")
@@ -416,9 +416,14 @@ class Geometry:
         out = []
         for r, i in enumerate(idx):
             xz = _combine(cols_[0][r], cols_[1][r], cols_[2][r], cols_[3][r])
-            cross = self.scale[i] * xz / (Fraction(2) ** (self.k[i] + kz0))
-            out.append(self.sqnorm(i) - 2 * cross + z2)
-        return out
+            out.append(self.scale[i] * xz / (Fraction(2) ** (self.k[i] + kz0)))
+        return out, z2
+
+    def sqdist_to(self, z: torch.Tensor, rows: Sequence[int] | None = None) -> list[Fraction]:
+        """`|s_i x_i - z|^2` exactly for each row (of `rows`), z `[d]` on its own row grid."""
+        idx = list(range(self.n)) if rows is None else [int(r) for r in rows]
+        dots, z2 = self.dots_to(z, idx)
+        return [self.sqnorm(i) - 2 * xz + z2 for i, xz in zip(idx, dots)]
 
 
 # ---------------------------------------------------------------------------------------------

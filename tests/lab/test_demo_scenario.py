@@ -44,6 +44,12 @@ def test_short_scenario_rejects_and_pays_nothing_to_the_malicious_one(tmp_path: 
     assert sum(cumulative[t] for t in honest) == 2 * ETHER
     assert sum(result.report.paid.get(t, 0) for t in honest) == 2 * ETHER
     assert result.audit_ok, result.audit_output
+    # private by default: the updates were sealed for the scenario's aggregator, auditor and
+    # arbiter, and an outsider's audit passed too, saying what it could not check
+    summary = result.report.to_json()
+    assert summary["encrypted"] and summary["recipients"] == {"aggregator": "aggregator", "auditor": "auditor",
+                                                              "arbiter": "arbiter"}
+    assert "cannot verify without a recipient key" in (tmp_path / "run" / "logs" / "audit-keyless.log").read_text()
     assert all(code == 0 for code in result.exit_codes.values()), result.exit_codes
     assert (tmp_path / "run" / "report" / "report.html").exists()
     assert (tmp_path / "run" / "report" / "accuracy.png").exists()

@@ -88,7 +88,7 @@ def test_create_status_end_json(chain: dict[str, str], tmp_path: Path) -> None:
     # a dispute by an outsider, and a resolve by a non-arbiter
     e = run("dispute", pid, "0", "--evidence", "QmE", *common, "--dev-account", "7")
     assert e.returncode == 6 and "NotStakeholder" in one_error_line(e)
-    e = run("resolve", pid, "0", "--uphold", "--reason", "QmR", *common, "--dev-account", "7")
+    e = run("resolve", pid, "0", "--uphold", "--reason", "QmR", "--root", "0x" + "11" * 32, *common, "--dev-account", "7")
     assert e.returncode == 6 and "NotArbiter" in one_error_line(e)
 
 
@@ -150,8 +150,9 @@ def test_keystore_account_and_password_rules(chain: dict[str, str], tmp_path: Pa
     assert p.returncode == 2 and "MARKET_PASSWORD" in one_error_line(p)
     p = run("project", "end", "1", "--config", str(cfg), "--account", "owner2", env={"MARKET_PASSWORD": "wrong"})
     assert p.returncode == 2 and "wrong password" in one_error_line(p)
-    # the right password signs: the contract answers NotStakeholder, naming this fresh account (it
-    # has no ETH either, but the revert is found first by gas estimation)
+    # the right password signs: the contract answers NotStakeholder, naming this fresh account
+    # (funded first by its keystore name: a dispute posts a bond, which an empty account cannot)
+    assert run("fund", "owner2", "--amount", "1 ether", "--config", str(cfg)).returncode == 0
     p = run("dispute", "1", "0", "--evidence", "QmE", "--config", str(cfg), "--account", "owner2",
             env={"MARKET_PASSWORD": "pw-123"})
     assert p.returncode == 6 and "NotStakeholder" in one_error_line(p)

@@ -185,7 +185,7 @@ class World:
     # -- the trainer CLI
 
     def config(self, directory: Path, **extra: Any) -> Path:
-        """A trainer.toml for this stack (fast polling, few retries), plus `extra` keys."""
+        """A config file (its [trainer] table) for this stack (fast polling, few retries), plus `extra` keys."""
         directory.mkdir(parents=True, exist_ok=True)
         keys: dict[str, Any] = {
             "rpc": self.anvil.url, "deployment": str(self.deployment), "ipfs": self.ipfs,
@@ -208,7 +208,7 @@ class World:
                                   env=_env(env), timeout=timeout, **feed)
         from trainer.cli import app
 
-        clean: dict[str, str | None] = {"MARKET_PASSWORD": None, "TRAINER_CONFIG": None, "MARKET_DEBUG": None}
+        clean: dict[str, str | None] = {"MARKET_PASSWORD": None, "MARKET_CONFIG": None, "MARKET_DEBUG": None}
         result = CliRunner().invoke(app, argv, input=stdin, env={**clean, **(env or {})})
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             raise result.exception
@@ -222,7 +222,7 @@ class World:
 
 
 def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MARKET_PASSWORD", "TRAINER_CONFIG", "MARKET_DEBUG")}
+    env = {k: v for k, v in os.environ.items() if k not in ("MARKET_PASSWORD", "MARKET_CONFIG", "MARKET_DEBUG")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
@@ -366,7 +366,9 @@ def test_join_train_submit_status_rewards_claim(world: World, tmp_path: Path) ->
     world.mine_past(world.market.project(pid).commit_deadline)
     code, out, err = finish(proc)
     assert code == 0, err
-    assert err.strip() == ""  # progress and waiting lines are left out under --json
+    # progress and waiting lines are left out under --json; only warnings (here: the test chain has
+    # no clock) reach stderr
+    assert all(line.startswith("warning:") for line in err.splitlines() if line.strip()), err
     result = json.loads(out)
     assert result["stage"] == "revealed" and result["steps"] == ["upload", "commit", "reveal"]
     [rev] = world.market.reveals(pid, 0)
@@ -615,6 +617,57 @@ def test_not_registered_deadline_passed_and_bad_payload_send_nothing(world: Worl
     assert "no open round" in one_error_line(world.cli(cfg, "train", pid, "--dev-account", 5, "--json"), ExitCode.SUBMISSION)
 
 
+# ---------------------------------------------------------------------- the manual path (issue 10)
+
+
+@pytest.mark.integration
+def test_a_new_account_is_told_how_to_get_funds_and_stakes_stay_until_the_end(world: World, tmp_path: Path) -> None:
+    cfg = world.config(tmp_path)
+    pw = {"MARKET_PASSWORD": "pw-carol"}
+    made = world.cli(cfg, "account", "new", "carol", env=pw)
+    assert made.returncode == 0 and "market fund carol" in made.stdout, made.stdout
+    pid = world.project()
+    line = one_error_line(world.cli(cfg, "join", pid, "--account", "carol", "--json", env=pw), ExitCode.CHAIN)
+    assert "market fund carol" in line and "0 ETH" in line and "0.1 ETH" in line
+    joined = world.cli(cfg, "join", pid, "--dev-account", 9)
+    assert joined.returncode == 0 and "staking 0.1 ETH" in joined.stdout, joined.stdout
+    line = one_error_line(world.cli(cfg, "withdraw", pid, "--dev-account", 9, "--json"), ExitCode.SUBMISSION)
+    assert "locked until project" in line and "market project end" in line
+
+
+@pytest.mark.integration
+def test_a_closed_round_is_not_trained_for(world: World, tmp_path: Path) -> None:
+    cfg = world.config(tmp_path)
+    pid = world.project(commit=2)
+    world.mine_past(world.market.project(pid).commit_deadline)
+    line = one_error_line(world.cli(cfg, "train", pid, "--dev-account", 9, "--json"), ExitCode.DEADLINE_PASSED)
+    assert "closed at block" in line and "last round" in line
+    assert not (tmp_path / "state" / "updates").exists()
+
+
+@pytest.mark.integration
+def test_waiting_on_a_chain_without_a_clock_says_what_to_do_at_once(world: World, tmp_path: Path) -> None:
+    """The test chain mines only on transactions: `submit` says so at its first wait (not after
+    its timeout), and finishes once blocks come."""
+    cfg = world.config(tmp_path)
+    pid = world.project(commit=30)
+    world.register(pid, 8)
+    ok(world.cli(cfg, "train", pid, "--dev-account", 8, "--json"))
+    proc = world.popen(cfg, "submit", pid, "--dev-account", 8, "--json")
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while not any("market stack up --block-time 1" in line for line in seen):
+        line = proc.stderr.readline()
+        if not line:
+            raise AssertionError(f"the trainer ended without the hint: {seen}")
+        seen.append(line)
+    assert world.market.commitment_state(pid, 0, dev_account(8).address) == CommitState.COMMITTED
+    world.mine_past(world.market.project(pid).commit_deadline)
+    code, out, err = finish(proc)
+    assert code == 0, err
+    assert json.loads(out)["stage"] == "revealed"
+
+
 # ---------------------------------------------------------------------- configuration (no stack)
 
 
@@ -623,12 +676,12 @@ def test_config_file_flags_and_defaults(tmp_path: Path, monkeypatch: pytest.Monk
     from trainer.errors import ConfigError
 
     (tmp_path / "data.npz").write_bytes(b"")
-    (tmp_path / "trainer.toml").write_text(
+    (tmp_path / "market.toml").write_text(
         '[trainer]\nrpc = "http://127.0.0.1:9999"\nstate = "st"\nkeystore = "ks"\ndata = "data.npz"\n'
         'ipfs = "embedded:blobs"\nlabel_noise = 0\n[trainer.train]\nepochs = 3\nlr = 0.2\n'
     )
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("TRAINER_CONFIG", raising=False)
+    monkeypatch.delenv("MARKET_CONFIG", raising=False)
     s = load_settings()
     assert s.rpc == "http://127.0.0.1:9999" and s.state == tmp_path / "st" and s.keystore == tmp_path / "ks"
     assert s.data == str(tmp_path / "data.npz") and s.ipfs == f"embedded:{tmp_path / 'blobs'}"
@@ -636,8 +689,8 @@ def test_config_file_flags_and_defaults(tmp_path: Path, monkeypatch: pytest.Monk
     flagged = s.merged(rpc="http://127.0.0.1:1", train={"epochs": 5}).validate()
     assert flagged.rpc == "http://127.0.0.1:1" and flagged.train == {"epochs": 5, "lr": 0.2}
     monkeypatch.chdir(tmp_path / "..")
-    assert load_settings() == TrainerSettings()  # no ./trainer.toml: defaults
-    monkeypatch.setenv("TRAINER_CONFIG", str(tmp_path / "trainer.toml"))
+    assert load_settings() == TrainerSettings()  # no ./market.toml: defaults
+    monkeypatch.setenv("MARKET_CONFIG", str(tmp_path / "market.toml"))
     assert load_settings().rpc == "http://127.0.0.1:9999"
     bad = tmp_path / "bad.toml"
     for body, words in (

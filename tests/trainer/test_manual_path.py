@@ -212,16 +212,82 @@ def test_waiting_on_a_chain_without_a_clock_says_what_to_do_at_once(automine: bo
 
 
 def test_training_that_cannot_make_the_window_stops_early(monkeypatch: pytest.MonkeyPatch) -> None:
-    """After a few batches the guard extrapolates: 3 batches in 3 s of 100 -> ~100 s > 20 s left."""
-    monkeypatch.setattr("trainer.runner.time.perf_counter", lambda: 3.0)
+    """Paced from the first batch on: 3 batches in 3 s, 96 to go -> ~96 s more > 16 s left."""
+    ticks = iter([1.0, 2.0, 3.0, 4.0])
+    monkeypatch.setattr("trainer.runner.time.perf_counter", lambda: next(ticks))
     guard = WindowGuard(round=2, seconds_left=20.0, after=4.0, started=0.0)
-    guard(TrainProgress(1, 100, 1, 1))  # too early to judge
-    with pytest.raises(WindowTooShort, match="round 2: training needs ~100 s") as info:
-        guard(TrainProgress(3, 100, 1, 1))
+    guard(TrainProgress(1, 100, 1, 1))  # the first batch: the pace starts here (set-up excluded)
+    guard(TrainProgress(2, 100, 1, 1))  # too early to judge
+    guard(TrainProgress(3, 100, 1, 1))
+    with pytest.raises(WindowTooShort, match="round 2: training needs ~96 s more") as info:
+        guard(TrainProgress(4, 100, 1, 1))
     assert isinstance(info.value, DeadlinePassed)  # `trainer train` exits with the deadline code
 
 
 def test_training_that_fits_or_a_chain_without_clock_is_not_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("trainer.runner.time.perf_counter", lambda: 1.0)
-    WindowGuard(round=0, seconds_left=20.0, after=4.0, started=0.0)(TrainProgress(5, 10, 1, 1))
+    ticks = iter([1.0, 1.1, 1.2, 1.3, 1.4])
+    monkeypatch.setattr("trainer.runner.time.perf_counter", lambda: next(ticks))
+    guard = WindowGuard(round=0, seconds_left=20.0, after=4.0, started=0.0)
+    for step in range(1, 6):
+        guard(TrainProgress(step, 50, 1, 1))  # 0.1 s a batch, 45 to go: ~4.5 s + 4 s < ~18.6 s left
     WindowGuard(round=0, seconds_left=None, after=0.0)(TrainProgress(5, 10 ** 9, 1, 1))
+
+
+# ---------------------------------------------------------------------- an outage in a real wait
+
+
+def test_run_resumes_a_submission_through_an_outage(embedded: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stops answering (raw connection errors) while the trainer waits for the commit
+    deadline: the submission resumes from its stored state, commits once and reveals."""
+    from market.chain import CommitState, MarketClient, ProjectParams
+    from market.chain.accounts import dev_account
+    from market.models import ModelSpec, init_model
+    from market.protocol.codec import ModelHeader, encode_model
+    from market.protocol.documents import ProjectSpec
+    from market.storage import EmbeddedStore
+    from trainer import runner
+    from trainer._session import Session
+
+    owner, _ = embedded
+    store = EmbeddedStore(tmp_path / "store")
+    ms = ModelSpec(architecture="logreg", input_shape=(64,), num_classes=10, dataset="digits")
+    wcid = store.add(encode_model(init_model(ms, 0).state_dict(), ModelHeader(0, 0, ms.architecture)))
+    spec = ProjectSpec(model=ms.model_copy(update={"initial_weights_cid": wcid}), hyperparams={"epochs": 1})
+    pid, _ = owner.create_project(ProjectParams(
+        aggregator=dev_account(1).address, arbiter=dev_account(2).address, num_rounds=1, reward_per_round=10**18,
+        commit_window=8, reveal_window=10, challenge_window=2, spec_cid=store.add(spec.to_bytes()),
+    ))
+    me = dev_account(8)
+    client = owner.with_account(me)
+    real = MarketClient.block_number
+    down = {"polls": 0}
+
+    def flaky(self: MarketClient) -> int:
+        if down["polls"] > 0:
+            down["polls"] -= 1
+            raise requests.exceptions.ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=8545): refused")
+        return int(real.fget(self))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(MarketClient, "block_number", property(flaky))
+
+    class Outage(Lines):
+        def wait(self, what: str, now: int, target: int) -> None:
+            if what == "commit deadline" and self.waits == 0:
+                down["polls"] = 3  # the node goes away at the first poll of the wait
+            else:
+                client.w3.provider.ethereum_tester.mine_blocks(max(1, target - now))  # type: ignore[attr-defined]
+            self.waits += 1
+
+    hooks = Outage()
+    settings = TrainerSettings(ipfs=f"embedded:{tmp_path / 'store'}", state=tmp_path / "state", poll_interval=0.01,
+                               wait_timeout=60, train={"max_batches": 2, "batch_size": 16})
+    session = Session(settings, client, me)
+    try:
+        result = runner.run(session, pid, join=True, max_rounds=1, hooks=hooks)
+    finally:
+        session.close()
+    assert result.rounds[0]["stage"] == "revealed", result.rounds
+    assert client.commitment_state(pid, 0, me.address) == CommitState.REVEALED
+    assert len(client.commits(pid, 0)) == 1  # resumed, never committed twice
+    assert any(line.startswith("reconnecting (round 0: submitting)") for line in hooks.lines), hooks.lines
+    assert any(line.startswith("reconnected after") for line in hooks.lines), hooks.lines

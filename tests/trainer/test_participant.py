@@ -11,12 +11,16 @@ import pytest
 from market.chain import CommitState, MarketClient, ProjectParams
 from market.chain.accounts import dev_account
 from market.chain.deployment import Deployment
+from market.models import ModelSpec
+from market.protocol.documents import ProjectSpec
 from market.storage import EmbeddedStore
 from trainer.errors import DeadlinePassed, RoundMismatch
 from trainer.participant import Participant, SubmitTimings
 from trainer.state import RoundState, Stage
 
 ETHER = 10**18
+#: A plaintext project (no recipients): the participant reads the spec to know whether to seal.
+_SPEC = ProjectSpec(model=ModelSpec(architecture="logreg", input_shape=(64,), num_classes=10, dataset="digits"))
 
 
 def _mine(client: MarketClient, n: int) -> None:
@@ -28,7 +32,7 @@ def _setup(embedded: tuple[MarketClient, Deployment], tmp_path: Path, trainer: i
     store = EmbeddedStore(tmp_path / "store")
     pid, _ = owner.create_project(ProjectParams(
         aggregator=dev_account(1).address, arbiter=dev_account(2).address, num_rounds=1, reward_per_round=ETHER,
-        commit_window=6, reveal_window=10, challenge_window=2, spec_cid=store.add(b"spec"),
+        commit_window=6, reveal_window=10, challenge_window=2, spec_cid=store.add(_SPEC.to_bytes()),
     ))
     client = owner.with_account(dev_account(trainer))
     client.register(pid)
@@ -84,3 +88,31 @@ def test_resume_finishes_an_interrupted_submission(embedded: tuple[MarketClient,
     done = p.resume(pid)
     assert done is not None and done.stage == Stage.REVEALED and done.salt == prepared.salt
     assert len([c for c in p.client.commits(pid, 0) if c.trainer == p.address]) == 1
+
+
+def test_an_encrypted_project_gets_only_envelopes(embedded: tuple[MarketClient, Deployment], tmp_path: Path) -> None:
+    from market.protocol.documents import Recipient
+    from market.protocol.envelope import EnvelopeContext, generate_key, open_update, public_key_hex
+
+    key = generate_key()
+    recipients = {"agg": Recipient(role="aggregator", public_key=public_key_hex(key))}
+    owner, _ = embedded
+    store = EmbeddedStore(tmp_path / "store")
+    pid, _ = owner.create_project(ProjectParams(
+        aggregator=dev_account(1).address, arbiter=dev_account(2).address, num_rounds=1, reward_per_round=ETHER,
+        commit_window=6, reveal_window=10, challenge_window=2,
+        spec_cid=store.add(_SPEC.model_copy(update={"recipients": recipients}).to_bytes()),
+    ))
+    client = owner.with_account(dev_account(7))
+    client.register(pid)
+    p = Participant(client, store, tmp_path / "state", poll_interval=0.01,
+                    on_wait=lambda _what, now, target: _mine(client, target - now))
+    prepared = p.prepare(pid, 0, b"plain-update")
+    assert p.prepare(pid, 0, b"plain-update") == prepared  # not sealed and uploaded twice
+    events: list[str] = []
+    final = p.submit(pid, 0, b"plain-update", notify=lambda e, _s: events.append(e))
+    assert events == ["uploaded", "committed", "revealed"] and final.cid == prepared.cid  # the envelope of the first call
+    blob = store.cat(final.cid)
+    assert b"plain-update" not in blob
+    ctx = EnvelopeContext(pid, 0, p.address)
+    assert open_update(blob, key, ctx, {"agg": public_key_hex(key)}) == b"plain-update"

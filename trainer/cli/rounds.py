@@ -17,6 +17,7 @@ from market.cli.kit import (
     format_amount,
     handle_errors,
 )
+from market.errors import InsufficientFunds
 from market.protocol.reading import load_spec
 from trainer import runner
 from trainer._session import open_session
@@ -51,7 +52,7 @@ from trainer.cli._options import (
     train_flags,
 )
 from trainer.cli._progress import Reporter
-from trainer.errors import ConfigError, RoundMismatch, SubmissionError
+from trainer.errors import ConfigError, RoundMismatch
 from trainer.participant import SubmitTimings
 from trainer.state import Stage
 from trainer.update import read_update_file, update_path
@@ -74,7 +75,7 @@ def join(
     if not registered and info.token == ETH:
         balance = int(session.client.w3.eth.get_balance(checksum(session.address)))
         if balance <= info.stake:  # the stake and the gas to send it
-            raise SubmissionError(
+            raise InsufficientFunds(
                 f"{session.address} holds {format_amount(balance)}; joining project {project_id} stakes"
                 f" {format_amount(info.stake)} plus gas: fund it first (on a local chain: `market fund"
                 f" {account or session.address}`; elsewhere send it ether)"

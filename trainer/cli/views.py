@@ -85,6 +85,8 @@ def status(
             "update_file": ufile if open_ and ufile.is_file() else None,
             "claimed": session.client.claimed_by(project_id, me),
         }
+        spent = session.participant().privacy_spent(project_id)
+        out["privacy"] = spent.to_json() if spent is not None else None
     if as_json:
         emit_json(out)
         return
@@ -100,6 +102,11 @@ def status(
             f"{'; update file ready' if out['update_file'] else ''}; claimed {amt(out['claimed'])}",
             highlight=False, soft_wrap=True,
         )
+        if out["privacy"]:
+            p = out["privacy"]
+            console.print(f"privacy ({p['source']} DP): epsilon {p['epsilon']:.2f} spent at delta {p['delta']:g} over"
+                          f" {len(p['rounds'])} round(s), max {p['max_epsilon']:g}; {p['rounds_left']} more round(s) allowed",
+                          highlight=False, soft_wrap=True)
 
 
 @handle_errors
@@ -156,7 +163,14 @@ def rewards(
 
 
 def _amounts(token: str) -> Any:
-    """How amounts of the project's token read: ether for ETH, base units for an ERC-20."""
-    if token == ETH:
-        return format_amount
-    return lambda v: f"{v} units"
+    """How amounts of the project's token read: ether for ETH (to 6 decimals, "~" when rounded,
+    so a table fits 80 columns; --json has the exact wei), base units for an ERC-20."""
+    if token != ETH:
+        return lambda v: f"{v} units"
+
+    def ether(v: int) -> str:
+        exact = format_amount(v)
+        short = format_amount(round(v, -12))
+        return exact if exact == short else "~" + short
+
+    return ether

@@ -1,0 +1,63 @@
+"""Fair pay: stretching gains nothing, equal data damps noise, splitting identities pays no more."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aggregator.fairness import norm_factors, pay_weights, stretch_neutral
+from aggregator.rewards import split_reward
+
+A, B, C, D = (f"0x{i:040x}" for i in (1, 2, 3, 4))
+
+
+def test_a_stretched_update_is_paid_as_if_it_had_the_lower_median_norm() -> None:
+    g = torch.Generator().manual_seed(0)
+    honest = [torch.randn(50, generator=g) for _ in range(3)]
+    stretched = honest[0] * 2
+    deltas = [*honest, stretched]
+    factors = norm_factors(deltas)
+    assert factors[:3] == [1.0, 1.0, 1.0] or min(factors[:3]) > 0.5
+    bound = sorted(float(d.double().norm()) for d in deltas)[1]
+    assert factors[3] == pytest.approx(bound / float(stretched.double().norm()), rel=1e-8)
+    scores, stretched_ones = stretch_neutral({A: 0.1, B: 0.1, C: 0.1, D: 0.2}, [A, B, C, D], deltas)
+    assert D in stretched_ones and scores[D] == pytest.approx(0.2 * factors[3])
+    # a negative score is never made less negative
+    assert stretch_neutral({A: -0.3}, [A], [stretched])[0][A] == -0.3
+
+
+def test_factors_are_exact_and_deterministic() -> None:
+    x = [torch.tensor([3.0, 4.0]), torch.tensor([6.0, 8.0]), torch.tensor([30.0, 40.0])]
+    f = norm_factors(x)
+    assert f[:2] == [1.0, 1.0] and 0.2 - 2**-30 <= f[2] <= 0.2  # rounded down to a multiple of 2^-30
+    assert norm_factors(x) == f
+    assert norm_factors([torch.zeros(3), torch.zeros(3)]) == [1.0, 1.0]
+
+
+def test_negative_contributors_earn_nothing_and_noise_is_not_negative() -> None:
+    w = pay_weights({A: 0.3, B: 0.1, C: -0.5, D: -0.001}, {A: 100, B: 100, C: 100, D: 100}, 0.5, noise=0.01)
+    assert w[C] == 0.0 and w[D] > 0
+    alloc = split_reward(10**18, w, [A, B, C, D])
+    assert alloc.amounts[C] == 0 and sum(alloc.amounts.values()) == 10**18
+    # without the data share: the plain positive part, as before
+    assert pay_weights({A: 0.3, C: -0.5}, {A: 1, C: 1}, 0.0) == {A: 0.3, C: 0.0}
+
+
+def test_equal_data_damps_score_noise() -> None:
+    scores = {A: 0.03, B: 0.01}
+    w = pay_weights(scores, {A: 200, B: 200}, 0.5)
+    assert w[A] / w[B] == pytest.approx((0.5 * 0.75 + 0.25) / (0.5 * 0.25 + 0.25))
+    assert w[A] / w[B] < scores[A] / scores[B]
+
+
+def test_splitting_data_over_identities_splits_the_data_part_too() -> None:
+    one = pay_weights({A: 0.2, B: 0.2}, {A: 200, B: 200}, 0.5)
+    # B's data over two identities B and C: same total claim, the scores of the halves add up
+    two = pay_weights({A: 0.2, B: 0.1, C: 0.1}, {A: 200, B: 100, C: 100}, 0.5)
+    assert two[B] + two[C] == pytest.approx(one[B])
+
+
+def test_a_round_without_positive_scores_pays_by_data_within_the_noise() -> None:
+    w = pay_weights({A: -0.0001, B: -0.0002}, {A: 300, B: 100}, 0.5, noise=0.001)
+    assert w == {A: 0.75, B: 0.25}
+    assert pay_weights({A: -0.1}, {A: 300}, 0.5, noise=0.001) == {A: 0.0}
