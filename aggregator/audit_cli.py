@@ -1,7 +1,8 @@
 """The `audit` command, offered by both CLIs: `aggregator audit PROJECT` and, through the
 `market.commands` entry-point group, `market audit PROJECT` (so `market` never imports
-`aggregator`). Exit 0 when every round matches, 1 on any mismatch (each one named on stderr),
-the usual codes for configuration, chain and storage errors."""
+`aggregator`). Exit 0 when every round matches, 1 on any mismatch (each one named on stderr), 27
+when nothing failed but some round could not be verified here, the usual codes for configuration,
+chain and storage errors."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ _CHECK_NAMES = {"record": "not rebuilt", "model": "model", "evaluations": "evalu
                 "scores": "scores", "rewards": "rewards", "root": "root"}
 #: Exit code when no round failed but some could not be verified here (each says why and which
 #: flag would let it be rebuilt, if one would).
-EXIT_UNVERIFIED = ExitCode.CONFIG
+EXIT_UNVERIFIED = ExitCode.NOT_VERIFIED
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="Rebuild on this many threads (results do not depend on it).")
 KeyAccountOpt = typer.Option(
     None, "--account", "-a", help="Open encrypted updates with this keystore account's encryption key (a recipient's).")
@@ -71,7 +72,7 @@ def audit(
 ) -> None:
     """Rebuild every finalized round from chain + IPFS alone: re-measure every recorded
     evaluation (within its tolerance), then check the model digest, verdicts, scores, rewards and
-    Merkle root exactly. Exit 1 on any mismatch, 2 if a round cannot be verified here."""
+    Merkle root exactly. Exit 1 on any mismatch, 27 if nothing failed but a round cannot be verified here."""
     from aggregator.audit import audit_project
     from market.chain import connect
     from market.chain.deployment import Deployment

@@ -259,6 +259,7 @@ def measure_kernels(n: int, d: int) -> None:
 
     from market.protocol import numerics
 
+    torch.set_num_threads(1)  # as a round runs (RoundConfig.threads); numpy's BLAS likewise below
     g = torch.Generator().manual_seed(0)
     x = (torch.randint(-(1 << 23), 1 << 23, (n, d), generator=g).double() * 2.0**-30).float()
     xn = x.numpy()
@@ -268,10 +269,13 @@ def measure_kernels(n: int, d: int) -> None:
         ("gram (krum)", lambda: xn @ xn.T, lambda: numerics.Geometry.of(x)),
     ]
     print(f"\nkernel time, stack [{n}, {d}]: float32 numpy/BLAS vs fixed point")
+    from threadpoolctl import threadpool_limits
+
     for name, old, new in cases:
-        t0 = time.perf_counter()
-        old()
-        t1 = time.perf_counter()
+        with threadpool_limits(limits=1, user_api="blas"):
+            t0 = time.perf_counter()
+            old()
+            t1 = time.perf_counter()
         new()
         t2 = time.perf_counter()
         print(f"  {name:<14} {t1 - t0:>8.3f} s  {t2 - t1:>8.3f} s  ({(t2 - t1) / max(t1 - t0, 1e-9):.1f}x)")

@@ -28,6 +28,9 @@ Per cell (mean and worst over seeds) and the issue's targets, unmet marked `x`:
 - honest updates rejected, of all honest verdicts (target <= 1 %);
 - reward spread among honest trainers (max/min cumulative reward; IID cells only, where their
   data is statistically equal; target <= 1.25);
+- gain: one attacker's mean reward over one honest trainer's, minus 1 (target <= 0: attacking
+  does not pay; the figure that matters for the reward attacks, stretch and sample_liar, whose
+  senders hold honest data, so that the honest share target cannot apply to them);
 - Sybil gain: trainer 0's data dealt over k = 2 identities (every other trainer's data the same):
   (the identities' total reward - trainer 0's reward as one identity), in units of an even share
   (total paid / n) of the unsplit run (target <= 0).
@@ -65,7 +68,7 @@ ATTACKS = (
 SMOKE_ATTACKS = ("sign_flip:k=4", "backdoor", "stretch")
 BACKDOOR_TARGET = 0  # trainer.behaviours.Backdoor's default target
 TARGETS = {"d_clean": -0.03, "d_fedavg": -0.02, "backdoor": 0.05, "honest_share": 0.98, "honest_rejected": 0.01,
-           "spread": 1.25, "sybil_gain": 0.0}
+           "spread": 1.25, "sybil_gain": 0.0, "gain": 0.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +139,9 @@ def run(job: Job) -> dict[str, Any]:
         "malicious_accepted": sum(1 for r in out["rounds"] for v in r["verdicts"] if v["malicious"] and v["accepted"]),
         "spread": (max(honest_rewards) / min(honest_rewards)) if honest_rewards and min(honest_rewards) > 0
         else math.inf,
+        # what one attacker earns against one honest trainer, minus 1 (<= 0: attacking does not pay)
+        "gain": (statistics.fmean(rewards.get(i, 0) for i in bad) / statistics.fmean(honest_rewards) - 1)
+        if bad and honest_rewards and sum(honest_rewards) else math.nan,
         "rewards": rewards,
         "reasons": sorted({v["reason"] for r in out["rounds"] for v in r["verdicts"] if v["malicious"]}),
         "honest_reasons": sorted({v["reason"] for v in honest_verdicts if not v["accepted"]}),
@@ -205,7 +211,7 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
     rows, unmet = [], []
     header = (f"{'dataset':8} {'n':>3} {'partition':14} {'frac':>4} {'attack':14} {'acc':>6} {'d_clean':>8} "
               f"{'d_absent':>8} {'d_fedavg':>8} {'backdoor':>8} {'hon.share':>9} {'hon.rej':>7} {'spread':>6} "
-              f"{'sybil':>6} {'mal.acc':>7}  unmet")
+              f"{'sybil':>6} {'gain':>6} {'mal.acc':>7}  unmet")
     print(header)
     print("-" * len(header))
     for key in sorted(k for k in by if k[0] in ("cell", "clean")):
@@ -239,6 +245,7 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
             "honest_rejected": _agg([r["honest_rejected"] for r in cell], "max"),
             "spread": _agg([r["spread"] for r in cell], "max") if part == IID else (math.nan, math.nan),
             "sybil_gain": _agg(sybil, "max"),
+            "gain": _agg([r["gain"] for r in cell], "max"),
             "malicious_accepted": _agg([float(r["malicious_accepted"]) for r in cell], "max"),
         }
         misses = []
@@ -259,7 +266,8 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
               f"{_fmt(figures['d_clean'][1]):>8} {_fmt(figures['d_absent'][1]):>8} {_fmt(figures['d_fedavg'][1]):>8} "
               f"{_fmt(figures['backdoor'][1], False):>8} {_fmt(figures['honest_share'][1], False):>9} "
               f"{_fmt(figures['honest_rejected'][1], False):>7} {_fmt(figures['spread'][1], False):>6} "
-              f"{_fmt(figures['sybil_gain'][1], False):>6} {figures['malicious_accepted'][1]:>7.0f}  "
+              f"{_fmt(figures['sybil_gain'][1], False):>6} {_fmt(figures['gain'][1], False):>6} "
+              f"{figures['malicious_accepted'][1]:>7.0f}  "
               f"{' '.join('x ' + m for m in misses)}")
     print("\nfigures: worst over seeds (acc: mean); d_* and backdoor in points / fractions as printed; targets:",
           ", ".join(f"{k} {'>=' if k in ('d_clean', 'd_fedavg', 'honest_share') else '<='} {v:g}" for k, v in TARGETS.items()))

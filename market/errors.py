@@ -24,6 +24,7 @@ Our exception hierarchy (`aggregator.errors` and `trainer.errors` hang their own
     │   └── ContentTooLarge
     ├── UpdateRejected                       9   an update failed validation (`reason` is a code)
     │   └── MalformedContent                     bytes that do not parse as an update or model
+    ├── NumericsError                       22   values the exact kernels cannot take (non-finite, out of range)
     ├── ProtocolError                       10   the chain and the published documents disagree
     ├── SimulationError                     11   a scenario, demo or grid could not run to its end
     ├── TrainerError                        (trainer.errors: 12-18)
@@ -32,7 +33,8 @@ Our exception hierarchy (`aggregator.errors` and `trainer.errors` hang their own
     TransientError                               mixin: worth retrying (the service was not there);
                                                  catch it by type, never by message text
 
-Exit codes outside the tree: 0 success, 70 internal error (a bug: MARKET_DEBUG=1 shows the
+Exit codes outside the tree: 0 success, 27 an audit that failed nothing but could not verify
+some round here, 70 internal error (a bug: MARKET_DEBUG=1 shows the
 traceback), 130 interrupted. `EXIT_CODES` lists every code; the README links to this table.
 Every message says what is wrong, then what to do, on one line.
 """
@@ -73,6 +75,7 @@ class ExitCode(IntEnum):
     REWARD = 24
     JOURNAL = 25
     VALIDATION_SET = 26
+    NOT_VERIFIED = 27
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -106,6 +109,7 @@ EXIT_CODES: dict[int, str] = {
     ExitCode.REWARD: "aggregator: the reward split cannot be computed",
     ExitCode.JOURNAL: "aggregator: the journal is unreadable or belongs to another project",
     ExitCode.VALIDATION_SET: "aggregator: the validation set cannot be loaded",
+    ExitCode.NOT_VERIFIED: "audit: nothing failed, but some round could not be verified here (each says why)",
     ExitCode.INTERNAL: "internal error (a bug; MARKET_DEBUG=1 shows the traceback)",
     ExitCode.INTERRUPTED: "interrupted",
 }
@@ -231,6 +235,13 @@ class MalformedContent(UpdateRejected):
 
     def __init__(self, detail: str):
         super().__init__("malformed", detail)
+
+
+class NumericsError(MarketError):
+    """An input the exact kernels (`market.protocol.numerics`) cannot take: non-finite values,
+    weights out of range."""
+
+    exit_code = ExitCode.INVALID_UPDATES
 
 
 class ProtocolError(MarketError):

@@ -62,7 +62,7 @@ from fractions import Fraction
 
 import torch
 
-from market.errors import MarketError
+from market.errors import NumericsError
 
 __all__ = [
     "GRID_BITS",
@@ -97,10 +97,6 @@ _LIMB_BASE = 1 << _LIMB
 MAX_TOTAL_WEIGHT = 1 << 30
 #: Target bytes of one float64 working buffer of a column chunk.
 _CHUNK_BYTES = 1 << 22
-
-
-class NumericsError(MarketError):
-    """An input the exact kernels cannot take (non-finite values, weights out of range)."""
 
 
 # ---------------------------------------------------------------------------------------------
