@@ -281,8 +281,13 @@ class Step:
 _TOO_EARLY = frozenset({"RevealStillOpen", "ChallengeWindowOpen", "PreviousRoundUnsettled"})
 
 
-def available_for(info: ProjectInfo, round_: int) -> int:
-    """What the contract lets round `round_` allocate (`market.protocol.allocation`, on the chain's figures)."""
+def available_for(client: MarketClient, info: ProjectInfo, round_: int) -> int:
+    """What round `round_` allocates: the chain's figure once it is finalized, else what the contract
+    will fix (`market.protocol.allocation`, on the chain's figures). A service that restarts after
+    its finalize landed computes the same allocation, so the same record."""
+    landed = int(client.round(info.project_id, round_).allocation)
+    if landed:
+        return landed
     return fixed_allocation(int(info.unallocated), int(info.allocated), int(info.reward_per_round),
                             int(info.num_rounds), round_)
 
@@ -501,7 +506,7 @@ class AggregatorService:
             self.journal.forget(r)
             entry = None
         resumed = entry is not None
-        entry = self.journal.begin(self.project_id, r, now, available_for(info, r))
+        entry = self.journal.begin(self.project_id, r, now, available_for(self.client, info, r))
         _info(f"round {r}: {'resuming from stage ' + entry.stage.value if resumed else 'starting'}"
               f" (allocation available {entry.available} at block {entry.snapshot_block})",
               event="round_start", round=r, stage=entry.stage.value)

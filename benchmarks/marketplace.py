@@ -538,7 +538,7 @@ def _aggregate_round(agg: Any, store: Any, journal: Any, pid: int, r: int, pspec
     finalize. Returns the new model's CID."""
     t0 = time.perf_counter()
     info = agg.project(pid)
-    ctx = load_context(agg, store, pid, r, available_for(info, r), spec=pspec)
+    ctx = load_context(agg, store, pid, r, available_for(agg, info, r), spec=pspec)
     t1 = time.perf_counter()
     inputs = gather_inputs(store, ctx, valset=valset, validation_cid=validation_cid, config=config, cache=journal)
     t2 = time.perf_counter()

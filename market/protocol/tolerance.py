@@ -13,12 +13,12 @@ What "tolerates f" means per layer (docs/robustness.md has the proofs' sources a
   (or f=), at most floor((n - 1) / 2); Krum / Multi-Krum f with n > 2f + 2; FoundationFL its trim
   count (beta 0.2 by default); centered clipping floor(0.1 n) (the bound its analysis gives);
   FedAvg and norm clipping 0 (one update still moves the mean by its own weight).
-- gate (the validation gate, on by default): updates that make the round's model worse on the
-  round's secret validation part are kept out of the aggregate, and a round whose accepted
-  aggregate would not improve validation utility keeps the base model. That holds for any number
-  of attackers short of all n (n - 1), but only for damage the validation data can see: it needs
-  at least `MIN_GATE_SAMPLES` validation samples per round, and backdoors (a trigger absent from
-  validation data) and damage within the gate's margin stay its limits.
+- gate (the validation gate, on by default): the kept coalition's utility on the round's
+  validation data is within the gate's tau of the best candidate coalition's, so updates that make
+  the model worse by more than tau stay out of the aggregate. That holds for any number of
+  attackers short of all n (n - 1), but only for damage the validation data can see: it needs at
+  least `MIN_GATE_SAMPLES` validation samples per round, and backdoors (a trigger absent from
+  validation data) and damage within tau stay its limits.
 - filters: the outlier filter only flags gross outliers and guarantees nothing; it is stated
   (active or not at n) but never counted.
 

@@ -71,7 +71,7 @@ def one_round(market: MarketClient, anvil: Anvil, ipfs: IpfsStore) -> tuple[Chai
     valset = load_validation_set(VALIDATION, MODEL)
     vcid = ipfs.add(valset.to_npz())
     info = market.project(p.project_id)
-    ctx = load_context(market, ipfs, p.project_id, 0, available_for(info, 0))
+    ctx = load_context(market, ipfs, p.project_id, 0, available_for(market, info, 0))
     return p, compute_round(ctx, ipfs, RoundConfig(), valset, vcid), vcid
 
 
@@ -189,12 +189,12 @@ def test_withholding_the_reward_is_refused_on_chain(anvil: Anvil, market: Market
     p, computed, _ = one_round(market, anvil, ipfs)
     model_cid = ipfs.add(computed.model_bytes)
     info = market.project(p.project_id)
-    ctx0 = dataclasses.replace(load_context(market, ipfs, p.project_id, 0, available_for(info, 0)), available=1)
+    ctx0 = dataclasses.replace(load_context(market, ipfs, p.project_id, 0, available_for(market, info, 0)), available=1)
     valset = load_validation_set(VALIDATION, MODEL)
     stingy = compute_round(ctx0, ipfs, RoundConfig(), valset, computed.fields["validation_cid"])
     record = stingy.record(model_cid)
     assert record.allocation == 1
-    with pytest.raises(ConfigError, match="allocation"):
+    with pytest.raises(ConfigError, match="allocates exactly"):
         finalize(p, record, model_cid, stingy.root)
     assert market.round(p.project_id, 0).status == RoundStatus.NONE
 

@@ -121,7 +121,7 @@ def _one_round(market: MarketClient, anvil: Anvil, ipfs: IpfsStore) -> tuple[Cha
                  for i, a in enumerate(p.trainers)})
     valset = load_validation_set(VALIDATION, MODEL)
     vcid = ipfs.add(valset.to_npz())
-    ctx = load_context(market, ipfs, p.project_id, 0, available_for(market.project(p.project_id), 0))
+    ctx = load_context(market, ipfs, p.project_id, 0, available_for(market, market.project(p.project_id), 0))
     return p, compute_round(ctx, ipfs, RoundConfig(), valset, vcid), vcid
 
 
@@ -129,7 +129,7 @@ def _recompute(market: MarketClient, ipfs: IpfsStore, p: ChainProject, vcid: str
                recorded: list[RecordedEvaluation]) -> Computed:
     """The round as an aggregator computes it when it uses `recorded` instead of what it measured:
     a self-consistent record (scores, rewards and root follow from the values it lists)."""
-    ctx = load_context(market, ipfs, p.project_id, 0, available_for(market.project(p.project_id), 0))
+    ctx = load_context(market, ipfs, p.project_id, 0, available_for(market, market.project(p.project_id), 0))
     return compute_round(ctx, ipfs, RoundConfig(), load_validation_set(VALIDATION, MODEL), vcid, recorded=recorded)
 
 

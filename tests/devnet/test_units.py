@@ -88,7 +88,8 @@ def test_settings_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
     cfg.write_text("[market]\nbogus = 1\n")
-    assert load_settings(cfg) == Settings()  # unknown keys are ignored, not fatal
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):  # strict: a typo is never a silent default
+        load_settings(cfg)
 
 
 def test_keystore_roundtrip_and_errors(tmp_path: Path) -> None:
@@ -128,13 +129,11 @@ def test_embedded_chain_decodes_custom_errors(embedded) -> None:  # type: ignore
     assert e.value.name == "UnknownProject" and e.value.error_args == {"projectId": 12345}
     params = ProjectParams(
         aggregator=dev_account(1).address, arbiter=dev_account(2).address, num_rounds=1, reward_per_round=10,
-        commit_window=3, reveal_window=3, challenge_window=7, spec_cid="QmX",
+        commit_window=3, reveal_window=3, challenge_window=1, spec_cid="QmX",
     )
     with pytest.raises(ContractRevert) as e:
         client.create_project(params)
-    # eth-tester decodes a custom error's string argument itself, so only the text survives here;
-    # on a real node the error is decoded by name (tests/test_chain_lifecycle.py)
-    assert "challengeWindow must be <= commitWindow + revealWindow" in str(e.value)
+    assert e.value.name == "WindowTooShort" and e.value.error_args == {"window": 1, "minimum": 2}
     ok = ProjectParams(**{**params.__dict__, "challenge_window": 2})
     pid, _ = client.create_project(ok)
     assert client.project(pid).budget == 10

@@ -52,6 +52,14 @@ EXPECTED_NEEDS = {
     "free_rider:mode=global": set(),
     "free_rider:mode=delta": {"previous_global"},
     "free_rider:mode=stale": {"previous_delta", "honest_update"},
+    # the attacks against the validation gate and the scorer (issue 11): the colluding ones see
+    # only the colluders' own honest updates
+    "min_max": {"honest_update", "colluders"},
+    "min_sum": {"honest_update", "colluders"},
+    "gate_evader": {"honest_update", "colluders"},
+    "stretch": {"honest_update"},
+    "backdoor": {"honest_update"},
+    "sybil": {"honest_update"},
 }
 
 
