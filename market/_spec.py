@@ -36,14 +36,18 @@ def closest(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
-def split_spec(text: str, error: type[Exception] = ValueError) -> tuple[str, dict[str, str]]:
-    """`"name:k=v,k=v"` -> (normalised name, raw values). Keys must be unique."""
+def split_spec(text: str, error: type[Exception] = ValueError, *, positional: str | None = None) -> tuple[str, dict[str, str]]:
+    """`"name:k=v,k=v"` -> (normalised name, raw values). Keys must be unique. With `positional`
+    (a parameter name), a lone bare value sets that parameter: `"dirichlet:0.5"`."""
     head, _, tail = str(text).strip().partition(":")
     name = head.strip().lower().replace("-", "_")
     if not name:
         raise error(f"empty spec {text!r}; write name or name:key=value,key=value")
     raw: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in tail.split(","))):
+    items = [s.strip() for s in tail.split(",") if s.strip()]
+    if positional is not None and len(items) == 1 and "=" not in items[0]:
+        return name, {positional: items[0]}
+    for item in items:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
@@ -116,9 +120,11 @@ class Registry(Generic[T]):
     A field whose metadata has `parse=False` cannot be set from a spec (it is set in code).
     """
 
-    def __init__(self, what: str, error: type[Exception] = ValueError) -> None:
+    def __init__(self, what: str, error: type[Exception] = ValueError, *, positional: bool = False) -> None:
         self.what = what
         self.error = error
+        #: whether `"name:value"` sets the entry's first parameter (`"dirichlet:0.5"`)
+        self.positional = positional
         self._items: dict[str, Callable[..., T]] = {}
         self._aliases: dict[str, str] = {}
 
@@ -175,10 +181,10 @@ class Registry(Generic[T]):
     def parse(self, text: str, extras: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """(canonical name, typed keyword arguments) of a spec; `extras` are keys (with types) that
         the caller handles itself, such as a rule's `clip`."""
-        name, raw = split_spec(text, self.error)
-        canonical = self.canonical(name)
+        canonical = self.canonical(split_spec(str(text).partition(":")[0], self.error)[0])
         self.get(canonical)
         params = self.parameters(canonical)
+        _, raw = split_spec(text, self.error, positional=next(iter(params), None) if self.positional else None)
         allowed = {**params, **(extras or {})}
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():

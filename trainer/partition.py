@@ -246,7 +246,7 @@ class _QuantitySkew(_Scheme):
 
 _SCHEMES: tuple[type[_Scheme], ...] = (_Iid, _Dirichlet, _Pathological, _QuantitySkew)
 
-PARTITIONS: Registry[_Scheme] = Registry("partition scheme", error=PartitionError)
+PARTITIONS: Registry[_Scheme] = Registry("partition scheme", error=PartitionError, positional=True)
 for _scheme in _SCHEMES:
     PARTITIONS.add(_scheme.name, _scheme)
 
@@ -257,13 +257,6 @@ PARTITIONERS: dict[str, Callable[..., Partition]] = {cls.name: cls.function for 
 def parse_partition(text: str) -> tuple[str, dict[str, Any]]:
     """`iid`, `dirichlet:0.5`, `pathological:2`, `quantity_skew:1.0`, or `name:key=value,...`: a
     bare value sets the scheme's first parameter (alpha, classes_per_trainer, alpha)."""
-    name, _, tail = str(text).partition(":")
-    value = tail.strip()
-    if value and "=" not in value and "," not in value:
-        params = list(PARTITIONS.parameters(name))
-        if not params:
-            raise PartitionError(f"partition {text!r}: {PARTITIONS.canonical(name)} takes no value; write it alone")
-        text = f"{name}:{params[0]}={value}"
     return PARTITIONS.parse(text)
 
 
