@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 from dashboard import DashboardConfig, DashboardServer
 from dashboard.service import Dashboard
 from devnet.anvil import Anvil, rpc_call
+from devnet.browser import launch
+from devnet.ports import free_port
 from market.chain import MarketClient, commitment_of, connect
 from market.chain.accounts import dev_account
 from market.chain.deployment import deploy
@@ -44,18 +46,7 @@ from market.protocol.documents import UpdateInput
 from market.storage import EmbeddedStore
 from tests.dashboard.support import AGGREGATOR, make_record, make_spec, params
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FIRST_TRAINER = 3
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Batch:
@@ -146,7 +137,7 @@ def first_paint(url: str) -> tuple[float, float]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch(pw)
         try:
             page = browser.new_page()
             answer = page.goto(url, wait_until="load")

@@ -32,7 +32,7 @@ from aggregator.valset import ValidationSet
 from market.models import evaluate, flatten, unflatten
 from market.protocol import numerics
 from market.protocol.codec import ModelHeader, encode_model
-from market.protocol.documents import UpdateInput, ValidationPolicy, Verdict
+from market.protocol.documents import RecordedVerdict, UpdateInput, ValidationPolicy
 from market.protocol.validation import update_spec, validate_update
 
 __all__ = [
@@ -80,8 +80,8 @@ class Candidate:
         return dataclasses.replace(self, accepted=False, reason=reason, detail=detail, delta=None)
 
     @property
-    def verdict(self) -> Verdict:
-        return Verdict(
+    def verdict(self) -> RecordedVerdict:
+        return RecordedVerdict(
             trainer=self.input.trainer,
             accepted=self.accepted,
             reason=self.reason,

@@ -139,7 +139,7 @@ class UpdateInput(BaseModel):
     reveal_block: int
 
 
-class Verdict(BaseModel):
+class RecordedVerdict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trainer: str
@@ -170,7 +170,7 @@ class RoundRecord(BaseModel):
     scorer: str
     hyperparams: dict[str, Any]  # used by the next round's trainers
     inputs: list[UpdateInput]
-    verdicts: list[Verdict]
+    verdicts: list[RecordedVerdict]
     scores: dict[str, float]
     cumulative_scores: dict[str, float]
     rewards: dict[str, int]  # this round's increments

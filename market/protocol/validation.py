@@ -25,7 +25,7 @@ bytes and compared with the spec (`wrong_shape`) before anything is decoded; a m
 auxiliary tensor is `wrong_keys`, a value tensor of another dtype `wrong_dtype`, and every other
 inconsistency of a sparse or packed payload (gap/value counts that disagree, a zero gap, an index
 out of range, an invalid code, set padding bits, a negative or non-finite scale) is `malformed`.
-`validate_update` never raises on bad bytes: every failure is a `Verdict` with a reason. (A
+`validate_update` never raises on bad bytes: every failure is a `UpdateCheck` with a reason. (A
 malformed `spec` is a programming error and raises ValueError.)
 """
 
@@ -54,7 +54,7 @@ from market.protocol.codec import (
 )
 from market.storage.base import same_multihash
 
-__all__ = ["REASONS", "TensorSpec", "Verdict", "update_spec", "validate_update"]
+__all__ = ["REASONS", "TensorSpec", "UpdateCheck", "update_spec", "validate_update"]
 
 REASONS = (
     "too_large",
@@ -79,7 +79,7 @@ DEFAULT_MAX_SAMPLES = 1_000_000_000
 
 
 @dataclass(frozen=True)
-class Verdict:
+class UpdateCheck:
     """The outcome of `validate_update`. On acceptance `tensors` are float32, in spec order."""
 
     accepted: bool
@@ -100,8 +100,8 @@ def update_spec(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tuple[tuple
     return {name: (tuple(value.shape), "float32") for name, value in state_dict.items()}
 
 
-def _reject(reason: str, detail: str, header: UpdateHeader | None = None) -> Verdict:
-    return Verdict(False, reason, detail, header, None, None)
+def _reject(reason: str, detail: str, header: UpdateHeader | None = None) -> UpdateCheck:
+    return UpdateCheck(False, reason, detail, header, None, None)
 
 
 def _names(items: Iterable[str], limit: int = 3) -> str:
@@ -123,7 +123,7 @@ def validate_update(
     max_norm: float,
     max_header_bytes: int = 1 << 20,
     max_samples: int = DEFAULT_MAX_SAMPLES,
-) -> Verdict:
+) -> UpdateCheck:
     """Check `data` against the round it was committed for; see the module docstring."""
     expected = {
         name: (tuple(int(d) for d in shape), safetensors_dtype(dtype))
@@ -163,7 +163,7 @@ def _validate(
     max_norm: float,
     max_header_bytes: int,
     max_samples: int,
-) -> Verdict:
+) -> UpdateCheck:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         return _reject("malformed", f"expected bytes, got {type(data).__name__}")
     size = len(data)
@@ -238,7 +238,7 @@ def _validate(
             f"claims {samples} samples; expected 1..{max_samples}",
             header,
         )
-    return Verdict(
+    return UpdateCheck(
         True,
         None,
         f"accepted: {len(tensors)} tensors, {size} bytes, norm {norm:.6g}",
@@ -259,7 +259,7 @@ def _check_structure(
     layout: SafetensorsLayout,
     header: UpdateHeader,
     expected: dict[str, tuple[tuple[int, ...], str]],
-) -> Verdict | None:
+) -> UpdateCheck | None:
     entries = {item.name: item for item in layout.tensors}
     logical = {name for name in entries if not name.endswith(SCALE_SUFFIX)}
     scales = {name for name in entries if name.endswith(SCALE_SUFFIX)}
@@ -323,7 +323,7 @@ def _check_compact_structure(
     header: UpdateHeader,
     expected: dict[str, tuple[tuple[int, ...], str]],
     limits: DecodeLimits,
-) -> Verdict | None:
+) -> UpdateCheck | None:
     form = ENCODING_FORMS[header.encoding]
     entries = {item.name: item for item in layout.tensors}
     logical = {name for name in entries if not name.endswith(RESERVED_SUFFIXES)}

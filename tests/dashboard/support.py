@@ -13,7 +13,7 @@ from eth_account.signers.local import LocalAccount
 
 from market.chain import MarketClient, ProjectParams, commitment_of
 from market.chain.accounts import dev_account
-from market.protocol.documents import ProjectSpec, RoundRecord, UpdateInput, Verdict
+from market.protocol.documents import ProjectSpec, RecordedVerdict, RoundRecord, UpdateInput
 from market.protocol.merkle import RewardTree
 from market.protocol.model_spec import ModelSpec
 from market.storage import Store
@@ -58,7 +58,7 @@ def make_record(
     for t, score in scores.items():
         cum_scores[t] = cum_scores.get(t, 0.0) + score
     tree = RewardTree.build(cumulative)
-    verdicts = [Verdict(trainer=i.trainer, accepted=i.trainer not in rejected, reason=rejected.get(i.trainer),
+    verdicts = [RecordedVerdict(trainer=i.trainer, accepted=i.trainer not in rejected, reason=rejected.get(i.trainer),
                         detail=f"fabricated {rejected[i.trainer]}" if i.trainer in rejected else "",
                         claimed_samples=250) for i in inputs]
     return RoundRecord(

@@ -19,6 +19,7 @@ import pytest
 from dashboard import DashboardConfig, DashboardServer
 from devnet import toolpaths
 from devnet.anvil import Anvil
+from devnet.browser import CHROMIUM, launch
 from devnet.ipfsnode import IpfsNode
 from devnet.ports import free_ports
 from market.chain import MarketClient, connect
@@ -33,9 +34,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*'strict' parameter:FutureWarning"),
 ]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = [ROOT / "build" / "screenshots", ROOT / "docs" / "screenshots"]
 WAIT = 60_000  # ms: generous, the machine is shared
@@ -68,7 +66,7 @@ def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        b = launch(pw)
         try:
             yield b
         finally:

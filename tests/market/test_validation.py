@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 
 from market.errors import UpdateRejected
 from market.protocol.codec import SCALE_SUFFIX, UpdateHeader, encode_update
-from market.protocol.validation import REASONS, Verdict, update_spec, validate_update
+from market.protocol.validation import REASONS, UpdateCheck, update_spec, validate_update
 from market.storage import cid_of, parse_cid
 
 BASE = cid_of(b"global model, project 7, round 3")
@@ -68,7 +68,7 @@ def raw_update(tensors: dict[str, torch.Tensor], h: UpdateHeader | None = None) 
     return st_save(tensors, metadata=metadata)
 
 
-def check(data: object, **overrides: object) -> Verdict:
+def check(data: object, **overrides: object) -> UpdateCheck:
     args: dict[str, object] = {
         "expected_digest": None,
         "project_id": 7,
@@ -84,7 +84,7 @@ def check(data: object, **overrides: object) -> Verdict:
     return validate_update(data, **args)  # type: ignore[arg-type]
 
 
-def rejected(verdict: Verdict, reason: str) -> None:
+def rejected(verdict: UpdateCheck, reason: str) -> None:
     assert not verdict.accepted, verdict
     assert verdict.reason == reason, verdict
     assert verdict.tensors is None and verdict.norm is None
@@ -364,8 +364,8 @@ FUZZ = settings(
 )
 
 
-def _ok(verdict: Verdict) -> None:
-    assert isinstance(verdict, Verdict)
+def _ok(verdict: UpdateCheck) -> None:
+    assert isinstance(verdict, UpdateCheck)
     if verdict.accepted:
         assert verdict.tensors is not None and verdict.norm is not None
         assert verdict.norm <= MAX_NORM

@@ -43,7 +43,7 @@ from market.protocol.codec import (
     encode_model,
     encode_update,
 )
-from market.protocol.documents import ProjectSpec, RoundRecord, UpdateInput, ValidationPolicy, Verdict
+from market.protocol.documents import ProjectSpec, RecordedVerdict, RoundRecord, UpdateInput, ValidationPolicy
 from market.protocol.merkle import RewardTree
 from market.protocol.validation import update_spec, validate_update
 from market.storage import IpfsStore
@@ -173,7 +173,7 @@ class World:
                                 commit_block=commits[rv.trainer].block_number,
                                 commit_log_index=commits[rv.trainer].log_index, reveal_block=rv.block_number)
                     for rv in reveals],
-            verdicts=[Verdict(trainer=rv.trainer, accepted=True) for rv in reveals],
+            verdicts=[RecordedVerdict(trainer=rv.trainer, accepted=True) for rv in reveals],
             scores={a: 1.0 for a in rewards}, cumulative_scores={a: 1.0 for a in rewards},
             rewards=rewards, cumulative_rewards=cumulative, allocation=sum(rewards.values()),
             rewards_root="0x" + tree.root.hex(), proofs=tree.proofs_hex(), metrics={},
