@@ -19,7 +19,10 @@ For each `RoundFinalized` event, in round order:
   cumulative amounts, and the allocation, which must equal the chain's: the contract fixes it from
   the project's terms, so the aggregator cannot withhold it), the **root** (the chain's root must
   equal the record's, the rebuilt one, and the root of the record's own cumulative amounts) and
-  every other field of the record (inputs, seed, proofs, hyper-parameters, metrics, ...).
+  every other field of the record (inputs, seed, proofs, hyper-parameters, metrics, ...);
+- and, when the spec commits to secret validation parts, that the set at `validation_cid` is
+  the part committed for this round (`aggregation.validation_disclosure`, check `validation`;
+  with or without keys, since it needs no update).
 
 Each round is rebuilt on the records published before it (what trainers claim against), so a
 tampered round is reported once, at that round, and does not cascade.
@@ -43,14 +46,15 @@ from typing import TYPE_CHECKING, Any
 from aggregator.keyless_audit import audit_without_keys
 from aggregator.round import ZERO_ADDRESS, compute_round, config_from_record, load_context
 from aggregator.round.ledger import EvaluationLedger
+from aggregator.valset import DISCLOSURE_KEY, ValidationSet, check_disclosed_part
 from aggregator.valset import MAX_BYTES as VALSET_MAX_BYTES
-from aggregator.valset import ValidationSet
 from market.chain import Finalized, MarketClient, RoundStatus
 from market.errors import MarketError
 from market.protocol.documents import ProjectSpec, RoundRecord
 from market.protocol.evaluations import CROSS_MACHINE_VERSION, RecordedEvaluation, shapley_reward_bound
 from market.protocol.merkle import RewardTree
 from market.protocol.reading import load_record, load_spec
+from market.protocol.valsplit import ValidationCommitment
 from market.storage import Store, same_multihash
 
 if TYPE_CHECKING:
@@ -207,6 +211,8 @@ def audit_round(
     except Exception as exc:  # noqa: BLE001 - whatever stops the rebuild is the finding
         out.fail("record", f"the project spec cannot be read: {type(exc).__name__}: {exc}")
         return out
+    if spec.validation_data is not None:
+        _check_validation_part(out, store, spec.validation_data, record)
     if spec.encrypted and not decryption_keys:
         audit_without_keys(out, client, store, project_id, event, record, spec)
         return out
@@ -230,6 +236,10 @@ def audit_round(
     except Exception as exc:  # noqa: BLE001 - whatever stops the rebuild is the finding
         out.fail("record", f"the round cannot be rebuilt: {type(exc).__name__}: {exc}")
         return out
+    if spec.validation_data is not None and DISCLOSURE_KEY in record.aggregation:
+        # checked on its own above (`_check_validation_part`); the rebuild cannot derive it
+        aggregation = {**computed.fields["aggregation"], DISCLOSURE_KEY: record.aggregation[DISCLOSURE_KEY]}
+        computed = dataclasses.replace(computed, fields={**computed.fields, "aggregation": aggregation})
     rebuilt = computed.record(event.model_cid)
     _check_evaluations(out, record, computed.ledger)
     if computed.model_digest != record.model_digest:
@@ -254,6 +264,18 @@ _CHECK_OF = {
     "rewards": "rewards", "cumulative_rewards": "rewards", "allocation": "rewards",
     "rewards_root": "root", "proofs": "root",
 }
+
+
+def _check_validation_part(out: RoundAudit, store: Store, commitment: ValidationCommitment,
+                           record: RoundRecord) -> None:
+    """The round's disclosed validation part (at `validation_cid`) is the part the spec committed
+    to for this round (`valset.check_disclosed_part`)."""
+    out.checks["validation"] = True
+    try:
+        data = store.cat(record.validation_cid, max_bytes=VALSET_MAX_BYTES)
+        check_disclosed_part(commitment, record.round, record.aggregation, data)
+    except MarketError as exc:
+        out.fail("validation", str(exc).removeprefix(f"round {record.round}: "))
 
 
 def _unverifiable(record: RoundRecord, spec: ProjectSpec, allow_user_models: bool) -> str | None:

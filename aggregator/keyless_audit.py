@@ -7,7 +7,8 @@ recipient key"), rather than failed:
 - **record consistency**: the record's project, round, chain, contract, seed and inputs are the
   chain's (the reveals, in commit order), one verdict per input in that order;
 - **model lineage**: the round was built on the previous round's model (the initial weights for
-  round 0); the model bytes' digest was checked by `audit.audit_round` before this runs;
+  round 0); the model bytes' digest (and a secret validation part's disclosure) was checked by
+  `audit.audit_round` before this runs;
 - **envelopes**: every revealed update is fetched and checked against its revealed digest and
   `envelope.require_recipients`: sealed for exactly the spec's recipients. A verdict that
   rejects for a fetch or envelope reason must be the one these checks give, and an envelope

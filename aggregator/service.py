@@ -28,6 +28,12 @@ encryption key of `--account NAME` (its password from $MARKET_PASSWORD or a prom
 password "dev" (as public as the dev accounts themselves: local chains only; `dev_encryption_key`
 creates it). Global models stay public.
 
+Secret validation parts (the spec has `validation_data`, docs/robustness.md): the service reads
+the owner's key file (setting `validation_key`), scores round r on part r alone, adds part r to
+the store only when round r runs (past its reveal deadline, so every update it scores is already
+fixed) and names it in round r's record (`validation_cid`, `aggregation.validation_disclosure`),
+which becomes known at finalize. Without `validation_data` nothing changes.
+
 Fault injection for tests: `AGGREGATOR_CRASH_AT=<stage>` makes the process `os._exit(137)` right
 after that stage (`fetch`, `validate`, `filter`, `aggregate`, `score`, `reward`, `adapt`,
 `publish`, `finalize_sent`, `finalize`).
@@ -35,6 +41,7 @@ after that stage (`fetch`, `validate`, `filter`, `aggregate`, `score`, `reward`,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -52,7 +59,14 @@ from aggregator.round import STAGES, RoundConfig, compute_round, load_context, p
 from aggregator.rules import make_rule
 from aggregator.scoring import make_scorer
 from aggregator.settings import AggregatorSettings
-from aggregator.valset import BUILTINS, ValidationSet, load_validation_set
+from aggregator.valset import (
+    BUILTINS,
+    SecretParts,
+    ValidationSet,
+    load_secret_parts,
+    load_validation_set,
+    with_disclosure,
+)
 from market._text import one_line
 from market.chain import Finalized, MarketClient, ProjectInfo, RoundStatus
 from market.errors import (
@@ -67,6 +81,7 @@ from market.errors import (
 from market.protocol.allocation import fixed_allocation
 from market.protocol.documents import ProjectSpec
 from market.protocol.reading import load_spec
+from market.protocol.valsplit import PartDisclosure
 from market.storage import Store, same_multihash
 
 if TYPE_CHECKING:
@@ -318,6 +333,7 @@ class AggregatorService:
         self._spec: ProjectSpec | None = None
         self._valset: ValidationSet | None = None
         self._validation_cid: str | None = None
+        self._parts: SecretParts | None = None
         self._last_wait = ""
         self._key_source = keys
         self._keys: tuple[X25519PrivateKey, ...] | None = None
@@ -345,7 +361,7 @@ class AggregatorService:
         return self._keys
 
     def validation(self) -> tuple[ValidationSet, str]:
-        """The validation set (config, else the spec's built-in dataset) and its published CID."""
+        """The public validation set (config, else the spec's built-in dataset) and its published CID."""
         if self._valset is None:
             text = self.settings.validation
             if text is None:
@@ -361,6 +377,31 @@ class AggregatorService:
             _info(f"validation set {self._valset.source} ({len(self._valset)} samples) published as {self._validation_cid}",
                   event="validation_set", cid=self._validation_cid)
         return self._valset, self._validation_cid
+
+    def secret_parts(self) -> SecretParts | None:
+        """The split behind the spec's committed validation parts (None: the spec commits to none)."""
+        commitment = self.spec.validation_data
+        if commitment is None:
+            return None
+        if self._parts is None:
+            self._parts = load_secret_parts(self.settings.validation_key, commitment, self.spec.model)
+            if self.settings.validation is not None:
+                _warn(f"the spec commits to secret validation parts: the validation setting {self.settings.validation!r}"
+                      " is not used", event="validation_ignored")
+        return self._parts
+
+    def round_validation(self, r: int) -> tuple[ValidationSet, str, PartDisclosure | None]:
+        """What round r is scored on, its CID and (secret parts) the part's disclosure. Part r is
+        added to the store only now, when round r runs: after its reveal deadline, so every update
+        it scores is fixed on chain; its CID becomes known with the record, at finalize."""
+        parts = self.secret_parts()
+        if parts is None:
+            return (*self.validation(), None)
+        valset, data, disclosure = parts.part(r)
+        cid = self.store.add(data)
+        _info(f"round {r}: secret validation part {r} ({len(valset)} samples) disclosed as {cid}",
+              event="validation_part", round=r, cid=cid)
+        return valset, cid, disclosure
 
     def check_role(self) -> ProjectInfo:
         info = self.client.project(self.project_id)
@@ -511,7 +552,7 @@ class AggregatorService:
               f" (allocation available {entry.available} at block {entry.snapshot_block})",
               event="round_start", round=r, stage=entry.stage.value)
 
-        valset, validation_cid = self.validation()
+        valset, validation_cid, disclosure = self.round_validation(r)
         assert entry.available is not None
         ctx = load_context(self.client, self.store, self.project_id, r, entry.available, spec=self.spec,
                            decryption_keys=self.decryption_keys())
@@ -524,6 +565,9 @@ class AggregatorService:
 
         computed = compute_round(ctx, self.store, self.config, valset, validation_cid, cache=self.journal, on_stage=on_stage)
         entry = state["entry"]
+        if disclosure is not None:
+            aggregation = with_disclosure(computed.fields["aggregation"], disclosure)
+            computed = dataclasses.replace(computed, fields={**computed.fields, "aggregation": aggregation})
         published = publish_round(self.store, computed)
         notes = list(entry.notes)
         if entry.record_cid and entry.record_cid != published.record_cid:

@@ -7,6 +7,7 @@ rule = "fedavg"                     # any aggregator.rules spec (default fedavg)
 scorer = "gtg"                      # any aggregator.scoring spec
 server_lr = 1.0                     # new model = base + server_lr * aggregate (round 0's value)
 validation = "digits:size=500,seed=0"   # or a path to an .npz with x and y
+validation_key = "project.valkey.json"  # the owner's key file, when the spec commits to secret parts
 poll = 2.0                          # seconds between chain polls
 fetch_workers = 4                   # parallel update downloads
 fetch_timeout = 30.0                # seconds per download
@@ -48,6 +49,10 @@ class AggregatorSettings(BaseModel):
     server_lr: float = Field(default=1.0, gt=0)
     #: None: the spec's dataset (mnist5k or digits) with a 500-sample split, seed 0.
     validation: str | None = None
+    #: The key file of the spec's secret per-round validation parts (`market.protocol.valsplit`),
+    #: which the owner wrote at creation; needed (and used instead of `validation`) when the spec
+    #: has `validation_data`.
+    validation_key: str | None = None
     poll: float = Field(default=2.0, gt=0)
     fetch_workers: int = Field(default=4, ge=1, le=64)
     fetch_timeout: float = Field(default=30.0, gt=0)

@@ -9,6 +9,12 @@ The `.npz` bytes are written deterministically (fixed zip timestamps, fixed memb
 compression): the same set always has the same CID, across restarts and machines. They are read
 back with `allow_pickle=False` and checked (finite float32 features of the model's input shape,
 int64 labels in range) before any use, since an auditor reads bytes someone else published.
+
+A project whose spec commits to secret per-round parts (`spec.validation_data`,
+`market.protocol.valsplit`) is scored on part r in round r instead (`SecretParts`, from the key
+file the owner hands the aggregator). Part r's `.npz` holds the part's arrays exactly as dealt
+(not reshaped to the model's input), because the commitment hashes them with their shapes;
+`check_disclosed_part` is the audit's check of a round's disclosed part against the spec.
 """
 
 from __future__ import annotations
@@ -17,17 +23,35 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from pydantic import ValidationError as PydanticValidationError
 
-from aggregator.errors import ValidationSetError
+from aggregator.errors import SettingsError, ValidationSetError
 from market._spec import Registry
+from market._text import first_pydantic_error
 from market.datasets import builtin_arrays
-from market.errors import DatasetError
+from market.errors import DatasetError, IntegrityError
 from market.models import ModelSpec
+from market.protocol.valsplit import PartDisclosure, ValidationCommitment, ValSplit, verify_part
 
-__all__ = ["BUILTINS", "ValidationSet", "ValidationSetError", "load_validation_set", "parse_validation"]
+__all__ = [
+    "BUILTINS",
+    "DISCLOSURE_KEY",
+    "SecretParts",
+    "ValidationSet",
+    "ValidationSetError",
+    "check_disclosed_part",
+    "load_secret_parts",
+    "load_validation_set",
+    "parse_validation",
+    "with_disclosure",
+]
+
+#: Where a round record's `aggregation` holds the disclosure of the round's secret validation part.
+DISCLOSURE_KEY = "validation_disclosure"
 
 BUILTINS = ("digits", "mnist5k")
 #: Bound on a validation set fetched from the store (an auditor reads what the aggregator published).
@@ -152,3 +176,75 @@ def load_validation_set(text: str, spec: ModelSpec | None = None) -> ValidationS
             f"validation set {text!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing .npz file"
         )
     return ValidationSet.from_npz(path.read_bytes(), spec, str(path))
+
+
+def _npz_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
+    return ValidationSet(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y)),
+                         "part").to_npz()
+
+
+@dataclass(frozen=True)
+class SecretParts:
+    """The owner's split, as the aggregator holds it: part r scores round r."""
+
+    split: ValSplit
+    spec: ModelSpec
+
+    def part(self, r: int) -> tuple[ValidationSet, bytes, PartDisclosure]:
+        """Round r's validation set, its `.npz` bytes (the part as dealt) and its disclosure."""
+        if not 0 <= r < self.split.parts:
+            raise ValidationSetError(f"round {r} has no secret validation part: the spec commits to"
+                                     f" {self.split.parts}, one per round")
+        x, y = self.split.part(r)
+        data = _npz_bytes(x, y)
+        return ValidationSet.from_npz(data, self.spec, f"secret part {r}"), data, self.split.disclose(r)
+
+
+def load_secret_parts(key_file: str | Path | None, commitment: ValidationCommitment, spec: ModelSpec) -> SecretParts:
+    """The split behind the spec's `commitment`, from the owner's key file (checked against it)."""
+    if key_file is None:
+        raise SettingsError("the project's spec commits to secret validation parts: set validation_key in [aggregator]"
+                            " to the key file the owner wrote at creation (<project file>.valkey.json)")
+    path = Path(key_file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the validation key file {path} ({exc.strerror}): check validation_key"
+                            " in [aggregator]") from None
+    split, _ = ValSplit.from_key_document(data, str(path))
+    if split.commitment() != commitment:
+        raise SettingsError(f"the validation key file {path} commits to {split.commitment().root[:18]}..., the"
+                            f" project's spec to {commitment.root[:18]}...: it is another project's key file")
+    return SecretParts(split, spec)
+
+
+def with_disclosure(aggregation: dict[str, Any], disclosure: PartDisclosure) -> dict[str, Any]:
+    """A record's `aggregation` with the round's part disclosure (the rest unchanged)."""
+    return {**aggregation, DISCLOSURE_KEY: disclosure.model_dump()}
+
+
+def check_disclosed_part(commitment: ValidationCommitment, round_: int, aggregation: dict[str, Any],
+                         data: bytes) -> PartDisclosure:
+    """The disclosure in a round record's `aggregation`, checked with `verify_part` against the
+    spec's commitment on `data` (the `.npz` at the record's `validation_cid`, read without
+    unpickling); raises IntegrityError naming what is missing or does not match."""
+    raw = aggregation.get(DISCLOSURE_KEY)
+    if raw is None:
+        raise IntegrityError(f"round {round_}: the spec commits to secret validation parts and the record discloses"
+                             f" none (aggregation.{DISCLOSURE_KEY} is missing)")
+    try:
+        disclosure = PartDisclosure.model_validate(raw)
+    except PydanticValidationError as exc:
+        raise IntegrityError(f"round {round_}: aggregation.{DISCLOSURE_KEY} is malformed"
+                             f" ({first_pydantic_error(exc, DISCLOSURE_KEY)})") from None
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            x, y = np.asarray(npz["x"]), np.asarray(npz["y"])
+    except Exception as exc:  # noqa: BLE001 - zipfile/format errors, missing arrays, object arrays refused
+        raise IntegrityError(f"round {round_}: the disclosed validation part is not an .npz with arrays x and y"
+                             f" ({type(exc).__name__})") from None
+    try:
+        verify_part(commitment, disclosure, x, y, round_=round_)
+    except IntegrityError as exc:
+        raise IntegrityError(f"round {round_}: {exc}") from None
+    return disclosure

@@ -17,18 +17,34 @@ encodings and envelopes cost.
    bytes per update for f32, q8, q4, q2 and top-k sparse q8/q4 at 10 % and 1 %, the ratio to
    f32 and the relative L2 reconstruction error ||x^ - x|| / ||x||; seal/open throughput of
    envelopes (3 recipients) and the aggregator's per-round cost of opening 10 and 50 updates.
+3. Accuracy per encoding: a federation of honest trainers (`lab.inprocess.simulate`, the
+   service's own round computation and default `RoundConfig`) where every trainer encodes its
+   update as f32, q8, q4, q2, sparse-q8 top 10 % or top 1 %; test accuracy after the last round
+   against f32, bytes per update, and the issue's target (sparse-q8 top 10 % within 1 point of
+   f32 and at least 20x smaller) marked met or NOT met.
+4. DP accuracy against epsilon: the same federation with every trainer applying client-level DP
+   (`privatize_update`, the default clip 1 and delta 1e-5) at several noise multipliers, the
+   epsilon each trainer spends over the run (`epsilon_spent`) and the final accuracy, beside the
+   no-DP run. The service's validation gate rejects updates that make the model worse, so the
+   accepted count says whether DP updates got into the model at all.
 
-Run: `.venv/bin/python benchmarks/privacy.py` (about 1-2 minutes on 2 cores; `--smoke` for a
-quick run with fewer attack iterations).
+Everything printed also goes to reports/benchmarks/privacy.json (privacy.smoke.json for `--smoke`).
+
+Run: `.venv/bin/python benchmarks/privacy.py` (about 8 minutes on 2 shared cores: parts 3 and 4 are
+11 runs of 5 rounds, mnist_cnn on mnist5k, 5 trainers, 1 local epoch); `--smoke` (about 30 s, CI)
+runs fewer attack iterations and parts 3-4 as 2 rounds of 3 trainers on digits.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +54,7 @@ from rich.table import Table
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from lab.inprocess import IID, LocalProject, RunSpec, simulate
 from market.datasets import builtin_arrays
 from market.errors import MalformedContent
 from market.models import ModelSpec, init_model
@@ -48,6 +65,7 @@ from market.storage import cid_of
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "benchmarks" / "privacy"
+REPORTS = ROOT / "reports" / "benchmarks"
 console = Console(width=150)
 TRAINER = "0x" + "ab" * 20
 
@@ -278,6 +296,76 @@ def bench_envelopes(update: dict[str, torch.Tensor], big_mb: int, reps: int) -> 
     return rows, overhead
 
 
+# -- accuracy -----------------------------------------------------------------------------------
+
+#: (label, encoding, keep fraction) for part 3; the first is the reference
+ENCODING_RUNS: tuple[tuple[str, str, float], ...] = (
+    ("f32", "f32", 1.0), ("q8", "q8", 1.0), ("q4", "q4", 1.0), ("q2", "q2", 1.0),
+    ("sparse-q8 top 10%", "sparse-q8", 0.1), ("sparse-q8 top 1%", "sparse-q8", 0.01),
+)
+TARGET = "sparse-q8 top 10%"
+#: part 4: the default policy's sigma (3), then less noise; epsilon grows as sigma shrinks
+NOISE_MULTIPLIERS = (3.0, 1.0, 0.3, 0.03, 0.01)
+
+
+def federate(base: RunSpec, **changes: Any) -> dict[str, Any]:
+    """One `simulate` run with `changes` to `base`, plus the mean bytes of the updates it published."""
+    sizes: list[int] = []
+
+    def on_round(project: LocalProject) -> None:
+        sizes.extend(len(f.data) for f in project.updates[-1] if f.data is not None)
+
+    spec = RunSpec(**{**{f: getattr(base, f) for f in base.__dataclass_fields__}, **changes})
+    result = simulate(spec, on_round=on_round)
+    result["update_bytes"] = statistics.fmean(sizes)
+    return result
+
+
+def _accepted(result: dict[str, Any]) -> str:
+    return "/".join(str(r["accepted"]) for r in result["rounds"])
+
+
+def bench_encodings(base: RunSpec) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for label, encoding, keep in ENCODING_RUNS:
+        res = federate(base, encoding=encoding, keep_fraction=keep)
+        rows.append({"encoding": label, "codec": encoding, "keep_fraction": keep,
+                     "accuracy": res["final_test_accuracy"], "bytes": res["update_bytes"],
+                     "accepted_per_round": _accepted(res), "seconds": res["seconds"]})
+    ref = rows[0]
+    for row in rows:
+        row["delta_points"] = 100 * (row["accuracy"] - ref["accuracy"])
+        row["ratio"] = ref["bytes"] / row["bytes"]
+    return rows
+
+
+def bench_dp(base: RunSpec, multipliers: tuple[float, ...]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for sigma in (None, *multipliers):
+        policy = None if sigma is None else DpPolicy(noise_multiplier=sigma)
+        res = federate(base, dp=policy)
+        with warnings.catch_warnings():
+            # tiny sigmas put the optimum at Opacus's smallest order: a loose but valid bound
+            warnings.simplefilter("ignore", UserWarning)
+            eps = float("inf") if policy is None else epsilon_spent(policy, base.rounds)
+        rows.append({"noise_multiplier": sigma, "clip_norm": None if policy is None else policy.clip_norm,
+                     "delta": None if policy is None else policy.delta, "epsilon": eps,
+                     "accuracy": res["final_test_accuracy"], "accepted_per_round": _accepted(res),
+                     "seconds": res["seconds"]})
+    return rows
+
+
+def _json_safe(value: Any) -> Any:
+    """The report as strict JSON: NaN (no attack ran) and infinity (no DP) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a quick run: fewer attack iterations and repetitions")
@@ -285,6 +373,13 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     iterations, restarts, reps, big = (100, 1, 2, 5) if args.smoke else (300, 1, 5, 50)
+    if args.smoke:
+        fed = RunSpec("fedavg", "none", 0.0, IID, "digits", n=3, rounds=2, epochs=1, lr=0.05, batch_size=32)
+        multipliers: tuple[float, ...] = NOISE_MULTIPLIERS[::2]
+    else:
+        fed = RunSpec("fedavg", "none", 0.0, IID, "mnist5k", n=5, rounds=5, epochs=1, lr=0.05, batch_size=32)
+        multipliers = NOISE_MULTIPLIERS
+    report: dict[str, Any] = {"smoke": args.smoke}
     started = time.perf_counter()
 
     leak = bench_leak(iterations, restarts)
@@ -298,6 +393,8 @@ def main() -> None:
                       f"{r['psnr']:.1f}" if ok else "-", f"{r['ssim']:.3f}" if ok else "-",
                       f"{r['seconds']:.1f}" if ok and r["seconds"] else "-")
     console.print(table)
+    report["leak"] = {"iterations": iterations, "restarts": restarts, "rows": leak,
+                      "dp_policy": DpPolicy().model_dump(mode="json"), "epsilon_one_round": epsilon_spent(DpPolicy(), 1)}
     console.print(f"DP policy: {DpPolicy()!r}; epsilon after 1 round = {epsilon_spent(DpPolicy(), 1):.2f}, "
                   f"after 20 = {epsilon_spent(DpPolicy(), 20):.2f} (delta 1e-5). Images: {OUT}/leak_batch*.png")
 
@@ -310,6 +407,7 @@ def main() -> None:
         table.add_row(str(r["encoding"]), f"{r['bytes']:,}", f"{r['ratio']:.1f}", f"{r['rel_error']:.4f}",
                       f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}")
     console.print(table)
+    report["sizes"] = sizes
 
     envelopes, overhead = bench_envelopes(update, big, reps)
     table = Table(title="Envelopes (HPKE X25519 + ChaCha20-Poly1305, 3 recipients)")
@@ -321,7 +419,45 @@ def main() -> None:
     console.print(table)
     console.print("Aggregator per-round decryption (mnist_cnn f32 updates): "
                   + ", ".join(f"{n} trainers {ms:.1f} ms" for n, ms in overhead.items()))
-    console.print(f"total {time.perf_counter() - started:.0f} s")
+    report["envelopes"] = {"rows": envelopes, "per_round_open_ms": overhead}
+
+    setup = (f"{fed.dataset} ({'digits_mlp' if fed.dataset == 'digits' else 'mnist_cnn'}), {fed.n} honest trainers, "
+             f"{fed.partition}, {fed.rounds} rounds of {fed.epochs} local epoch(s), lr {fed.lr}, batch {fed.batch_size}, "
+             f"rule {fed.rule}, the service's round computation")
+    report["federation"] = {"setup": setup, "spec": {f: getattr(fed, f) for f in fed.__dataclass_fields__}}
+    encodings = bench_encodings(fed)
+    table = Table(title=f"Test accuracy after {fed.rounds} rounds per encoding: {setup}")
+    for col in ("encoding", "test acc", "vs f32 (points)", "bytes / update", "x smaller than f32",
+                "accepted per round", "run s"):
+        table.add_column(col, justify="left" if col == "encoding" else "right")
+    for r in encodings:
+        table.add_row(str(r["encoding"]), f"{r['accuracy']:.4f}", f"{r['delta_points']:+.2f}", f"{r['bytes']:,.0f}",
+                      f"{r['ratio']:.1f}", str(r["accepted_per_round"]), f"{r['seconds']:.0f}")
+    console.print(table)
+    target = next(r for r in encodings if r["encoding"] == TARGET)
+    within, smaller = abs(target["delta_points"]) <= 1.0, target["ratio"] >= 20.0
+    verdict = "met" if within and smaller else "NOT met"
+    console.print(f"Target ({TARGET} within 1 point of f32 and at least 20x smaller): {verdict} "
+                  f"({target['delta_points']:+.2f} points: {'within' if within else 'NOT within'} 1; "
+                  f"{target['ratio']:.1f}x smaller: {'at least' if smaller else 'NOT'} 20x)")
+    report["encodings"] = {"rows": encodings, "target": {"encoding": TARGET, "within_1_point": within,
+                                                         "at_least_20x_smaller": smaller, "verdict": verdict}}
+
+    dp = bench_dp(fed, multipliers)
+    table = Table(title=f"Client-level DP (clip {DpPolicy().clip_norm:g}, delta {DpPolicy().delta:g}): {setup}")
+    for col in ("noise multiplier", f"epsilon after {fed.rounds} rounds", "test acc", "accepted per round", "run s"):
+        table.add_column(col, justify="right")
+    for row in dp:
+        table.add_row("no DP" if row["noise_multiplier"] is None else f"{row['noise_multiplier']:g}",
+                      "inf" if math.isinf(row["epsilon"]) else f"{row['epsilon']:,.2f}", f"{row['accuracy']:.4f}",
+                      str(row["accepted_per_round"]), f"{row['seconds']:.0f}")
+    console.print(table)
+    report["dp"] = {"rounds": fed.rounds, "rows": dp}
+    report["seconds"] = time.perf_counter() - started
+    out = REPORTS / ("privacy.smoke.json" if args.smoke else "privacy.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_json_safe(report), indent=1, default=str, allow_nan=False) + "\n")
+    console.print(f"total {report['seconds']:.0f} s; report: {out}")
 
 
 if __name__ == "__main__":

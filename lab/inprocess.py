@@ -46,6 +46,7 @@ from market.models import ModelSpec, build_model, flatten, init_model
 from market.protocol.allocation import fixed_allocation
 from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
 from market.protocol.documents import ProjectSpec, RoundRecord, UpdateInput
+from market.protocol.privacy import DpPolicy, privatize_update
 from market.storage import raw_cid
 from trainer.behaviours import Behaviour, parse_behaviour
 from trainer.behaviours.base import REVEALED_UPDATES
@@ -242,6 +243,11 @@ class RunSpec:
     #: per-trainer label noise (the fairness run); empty: none
     noise: tuple[float, ...] = ()
     kind: str = "grid"  # grid | fairness
+    #: how every update is encoded (a `market.protocol.codec` encoding) and the top fraction a
+    #: sparse one keeps; `dp`: client-level DP every trainer applies before encoding
+    encoding: str = "f32"
+    keep_fraction: float = 1.0
+    dp: DpPolicy | None = None
 
     @property
     def malicious(self) -> int:
@@ -264,6 +270,21 @@ def splits(dataset: str, seed: int) -> tuple[Dataset, Dataset, Dataset]:
         sp = train_val_test_split(ds, 0.1, 0.1, seed=seed)
         _DATA[key] = (sp.train, sp.val, sp.test)
     return _DATA[key]
+
+
+#: RunSpec fields added after the first reports: left out of `simulate`'s "spec" at their defaults,
+#: so runs that do not set them report exactly what they did before
+_LATER_FIELDS = {"encoding": "f32", "keep_fraction": 1.0, "dp": None}
+
+
+def _spec_data(spec: RunSpec) -> dict[str, Any]:
+    data = asdict(spec)
+    for name, default in _LATER_FIELDS.items():
+        if data[name] == default:
+            del data[name]
+        elif name == "dp":
+            data[name] = spec.dp.model_dump(mode="json") if spec.dp is not None else None
+    return data
 
 
 def _state_of(model_bytes: bytes, like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -371,8 +392,13 @@ def simulate(spec: RunSpec, *, config: RoundConfig | None = None,
         blobs = []
         for i in order:
             delta, claimed = submitted[i]
-            blob = encode_update({k: delta[k].to(torch.float32).contiguous() for k in like},
-                                 UpdateHeader(PROJECT_ID, r, project.base_model_cid, addresses[i], int(claimed)))
+            delta = {k: delta[k].to(torch.float32).contiguous() for k in like}
+            if spec.dp is not None:
+                # seeded so a run repeats; a real trainer draws its noise from the OS (trainer.update)
+                delta, _ = privatize_update(delta, spec.dp, torch.Generator().manual_seed(derive_seed("dp", spec.seed, i, r)))
+            header = UpdateHeader(PROJECT_ID, r, project.base_model_cid, addresses[i], int(claimed),
+                                  encoding=spec.encoding)  # type: ignore[arg-type]
+            blob = encode_update(delta, header, keep_fraction=spec.keep_fraction)
             blobs.append((addresses[i], blob))
         _, computed = project.run_round(blobs, config, valset, validation_cid)
         record = project.records[-1]
@@ -407,7 +433,7 @@ def simulate(spec: RunSpec, *, config: RoundConfig | None = None,
 
     last = project.records[-1]
     return {
-        "spec": asdict(spec),
+        "spec": _spec_data(spec),
         "name": spec.name,
         "malicious": sorted(bad),
         "quality": [(0.0 if i in bad else 1.0 - (spec.noise[i] if spec.noise else 0.0)) for i in range(n)],

@@ -53,7 +53,9 @@ def test_scenario_writes_a_valid_project_file(tmp_path: Path) -> None:
 
 def test_shipped_grid_example_parses() -> None:
     scenarios = Grid.load(Path(__file__).resolve().parents[2] / "examples" / "grid.toml").scenarios()
-    assert len(scenarios) == 8
+    # 2 rules x 4 attacks (among them the issue-11 ones) x 2 malicious fractions x 1 seed
+    assert len(scenarios) == 16
+    assert len({s.name for s in scenarios}) == 16
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "examples" / "scenarios").glob("*.toml")))
