@@ -271,19 +271,6 @@ needs_jsipfs = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="session")
-def ipfs_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsNode]:
-    if shutil.which("node") is None or not toolpaths.JSIPFS_BIN.exists():
-        pytest.skip("node or js-ipfs (npm ci) is missing")
-    api, gateway, rpc = free_ports(3)
-    node = IpfsNode(tmp_path_factory.mktemp("ipfs") / "repo", api, gateway, rpc)
-    try:
-        node.start(timeout=90)
-        yield node
-    finally:
-        node.stop()
-
-
 @pytest.fixture()
 def ipfs_store(ipfs_node: IpfsNode) -> Iterator[IpfsStore]:
     store = IpfsStore(ipfs_node.api_multiaddr, find_timeout=1.0, timeout=30)
