@@ -35,19 +35,21 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """`market stack up --no-ipfs` + `market deploy`, torn down with `market stack down`."""
     d = tmp_path_factory.mktemp("cli")
     port = str(free_port())
-    up = run("stack", "up", "--state", str(d / "st"), "--no-ipfs", "--anvil-port", port, "--block-time", "0", "--json")
-    assert up.returncode == 0, up.stderr
-    status = json.loads(up.stdout)
-    assert status["anvil"]["running"] and status["anvil"]["pid"]
-    rpc = f"http://127.0.0.1:{port}"
-    dep = str(d / "deployment.json")
-    p = run("deploy", "--rpc", rpc, "--deployment", dep, "--dev-account", "0", "--json")
-    assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["chain_id"] == 31337
-    yield {"rpc": rpc, "dep": dep, "dir": str(d), "state": str(d / "st"), "pid": str(status["anvil"]["pid"])}
     from devnet.process import pid_alive
 
-    down = run("stack", "down", "--state", str(d / "st"), "--json")
+    up = run("stack", "up", "--state", str(d / "st"), "--no-ipfs", "--anvil-port", port, "--block-time", "0", "--json")
+    try:
+        assert up.returncode == 0, up.stderr
+        status = json.loads(up.stdout)
+        assert status["anvil"]["running"] and status["anvil"]["pid"]
+        rpc = f"http://127.0.0.1:{port}"
+        dep = str(d / "deployment.json")
+        p = run("deploy", "--rpc", rpc, "--deployment", dep, "--dev-account", "0", "--json")
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["chain_id"] == 31337
+        yield {"rpc": rpc, "dep": dep, "dir": str(d), "state": str(d / "st"), "pid": str(status["anvil"]["pid"])}
+    finally:  # stopped by PID even when the set-up above failed half way
+        down = run("stack", "down", "--state", str(d / "st"), "--json")
     assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == ["anvil"], down.stderr
     assert not pid_alive(int(status["anvil"]["pid"]))
 
