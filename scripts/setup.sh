@@ -21,7 +21,7 @@ mkdir -p "$stamp_dir" build
 py_hash=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp_dir/pip" 2>/dev/null)" != "$py_hash" ]; then
   say "installing Python dependencies (torch CPU build pinned; ~2 min the first time)"
-  .venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"
+  .venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev,flower,ray]"
   echo "$py_hash" > "$stamp_dir/pip"
 fi
 
