@@ -22,7 +22,15 @@ For each `RoundFinalized` event, in round order:
   every other field of the record (inputs, seed, proofs, hyper-parameters, metrics, ...);
 - and, when the spec commits to secret validation parts, that the set at `validation_cid` is
   the part committed for this round (`aggregation.validation_disclosure`, check `validation`;
-  with or without keys, since it needs no update).
+  with or without keys, since it needs no update);
+- and the record's choices against the project's aggregation policy (check `policy`, with or
+  without keys: `aggregator.policy.record_deviations`): the rule, every filter and pay threshold,
+  the scorer, the adaptation schedule, round 0's server learning rate, and that a public
+  validation set is the policy's byte for byte. The rebuild replays what the record declares, so
+  this is what stops a record from choosing, say, a `zero_rel_norm` of 0.99 that rejects honest
+  trainers; each difference is a FAIL naming the field and the policy's value. A spec created
+  before policies fixes none: the check is `None` (not applicable) and the record's choices are
+  replayed as declared, as before.
 
 Each round is rebuilt on the records published before it (what trainers claim against), so a
 tampered round is reported once, at that round, and does not cascade.
@@ -43,7 +51,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aggregator.keyless_audit import audit_without_keys
+from aggregator.keyless_audit import UNVERIFIED, audit_without_keys
+from aggregator.policy import policy_of, record_deviations, validation_deviation
 from aggregator.round import ZERO_ADDRESS, compute_round, config_from_record, load_context
 from aggregator.round.ledger import EvaluationLedger
 from aggregator.valset import DISCLOSURE_KEY, ValidationSet, check_disclosed_part
@@ -51,6 +60,7 @@ from aggregator.valset import MAX_BYTES as VALSET_MAX_BYTES
 from market.chain import Finalized, MarketClient, RoundStatus
 from market.errors import MarketError
 from market.protocol.documents import ProjectSpec, RoundRecord
+from market.protocol.envelope import is_envelope, model_context, open_envelope
 from market.protocol.evaluations import CROSS_MACHINE_VERSION, RecordedEvaluation, shapley_reward_bound
 from market.protocol.merkle import RewardTree
 from market.protocol.reading import load_record, load_spec
@@ -198,9 +208,16 @@ def audit_round(
     if not same_multihash(record.model_cid, event.model_cid):
         out.fail("model", f"model CID: the record says {record.model_cid}, the chain {event.model_cid}")
     try:
-        model_bytes = store.cat(event.model_cid, max_bytes=200_000_000)
-        got = "0x" + hashlib.sha256(model_bytes).hexdigest()
-        if got != record.model_digest:
+        model_bytes: bytes | None = store.cat(event.model_cid, max_bytes=200_000_000)
+        if model_bytes is not None and is_envelope(model_bytes):
+            # a sealed model (spec.model_readers): the record's digest is of the plaintext inside
+            if decryption_keys:
+                model_bytes = open_envelope(model_bytes, list(decryption_keys), model_context(project_id, r))
+            else:
+                model_bytes = None
+                out.unverified.append(f"model digest: the model is sealed for the project's model readers: {UNVERIFIED}")
+        got = None if model_bytes is None else "0x" + hashlib.sha256(model_bytes).hexdigest()
+        if got is not None and got != record.model_digest:
             out.fail("model", f"model digest: the bytes at {event.model_cid} hash to {got}, the record says {record.model_digest}")
     except MarketError as exc:
         out.fail("model", f"model {event.model_cid} cannot be read: {exc}")
@@ -211,6 +228,7 @@ def audit_round(
     except Exception as exc:  # noqa: BLE001 - whatever stops the rebuild is the finding
         out.fail("record", f"the project spec cannot be read: {type(exc).__name__}: {exc}")
         return out
+    _check_policy(out, store, spec, record)
     if spec.validation_data is not None:
         _check_validation_part(out, store, spec.validation_data, record)
     if spec.encrypted and not decryption_keys:
@@ -264,6 +282,26 @@ _CHECK_OF = {
     "rewards": "rewards", "cumulative_rewards": "rewards", "allocation": "rewards",
     "rewards_root": "root", "proofs": "root",
 }
+
+
+def _check_policy(out: RoundAudit, store: Store, spec: ProjectSpec, record: RoundRecord) -> None:
+    """The record's choices are the ones the spec's policy fixes (None: the spec fixes none)."""
+    policy = policy_of(spec)
+    if policy is None:
+        out.checks["policy"] = None
+        return
+    out.checks["policy"] = True
+    for d in record_deviations(record, policy):
+        out.fail("policy", d.message(record.round), recorded=_short(d.recorded), rebuilt=_short(d.fixed))
+    if spec.validation_data is None:
+        try:
+            data = store.cat(record.validation_cid, max_bytes=VALSET_MAX_BYTES)
+        except MarketError as exc:
+            out.fail("policy", f"the validation set {record.validation_cid} cannot be read: {exc}")
+            return
+        why = validation_deviation(data, policy, spec, record)
+        if why is not None:
+            out.fail("policy", why)
 
 
 def _check_validation_part(out: RoundAudit, store: Store, commitment: ValidationCommitment,

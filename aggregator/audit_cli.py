@@ -78,7 +78,8 @@ def audit(
     from market.chain.deployment import Deployment
 
     s = load_settings(config).merged(rpc=rpc, deployment=deployment, ipfs=ipfs)
-    client = Deployment.load(s.deployment).client(connect(s.rpc))
+    dep = Deployment.load(s.deployment)
+    client = dep.client(connect(s.rpc, profile=s.profile or dep.chain_profile), profile=s.profile)
     keys = []
     if account is not None or key_file is not None:
         from aggregator.service import KeySource

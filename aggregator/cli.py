@@ -70,6 +70,9 @@ def serve(
     scorer: str = typer.Option(None, "--scorer", help="Contribution scorer: auto, exact_shapley, gtg_shapley[:eps=..], leave_one_out."),
     server_lr: float = typer.Option(None, "--server-lr", help="Server learning rate of round 0 (adapted on plateau)."),
     validation: str = typer.Option(None, "--validation", help="Validation set: digits|mnist5k[:size=N,seed=S] or a .npz path."),
+    validation_key: Path = typer.Option(
+        None, "--validation-key",
+        help="The owner's key file of the spec's secret validation parts (<project file>.valkey.json)."),
     poll: float = typer.Option(None, "--poll", help="Seconds between chain polls."),
     once: bool = typer.Option(False, "--once", help="Finish at most one round (waiting for it if needed), then exit."),
     until_done: bool = typer.Option(False, "--until-done", help="Exit when the project has no open round."),
@@ -87,18 +90,24 @@ def serve(
     as_json: bool = JsonOpt,
 ) -> None:
     """Follow a project as its aggregator: run each round (fetch, validate, filter, aggregate,
-    score, reward, adapt, publish) and finalize it on chain exactly once. Restartable."""
+    score, reward, adapt, publish) and finalize it on chain exactly once. Restartable.
+
+    The project's spec fixes the aggregation policy (rule, filters, scorer, server learning rate,
+    validation set): --rule, --scorer, --server-lr and --validation only apply to projects whose
+    spec fixes none, and one that contradicts the spec is refused."""
     from aggregator.service import AggregatorService, KeySource, setup_logging
     from market.chain import connect
     from market.chain.deployment import Deployment
 
     s, agg = _settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs, state=state)
     agg = agg.merged(rule=rule, scorer=scorer, server_lr=server_lr, validation=validation, poll=poll,
-                     allow_user_models=allow_user_models)
+                     allow_user_models=allow_user_models,
+                     validation_key=None if validation_key is None else str(validation_key))
     setup_logging(json_log)
-    w3 = connect(s.rpc)
-    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id))
-    client = Deployment.load(s.deployment).client(w3, acct)
+    dep = Deployment.load(s.deployment)
+    w3 = connect(s.rpc, profile=s.profile or dep.chain_profile)
+    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id), s.profile or dep.chain_profile)
+    client = dep.client(w3, acct, s.profile)
     store = open_settings_store(s)
     try:
         keys = KeySource(s.keystore, s.state, account=account, dev=dev_account)
@@ -131,7 +140,8 @@ def status(
     from market.chain.deployment import Deployment
 
     s, _ = _settings(config, rpc=rpc, deployment=deployment, state=state)
-    client = Deployment.load(s.deployment).client(connect(s.rpc))
+    dep = Deployment.load(s.deployment)
+    client = dep.client(connect(s.rpc, profile=s.profile or dep.chain_profile), profile=s.profile)
     journal: Journal = _journal(s, client, project_id)
     rows = round_status(client, journal, project_id)
     if as_json:

@@ -16,6 +16,9 @@ recipient key"), rather than failed:
 - **rewards and root from the recorded scores**: the increments, cumulative amounts, proofs and
   root are recomputed from the record's scores, verdicts and the chain's allocation, and the
   cumulative scores from the previous round's;
+- **policy**: the record's choices against the spec's aggregation policy are checked by
+  `audit.audit_round` before this runs; here, also that the adaptation state a round starts from
+  is the one the previous record handed on (the keyed rebuild compares it as part of the record);
 - not verified: every other verdict (validation of the plaintext, filters), the scores, the
   aggregate (that the model is the rule applied to the accepted updates) and the metrics.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from aggregator.policy import record_deviations
 from aggregator.round import config_from_record, load_context
 from aggregator.round.config import RoundConfig
 from aggregator.round.context import RoundContext
@@ -92,6 +96,10 @@ def audit_without_keys(
             continue
         if got != want:
             out.fail("record", f"{name}: the record says {str(got)[:80]}, the chain gives {str(want)[:80]}")
+    if spec.validation.defence is not None:
+        for d in record_deviations(record, spec.validation.defence, ctx.previous_aggregation if r > 0 else None):
+            if d.field == "aggregation.state_in":
+                out.fail("policy", d.message(r))
     if [v.trainer for v in record.verdicts] != [u.trainer for u in ctx.inputs]:
         out.fail("verdicts", "verdicts: the record's trainers are not the chain's reveals, in commit order")
         return

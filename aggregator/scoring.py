@@ -16,6 +16,13 @@ Scorers:
 - `LeaveOneOut`: v(N) - v(N minus i).
 - `Equal`: every player 1, no evaluation (an even split; for runs that do not measure contributions).
 
+Parallel evaluation: a utility that can evaluate many coalitions at once (`BatchUtility`, e.g. a
+`CoalitionUtility` given an executor such as `aggregator.ray_scoring`'s) is asked, through
+`prefetch`, for the coalitions a scorer is certain to need before it needs them: all of them for
+exact Shapley and leave-one-out, one depth of every permutation of a GTG sweep at a time (which
+prefixes a permutation needs depends only on values already known). The scorer then runs exactly
+as without it, in the same order, on the same values: only where they were computed changes.
+
 Every random choice comes from a SHA-256 counter-mode stream seeded by `rng_seed` (see `_rng`),
 and every sum is `math.fsum` (exactly rounded), so an auditor with the same utilities gets the
 same scores bit for bit, whatever the platform. The utilities themselves are forward passes,
@@ -29,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -39,6 +46,8 @@ from market._spec import Registry
 
 __all__ = [
     "SCORERS",
+    "BatchUtility",
+    "CoalitionExecutor",
     "CoalitionUtility",
     "Equal",
     "ExactShapley",
@@ -49,9 +58,65 @@ __all__ = [
     "Utility",
     "make_scorer",
     "make_utility",
+    "prefetch",
+    "restrict",
 ]
 
 Utility = Callable[[frozenset[int]], float]
+
+
+@runtime_checkable
+class BatchUtility(Protocol):
+    """A utility that can evaluate several coalitions in parallel before they are asked for."""
+
+    def __call__(self, coalition: frozenset[int]) -> float: ...
+
+    def prefetch(self, coalitions: Sequence[frozenset[int]]) -> list[float]:
+        """The values `self(c)` will return for each of `coalitions`, computed together."""
+        ...
+
+
+def prefetch(utility: Utility, coalitions: Sequence[frozenset[int]]) -> list[float] | None:
+    """`utility.prefetch(coalitions)` for a `BatchUtility` that has parallel workers; None
+    (nothing done) for any other utility, which the caller then evaluates one by one as before."""
+    if isinstance(utility, BatchUtility) and getattr(utility, "parallel", False):
+        return utility.prefetch(coalitions)
+    return None
+
+
+class _Restricted:
+    """`utility` over positions 0..k-1 that stand for `members[0..k-1]` of the full game."""
+
+    def __init__(self, utility: Utility, members: Sequence[int]):
+        self.utility, self.members = utility, list(members)
+        self.parallel = bool(getattr(utility, "parallel", False))
+
+    def _full(self, coalition: frozenset[int]) -> frozenset[int]:
+        return frozenset(self.members[j] for j in coalition)
+
+    def __call__(self, coalition: frozenset[int]) -> float:
+        return self.utility(self._full(coalition))
+
+    def prefetch(self, coalitions: Sequence[frozenset[int]]) -> list[float]:
+        out = prefetch(self.utility, [self._full(c) for c in coalitions])
+        return out if out is not None else [self(c) for c in coalitions]
+
+
+def restrict(utility: Utility, members: Sequence[int]) -> Utility:
+    """The sub-game on `members` (position j of the sub-game is player `members[j]`), keeping
+    the utility's parallel `prefetch` if it has one."""
+    return _Restricted(utility, members)
+
+
+class CoalitionExecutor(Protocol):
+    """Evaluates coalition models elsewhere (worker processes, a cluster), bit for bit as here."""
+
+    @property
+    def workers(self) -> int: ...
+
+    def evaluate(self, utility: CoalitionUtility, coalitions: Sequence[frozenset[int]]) -> list[float]:
+        """`float(utility.evaluate_fn(utility.model(c)))` for each coalition, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -94,6 +159,20 @@ class _Memo:
     def evaluations(self) -> int:
         return len(self.cache)
 
+    @property
+    def parallel(self) -> bool:
+        return isinstance(self._u, BatchUtility) and bool(getattr(self._u, "parallel", False))
+
+    def known(self, coalition: frozenset[int]) -> float | None:
+        return self.cache.get(coalition)
+
+    def prefetch(self, coalitions: Sequence[frozenset[int]]) -> dict[frozenset[int], float]:
+        """Values of the coalitions not used yet, computed in parallel when the utility can (not
+        counted as evaluations: they count when the scorer uses them); {} when it cannot."""
+        todo = list(dict.fromkeys(c for c in coalitions if c not in self.cache))
+        values = prefetch(self._u, todo) if todo else None
+        return dict(zip(todo, values, strict=True)) if values is not None else {}
+
 
 def _check_players(players: Sequence[str]) -> list[str]:
     ps = list(players)
@@ -121,7 +200,9 @@ class ExactShapley:
         if n == 0:
             memo(frozenset())
             return ScoreResult({}, memo.evaluations, self.name)
-        v = [memo(frozenset(i for i in range(n) if mask >> i & 1)) for mask in range(1 << n)]
+        every = [frozenset(i for i in range(n) if mask >> i & 1) for mask in range(1 << n)]
+        memo.prefetch(every)
+        v = [memo(c) for c in every]
         fact = [math.factorial(k) for k in range(n + 1)]
         weight = [fact[s] * fact[n - s - 1] / fact[n] for s in range(n)]
         pop = [m.bit_count() for m in range(1 << n)]
@@ -142,6 +223,7 @@ class LeaveOneOut:
         ps = _check_players(players)
         memo = _Memo(utility)
         everyone = frozenset(range(len(ps)))
+        memo.prefetch([everyone, *(everyone - {i} for i in range(len(ps)))])
         full = memo(everyone)
         scores = {p: full - memo(everyone - {i}) for i, p in enumerate(ps)}
         return ScoreResult(scores, memo.evaluations, self.name)
@@ -213,10 +295,15 @@ class GTGShapley:
             # leaders come is itself shuffled so a budget cut mid-sweep favours no one
             leaders = list(range(n))
             rng.shuffle(leaders)
+            # the draws depend on no value, so a sweep's permutations can be drawn before any is
+            # evaluated (the same stream, in the same order, as drawing each one when it starts)
+            perms = []
             for lead in leaders:
                 rest = [i for i in range(n) if i != lead]
                 rng.shuffle(rest)
-                perm = [lead, *rest]
+                perms.append([lead, *rest])
+            self._prefetch_sweep(perms, memo, v0, vn)
+            for perm in perms:
                 prefix: set[int] = set()
                 prev = v0
                 for pos, player in enumerate(perm):
@@ -259,6 +346,28 @@ class GTGShapley:
             },
         )
 
+    def _prefetch_sweep(self, perms: Sequence[Sequence[int]], memo: _Memo, v0: float, vn: float) -> None:
+        """Ask the utility, one depth at a time, for the prefixes the sweep's permutations will
+        evaluate: a permutation goes on past position k only if its prefix value so far is more
+        than eps from v(N), which the values of earlier depths decide. No-op for a utility that
+        evaluates one coalition at a time."""
+        n = len(perms[0]) if perms else 0
+        if not memo.parallel or n < 2:
+            return
+        fetched: dict[frozenset[int], float] = {}
+        live = [(perm, v0) for perm in perms]
+        for pos in range(n - 1):
+            live = [(perm, prev) for perm, prev in live if abs(vn - prev) > self.eps]
+            if not live:
+                return
+            wanted = [frozenset(perm[: pos + 1]) for perm, _ in live]
+            fetched.update(memo.prefetch([c for c in wanted if c not in fetched]))
+            nxt = []
+            for (perm, _), c in zip(live, wanted, strict=True):
+                value = memo.known(c)
+                nxt.append((perm, fetched[c] if value is None else value))
+            live = nxt
+
 
 # ---------------------------------------------------------------------------------------------
 
@@ -268,7 +377,10 @@ class CoalitionUtility:
     `v(empty) = evaluate_fn(global)`. `evaluations` counts distinct coalitions evaluated.
 
     `ledger(coalition, measure)`, when given, decides the value of each new coalition: it may
-    record `measure()` or replace it by a recorded value (see `aggregator.round.ledger`)."""
+    record `measure()` or replace it by a recorded value (see `aggregator.round.ledger`).
+
+    `executor`, when given, measures what `prefetch` is asked for on its workers; each value is
+    then used (and goes through the ledger) when the scorer asks for it, as if measured here."""
 
     def __init__(
         self,
@@ -278,6 +390,7 @@ class CoalitionUtility:
         global_vector: torch.Tensor,
         weights: torch.Tensor | None = None,
         ledger: Callable[[frozenset[int], Callable[[], float]], float] | None = None,
+        executor: CoalitionExecutor | None = None,
     ):
         if updates.dim() != 2 or global_vector.dim() != 1:
             raise ScoringError("updates must be [n, d] and global_vector [d]; flatten them first")
@@ -292,7 +405,10 @@ class CoalitionUtility:
         self.global_vector = global_vector
         self.weights = weights
         self.ledger = ledger
+        self.executor = executor
         self.cache: dict[frozenset[int], float] = {}
+        #: measured by the executor, not used yet
+        self.measured: dict[frozenset[int], float] = {}
 
     @property
     def n(self) -> int:
@@ -316,12 +432,33 @@ class CoalitionUtility:
             agg = self.aggregate_fn(sub, self.weights[idx])
         return self.global_vector + agg
 
+    @property
+    def parallel(self) -> bool:
+        return self.executor is not None and self.executor.workers > 1
+
+    def prefetch(self, coalitions: Sequence[frozenset[int]]) -> list[float]:
+        """Measure the coalitions not known yet on the executor's workers (all at once); their
+        values, in order (a coalition already used: the value it got)."""
+        keys = [frozenset(c) for c in coalitions]
+        todo = list(dict.fromkeys(k for k in keys if k not in self.cache and k not in self.measured))
+        if todo:
+            outside = next((k for k in todo if k and (min(k) < 0 or max(k) >= self.n)), None)
+            if outside is not None:
+                raise ScoringError(f"coalition {sorted(outside)} names players outside 0..{self.n - 1}")
+            values = self.executor.evaluate(self, todo) if self.executor is not None else [self._measure(k) for k in todo]
+            self.measured.update(zip(todo, (float(v) for v in values), strict=True))
+        return [self.cache[k] if k in self.cache else self.measured[k] for k in keys]
+
+    def _measure(self, key: frozenset[int]) -> float:
+        return float(self.evaluate_fn(self.model(key)))
+
     def __call__(self, coalition: frozenset[int]) -> float:
         key = frozenset(coalition)
         v = self.cache.get(key)
         if v is None:
             def measure() -> float:
-                return float(self.evaluate_fn(self.model(key)))
+                early = self.measured.pop(key, None)
+                return early if early is not None else self._measure(key)
 
             v = measure() if self.ledger is None else float(self.ledger(key, measure))
             self.cache[key] = v
@@ -335,11 +472,12 @@ def make_utility(
     global_vector: torch.Tensor,
     weights: torch.Tensor | None = None,
     ledger: Callable[[frozenset[int], Callable[[], float]], float] | None = None,
+    executor: CoalitionExecutor | None = None,
 ) -> CoalitionUtility:
     """A memoised coalition utility: the model of coalition S is `global + aggregate_fn(updates[S])`
     (`aggregate_fn(updates[S], weights[S])` when weights are given; every rule in `rules` fits),
     scored by `evaluate_fn(model_vector) -> float` (e.g. validation accuracy)."""
-    return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights, ledger)
+    return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights, ledger, executor)
 
 
 #: Every scorer by name (and alias): `SCORERS.get("gtg")` is the class.

@@ -34,6 +34,12 @@ the store only when round r runs (past its reveal deadline, so every update it s
 fixed) and names it in round r's record (`validation_cid`, `aggregation.validation_disclosure`),
 which becomes known at finalize. Without `validation_data` nothing changes.
 
+The aggregation policy (the spec's `validation.defence`, `aggregator.policy`): the service adopts
+it before its first poll: rule, filter and pay thresholds, scorer, server learning rate and schedule,
+and the public validation set all come from the spec, and a setting the operator set explicitly
+that contradicts it stops the service with one line naming the key. A spec without a policy
+(created before policies) runs on the settings, as before.
+
 Fault injection for tests: `AGGREGATOR_CRASH_AT=<stage>` makes the process `os._exit(137)` right
 after that stage (`fetch`, `validate`, `filter`, `aggregate`, `score`, `reward`, `adapt`,
 `publish`, `finalize_sent`, `finalize`).
@@ -55,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from aggregator.errors import AggregatorError, SettingsError
 from aggregator.filters import FilterConfig
 from aggregator.journal import Journal, JournalError, RoundEntry, Stage
+from aggregator.policy import config_from_policy, policy_of, policy_validation, refuse_contradictions
 from aggregator.round import STAGES, RoundConfig, compute_round, load_context, publish_round
 from aggregator.rules import make_rule
 from aggregator.scoring import make_scorer
@@ -203,6 +210,8 @@ def config_from_settings(s: AggregatorSettings) -> RoundConfig:
         fetch_workers=s.fetch_workers,
         fetch_timeout=s.fetch_timeout,
         fetch_attempts=s.fetch_attempts,
+        compute=s.compute,
+        ray_address=s.ray_address,
     )
 
 
@@ -327,13 +336,16 @@ class AggregatorService:
         self.store = store
         self.project_id = project_id
         self.settings = settings
+        #: the settings' own config, checked up front; the spec's policy replaces it (`round_config`)
         self.config = config_from_settings(settings)
+        self._round_config: RoundConfig | None = None
         self.journal = journal
         self.sleep = sleep
         self._spec: ProjectSpec | None = None
         self._valset: ValidationSet | None = None
         self._validation_cid: str | None = None
         self._parts: SecretParts | None = None
+        self._key_ignored = False
         self._last_wait = ""
         self._key_source = keys
         self._keys: tuple[X25519PrivateKey, ...] | None = None
@@ -345,6 +357,21 @@ class AggregatorService:
         if self._spec is None:
             self._spec = load_spec(self.client, self.store, self.project_id)
         return self._spec
+
+    def round_config(self) -> RoundConfig:
+        """What every round runs with: the spec's policy (the operator's I/O settings aside), after
+        refusing an explicit setting that contradicts it; the settings for a spec without one."""
+        if self._round_config is None:
+            policy = policy_of(self.spec)
+            if policy is None:
+                self._round_config = self.config
+            else:
+                refuse_contradictions(self.settings, policy, self.spec, self.project_id)
+                self._round_config = config_from_policy(policy, self.config)
+                _info(f"project {self.project_id}'s spec fixes the aggregation policy: rule {policy.rule}, scorer"
+                      f" {policy.scorer}, server_lr {policy.server_lr:g}, validation"
+                      f" {policy_validation(policy, self.spec) or 'secret parts'}", event="policy", rule=policy.rule)
+        return self._round_config
 
     def decryption_keys(self) -> tuple[X25519PrivateKey, ...]:
         """The keys that open this project's updates (none for a plaintext project); a key that
@@ -363,7 +390,8 @@ class AggregatorService:
     def validation(self) -> tuple[ValidationSet, str]:
         """The public validation set (config, else the spec's built-in dataset) and its published CID."""
         if self._valset is None:
-            text = self.settings.validation
+            policy = policy_of(self.spec)
+            text = self.settings.validation if policy is None else policy_validation(policy, self.spec)
             if text is None:
                 dataset = self.spec.model.dataset
                 if dataset not in BUILTINS:
@@ -382,6 +410,10 @@ class AggregatorService:
         """The split behind the spec's committed validation parts (None: the spec commits to none)."""
         commitment = self.spec.validation_data
         if commitment is None:
+            if self.settings.validation_key is not None and not self._key_ignored:
+                self._key_ignored = True
+                _warn(f"project {self.project_id}'s spec commits to no secret validation parts: the validation key"
+                      f" {self.settings.validation_key} is not used", event="validation_key_ignored")
             return None
         if self._parts is None:
             self._parts = load_secret_parts(self.settings.validation_key, commitment, self.spec.model)
@@ -461,6 +493,8 @@ class AggregatorService:
     def poll(self) -> Step:
         """Look at the chain once; run the open round if it is ready."""
         info = self.check_role()
+        self.round_config()
+        self.secret_parts()  # a missing, unreadable or wrong key file stops the service now, not at round r
         reconciled = self._reconcile_journal(info)
         if reconciled is not None:
             return reconciled
@@ -563,7 +597,7 @@ class AggregatorService:
             state["entry"] = self.journal.advance(state["entry"], _STAGE_OF[name])
             crash_point(name)
 
-        computed = compute_round(ctx, self.store, self.config, valset, validation_cid, cache=self.journal, on_stage=on_stage)
+        computed = compute_round(ctx, self.store, self.round_config(), valset, validation_cid, cache=self.journal, on_stage=on_stage)
         entry = state["entry"]
         if disclosure is not None:
             aggregation = with_disclosure(computed.fields["aggregation"], disclosure)

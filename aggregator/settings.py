@@ -1,6 +1,11 @@
 """The aggregator's configuration: the `[aggregator]` table of the TOML config file (the same
 file whose `[market]` table says where the node, deployment and IPFS API are), flags on top.
 
+A project whose spec fixes the aggregation policy (`validation.defence`: every project `market
+project create` makes) takes `rule`, `scorer`, `server_lr`, `validation`, `[aggregator.filters]`
+and `[aggregator.adapt]` from its spec: leave them out; one that is set and differs stops the
+service with a line naming it (`aggregator.policy`). They apply to specs without a policy.
+
 ```toml
 [aggregator]
 rule = "fedavg"                     # any aggregator.rules spec (default fedavg); clip=median for norm clipping
@@ -13,6 +18,8 @@ fetch_workers = 4                   # parallel update downloads
 fetch_timeout = 30.0                # seconds per download
 threads = 1                         # torch/BLAS threads during a round (fixed: results are bytes-exact)
 allow_user_models = false           # build `package.module:factory` architectures (runs their code)
+compute = "local"                   # "ray": coalition utilities on Ray workers (docs/ray.md; pip install .[ray])
+ray_address = "ray://head:10001"    # with compute = "ray"; omit for a private local Ray instance
 
 [aggregator.filters]                # aggregator.filters settings (see that module)
 [aggregator.adapt]                  # plateau adaptation of the server learning rate and local epochs
@@ -28,15 +35,15 @@ max_epochs = 5
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aggregator.errors import SettingsError
-from aggregator.round.adapt import AdaptPolicy
+from aggregator.round.adapt import AdaptSchedule
 from market._text import first_pydantic_error
 
-__all__ = ["AdaptPolicy", "AggregatorSettings", "SettingsError", "load_aggregator_settings"]
+__all__ = ["AdaptSchedule", "AggregatorSettings", "SettingsError", "load_aggregator_settings"]
 
 
 class AggregatorSettings(BaseModel):
@@ -60,15 +67,19 @@ class AggregatorSettings(BaseModel):
     fetch_attempts: int = Field(default=3, ge=1)
     threads: int = Field(default=1, ge=1, le=256)
     allow_user_models: bool = False
+    compute: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
     filters: dict[str, Any] = Field(default_factory=dict)
-    adapt: AdaptPolicy = AdaptPolicy()
+    adapt: AdaptSchedule = AdaptSchedule()
     #: Longest pause between retries while IPFS or the RPC node is down (seconds).
     max_backoff: float = Field(default=30.0, gt=0)
 
     def merged(self, **overrides: Any) -> AggregatorSettings:
+        """These settings with the flags that were given on top; what was set (in the table or by
+        a flag) stays told apart from the defaults (`model_fields_set`)."""
         clean = {k: v for k, v in overrides.items() if v is not None}
         try:
-            return AggregatorSettings.model_validate(self.model_dump() | clean)
+            return AggregatorSettings.model_validate(self.model_dump(exclude_unset=True) | clean)
         except ValidationError as exc:
             raise _error(exc, "flags") from None
 

@@ -203,14 +203,15 @@ class SecretParts:
 def load_secret_parts(key_file: str | Path | None, commitment: ValidationCommitment, spec: ModelSpec) -> SecretParts:
     """The split behind the spec's `commitment`, from the owner's key file (checked against it)."""
     if key_file is None:
-        raise SettingsError("the project's spec commits to secret validation parts: set validation_key in [aggregator]"
-                            " to the key file the owner wrote at creation (<project file>.valkey.json)")
+        raise SettingsError("the project's spec commits to secret validation parts: pass --validation-key (or set"
+                            " validation_key in [aggregator]) to the key file the owner wrote at creation"
+                            " (<project file>.valkey.json)")
     path = Path(key_file)
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SettingsError(f"cannot read the validation key file {path} ({exc.strerror}): check validation_key"
-                            " in [aggregator]") from None
+        raise SettingsError(f"cannot read the validation key file {path} ({exc.strerror}): check --validation-key"
+                            " (or validation_key in [aggregator])") from None
     split, _ = ValSplit.from_key_document(data, str(path))
     if split.commitment() != commitment:
         raise SettingsError(f"the validation key file {path} commits to {split.commitment().root[:18]}..., the"

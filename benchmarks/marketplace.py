@@ -1,4 +1,4 @@
-"""The marketplace's figures (issue 6): robustness, filters, rewards, and protocol overhead.
+"""The marketplace's figures (issue 6): robustness, filters and rewards.
 
 Run: .venv/bin/python benchmarks/marketplace.py [--fast] [--full] [--smoke] [--workers 2]
      (default ~11 min on 2 quiet cores, most of it contribution scoring; --full ~45 min; --smoke seconds)
@@ -38,44 +38,29 @@ Run: .venv/bin/python benchmarks/marketplace.py [--fast] [--full] [--smoke] [--w
    share of all rewards paid to honest trainers, what free-riders and copycats got (must be 0),
    and a fairness run: 10 honest trainers with label noise 0, 0.1, 0.2, 0.3, 0.5 (two each,
    `trainer.partition.with_label_noise`), Spearman between total reward and quality = 1 - noise.
-4. **Protocol overhead per round on the real local stack**: this script starts anvil
-   (`devnet.anvil.Anvil`, automine) and a js-ipfs daemon (`devnet.ipfsnode.IpfsNode`) on free
-   loopback ports, deploys LearningMarket, and for 10, 50 and 100 trainers (keys funded with
-   anvil_setBalance, registered, each its own `trainer.participant.Participant` with its own
-   IPFS client and state directory) runs rounds with pre-encoded updates (a real `mnist_cnn`
-   delta, perturbed per trainer, encoded with `market.protocol.codec` before the clock starts):
-   trainers (thread pool): upload to IPFS, commit, [mine past the commit deadline], reveal;
-   aggregator (`aggregator.round`): `load_context` (chain events, spec, previous record),
-   `gather_inputs` (`fetch_verified`, journal cache as the service, + the base models), the
-   validate stage of `compute_from_inputs`, then `publish_round` (model + record on IPFS),
-   `finalizeRound`. The round runs with the `equal` scorer.
-   Not counted: training, filter + aggregate + score + reward (shown apart), and chain waiting
-   (deadlines are passed with anvil_mine; the time of those calls is shown apart).
-   Both processes are stopped by PID at the end.
+Protocol overhead on the real local stack (chain + IPFS, 10 to 1,000 trainers) is measured by
+`benchmarks/protocol_overhead.py`.
 
 Targets: 30% malicious running any one attack -> default rule within 2 accuracy points of FedAvg
 without attack; honest trainers >= 95% of rewards; free-riders and copycats paid 0;
-Spearman(reward, data quality) >= 0.8; protocol overhead <= 3 s per round for 50 trainers.
+Spearman(reward, data quality) >= 0.8.
 Everything printed is also written to reports/benchmarks/marketplace.json (`--out`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
 import signal
-import statistics
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +74,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from aggregator.round import RoundConfig, compute_from_inputs, gather_inputs, load_context, publish_round
 from aggregator.rules import make_rule
-from aggregator.service import available_for
 from aggregator.settings import AggregatorSettings
-from lab.inprocess import DIRICHLET, ETHER, IID, MODELS, RunSpec, service_config, simulate, splits
-from market.models import ModelSpec, init_model
-from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
-from market.protocol.documents import ProjectSpec
+from lab.inprocess import DIRICHLET, ETHER, IID, MODELS, RunSpec, service_config, simulate
 from trainer.behaviours import parse_behaviour
-from trainer.training import TrainConfig, train_local
 
 ATTACKS = ("none", "sign_flip", "gaussian_noise", "scaling", "label_flip", "alie", "ipm", "free_rider", "copycat",
            "sample_liar")
@@ -111,8 +90,6 @@ DEMO_HP = {"epochs": DEMO["epochs"], "lr": DEMO["lr"], "batch_size": DEMO["batch
 TARGET_ACC_GAP = 0.02
 TARGET_HONEST_SHARE = 0.95
 TARGET_SPEARMAN = 0.8
-TARGET_OVERHEAD_S = 3.0
-TARGET_OVERHEAD_N = 50
 
 
 def service_settings() -> AggregatorSettings:
@@ -327,257 +304,6 @@ def summarize_sim(results: list[dict[str, Any]], default_rule: str) -> dict[str,
             "fairness": fairness, "failed": [{"name": r["name"], "error": r["error"]} for r in results if "error" in r]}
 
 
-# ============================================================================ 4: overhead
-
-
-def _cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process (0 if unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-class CpuMeter:
-    """CPU seconds used by this process (the trainers' and the aggregator's clients), anvil and
-    the IPFS daemon between `start()` and `stop()`: shows which one a phase waits on."""
-
-    def __init__(self, pids: dict[str, int | None]):
-        self.pids = pids
-        self._t0: dict[str, float] = {}
-
-    def _now(self) -> dict[str, float]:
-        t = os.times()
-        return {"clients": t.user + t.system, **{k: _cpu_seconds(p) for k, p in self.pids.items()}}
-
-    def start(self) -> None:
-        self._t0 = self._now()
-
-    def stop(self) -> dict[str, float]:
-        now = self._now()
-        return {k: now[k] - self._t0.get(k, 0.0) for k in now}
-
-
-@dataclass
-class RoundTiming:
-    n: int
-    round: int
-    upload: float = 0.0
-    commit: float = 0.0
-    reveal: float = 0.0
-    context: float = 0.0
-    fetch: float = 0.0
-    validate: float = 0.0
-    publish: float = 0.0
-    finalize: float = 0.0
-    compute_not_counted: float = 0.0
-    mine_not_counted: float = 0.0
-    mined_blocks: int = 0
-    update_bytes: int = 0
-    record_bytes: int = 0
-    accepted: int = 0
-    #: CPU seconds per process during the trainers' phases and the aggregator's phase
-    cpu_trainers: dict[str, float] = field(default_factory=dict)
-    cpu_aggregator: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def trainers(self) -> float:
-        return self.upload + self.commit + self.reveal
-
-    @property
-    def aggregator(self) -> float:
-        return self.context + self.fetch + self.validate + self.publish + self.finalize
-
-    @property
-    def total(self) -> float:
-        return self.trainers + self.aggregator
-
-
-def _real_delta(spec: ModelSpec) -> dict[str, torch.Tensor]:
-    """One real mnist_cnn update: one epoch on 400 MNIST-5k samples from the initial weights."""
-    train, _, _ = splits("mnist5k", 0)
-    shard = train.subset(np.arange(400))
-    res = train_local(spec, init_model(spec, 0).state_dict(), shard, TrainConfig(epochs=1, lr=0.05, seed=1))
-    return res.delta
-
-
-def overhead(counts: Sequence[int], rounds: int, console: Console, workers: int) -> dict[str, Any]:
-    from eth_account import Account
-    from eth_utils import keccak
-
-    from aggregator.journal import Journal
-    from aggregator.valset import load_validation_set
-    from devnet.anvil import Anvil, rpc_call
-    from devnet.ipfsnode import IpfsNode
-    from devnet.ports import free_ports
-    from market.chain import ProjectParams, connect
-    from market.chain.accounts import dev_account
-    from market.chain.deployment import deploy
-    from market.storage import IpfsStore
-    from trainer.participant import Participant
-
-    config = service_config(score=False)  # scoring is not protocol overhead
-    ms = MODELS["mnist5k"]
-    out: dict[str, Any] = {"rounds_per_count": rounds, "timings": []}
-    with tempfile.TemporaryDirectory(prefix="marketplace-bench-") as d:
-        tmp = Path(d)
-        anvil_port, api, gw, rpcp = free_ports(4)
-        ipfs = IpfsNode(tmp / "ipfs" / "repo", api, gw, rpcp)
-        anvil = Anvil(tmp / "anvil", port=anvil_port, accounts=10)
-        anvil.state_dir.mkdir(parents=True)
-        stores: list[IpfsStore] = []
-        try:
-            with console.status("starting anvil and the js-ipfs daemon..."):
-                ipfs.start(timeout=120)
-                anvil.start()
-            out["pids"] = {"anvil": anvil.process.pid, "ipfs": ipfs.status().pid}
-            cpu = CpuMeter(out["pids"])
-            out["ipfs_version"] = ipfs.status().version
-            w3 = connect(anvil.url)
-            dep = deploy(w3, dev_account(0), anvil.url)
-            owner = dep.client(w3, dev_account(0))
-            agg = dep.client(w3, dev_account(1))
-            agg_store = IpfsStore(ipfs.api_multiaddr, timeout=120)
-            stores.append(agg_store)
-            with console.status("training one real mnist_cnn delta and publishing the spec..."):
-                delta0 = _real_delta(ms)
-                init = init_model(ms, 0).state_dict()
-                wcid = agg_store.add(encode_model(init, ModelHeader(0, 0, ms.architecture)))
-                pspec = ProjectSpec(model=ms.model_copy(update={"initial_weights_cid": wcid}), hyperparams=dict(DEMO_HP))
-                spec_cid = agg_store.add(pspec.to_bytes())
-                valset = load_validation_set("mnist5k:size=500,seed=0", ms)
-                validation_cid = agg_store.add(valset.to_npz())
-            for n in counts:
-                accounts = [Account.from_key(keccak(text=f"marketplace-benchmark-trainer-{n}-{i}")) for i in range(n)]
-                for a in accounts:
-                    rpc_call(anvil.url, "anvil_setBalance", [a.address, hex(10**21)])
-                params = ProjectParams(
-                    aggregator=dev_account(1).address, arbiter=dev_account(2).address, num_rounds=rounds,
-                    reward_per_round=ETHER, commit_window=2 * n + 30, reveal_window=n + 30, challenge_window=1,
-                    spec_cid=spec_cid,
-                )
-                pid, _ = owner.create_project(params)
-                parts = []
-                for i, a in enumerate(accounts):
-                    st = IpfsStore(ipfs.api_multiaddr, timeout=120)
-                    stores.append(st)
-                    parts.append(Participant(owner.with_account(a), st, tmp / "trainers" / f"n{n}-{i}",
-                                             poll_interval=0.01))
-                journal = Journal(tmp / "journal" / f"p{pid}")
-                threads = min(n, workers)
-                with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trainer") as pool:
-                    with console.status(f"{n} trainers register in project {pid}..."):
-                        list(pool.map(Participant.join, parts, [pid] * n))
-                    base_cid = wcid
-                    for r in range(rounds):
-                        timing = RoundTiming(n, r)
-                        # pre-encoded updates (the training side; not timed)
-                        gen = torch.Generator().manual_seed(1000 * n + r)
-                        blobs = []
-                        for i, p in enumerate(parts):
-                            d_i = {k: v * (1.0 + 0.1 * torch.randn(v.shape, generator=gen)) for k, v in delta0.items()}
-                            blobs.append(encode_update(d_i, UpdateHeader(pid, r, base_cid, p.address, 400)))
-                        timing.update_bytes = len(blobs[0])
-                        with console.status(f"{n} trainers, round {r}: upload, commit, reveal"):
-                            cpu.start()
-                            t0 = time.perf_counter()
-                            states = list(pool.map(Participant.prepare, parts, [pid] * n, [r] * n, blobs))
-                            t1 = time.perf_counter()
-                            states = list(pool.map(Participant.commit, parts, states))
-                            t2 = time.perf_counter()
-                            timing.upload, timing.commit = t1 - t0, t2 - t1
-                            info = agg.project(pid)
-                            tm = time.perf_counter()
-                            k = info.commit_deadline - agg.block_number + 1
-                            if k > 0:
-                                anvil.mine(k)
-                                timing.mined_blocks += k
-                            timing.mine_not_counted += time.perf_counter() - tm
-                            t3 = time.perf_counter()
-                            states = list(pool.map(Participant.reveal, parts, states))
-                            timing.reveal = time.perf_counter() - t3
-                            assert all(s.stage.value == "revealed" for s in states)
-                            tm = time.perf_counter()
-                            k = info.reveal_deadline - agg.block_number + 1
-                            if k > 0:
-                                anvil.mine(k)
-                                timing.mined_blocks += k
-                            timing.mine_not_counted += time.perf_counter() - tm
-                            timing.cpu_trainers = cpu.stop()
-                        with console.status(f"{n} trainers, round {r}: aggregator fetch, validate, publish, finalize"):
-                            cpu.start()
-                            published = _aggregate_round(agg, agg_store, journal, pid, r, pspec, config, valset,
-                                                         validation_cid, timing)
-                            timing.cpu_aggregator = cpu.stop()
-                        base_cid = published
-                        out["timings"].append({**asdict(timing), "trainers": timing.trainers,
-                                               "aggregator": timing.aggregator, "total": timing.total})
-                        console.print(
-                            f"  overhead n={n} round {r}: trainers {timing.trainers:.2f} s (upload {timing.upload:.2f}, "
-                            f"commit {timing.commit:.2f}, reveal {timing.reveal:.2f}); aggregator {timing.aggregator:.2f} s "
-                            f"(context {timing.context:.2f}, fetch {timing.fetch:.2f}, validate {timing.validate:.2f}, "
-                            f"publish {timing.publish:.2f}, finalize {timing.finalize:.2f}); total {timing.total:.2f} s",
-                            highlight=False)
-        finally:
-            for st in stores:
-                with contextlib.suppress(Exception):
-                    st.close()
-            anvil.stop()
-            ipfs.stop()
-            out["stopped"] = {"anvil": anvil.process.pid is None, "ipfs": not ipfs.is_running()}
-    return out
-
-
-def _aggregate_round(agg: Any, store: Any, journal: Any, pid: int, r: int, pspec: ProjectSpec,
-                     config: RoundConfig, valset: Any, validation_cid: str, timing: RoundTiming) -> str:
-    """The service's round (`aggregator.round`) with the `equal` scorer: context, fetch (the
-    journal as cache), validate, [filter, aggregate, score, reward, adapt: not counted], publish,
-    finalize. Returns the new model's CID."""
-    t0 = time.perf_counter()
-    info = agg.project(pid)
-    ctx = load_context(agg, store, pid, r, available_for(agg, info, r), spec=pspec)
-    t1 = time.perf_counter()
-    inputs = gather_inputs(store, ctx, valset=valset, validation_cid=validation_cid, config=config, cache=journal)
-    t2 = time.perf_counter()
-    marks: dict[str, float] = {}
-
-    def mark(name: str) -> None:
-        marks[name] = time.perf_counter()
-
-    computed = compute_from_inputs(inputs, config, on_stage=mark)
-    t4 = time.perf_counter()
-    published = publish_round(store, computed)
-    t5 = time.perf_counter()
-    agg.finalize_round(pid, r, published.model_cid, published.record_cid, computed.root, computed.allocation)
-    t6 = time.perf_counter()
-    t3 = marks["validate"]
-    timing.context, timing.fetch, timing.validate = t1 - t0, t2 - t1, t3 - t2
-    timing.compute_not_counted = t4 - t3
-    timing.publish, timing.finalize = t5 - t4, t6 - t5
-    timing.record_bytes = len(published.record_bytes)
-    timing.accepted = sum(1 for c in computed.candidates if c.accepted)
-    return str(published.model_cid)
-
-
-def summarize_overhead(ov: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    by_n: dict[int, list[dict[str, Any]]] = {}
-    for t in ov.get("timings", []):
-        by_n.setdefault(int(t["n"]), []).append(t)
-    keys = ("upload", "commit", "reveal", "trainers", "context", "fetch", "validate", "publish", "finalize",
-            "aggregator", "total", "compute_not_counted", "mine_not_counted")
-    for n, ts in sorted(by_n.items()):
-        cpu = {f"cpu_{phase}_{proc}": statistics.median(t[f"cpu_{phase}"].get(proc, 0.0) for t in ts)
-               for phase in ("trainers", "aggregator") for proc in ("clients", "anvil", "ipfs")}
-        rows.append({"n": n, "rounds": len(ts), **{k: statistics.median(t[k] for t in ts) for k in keys}, **cpu,
-                     "total_max": max(t["total"] for t in ts), "update_bytes": ts[0]["update_bytes"],
-                     "record_bytes": statistics.median(t["record_bytes"] for t in ts)})
-    return rows
-
-
 # ============================================================================ printing
 
 
@@ -671,30 +397,7 @@ def print_rewards(console: Console, summary: dict[str, Any], default_rule: str) 
         console.print(t)
 
 
-def print_overhead(console: Console, rows: list[dict[str, Any]]) -> None:
-    t = Table(title="Protocol overhead per round on the real stack (anvil + js-ipfs), median over rounds, seconds; "
-                    "training, scoring and chain waiting excluded")
-    cols = ("trainers", "upload", "commit", "reveal", "context", "fetch", "validate", "publish", "finalize",
-            "total", "max", f"<= {TARGET_OVERHEAD_S:g} s", "filter+agg*", "mining*",
-            "CPU s trainers py/anvil/ipfs", "py ms /trainer", "CPU s aggr. py/anvil/ipfs")
-    for c in cols:
-        t.add_column(c, justify="right")
-    for r in rows:
-        ok = r["total"] <= TARGET_OVERHEAD_S if r["n"] == TARGET_OVERHEAD_N else None
-        t.add_row(str(r["n"]), *(f"{r[k]:.2f}" for k in ("upload", "commit", "reveal", "context", "fetch", "validate",
-                                                            "publish", "finalize", "total")),
-                  f"{r['total_max']:.2f}", yes(ok), f"{r['compute_not_counted']:.2f}", f"{r['mine_not_counted']:.2f}",
-                  "/".join(f"{r[f'cpu_trainers_{p}']:.1f}" for p in ("clients", "anvil", "ipfs")),
-                  f"{r['cpu_trainers_clients'] / r['n'] * 1000:.0f}",
-                  "/".join(f"{r[f'cpu_aggregator_{p}']:.1f}" for p in ("clients", "anvil", "ipfs")))
-    if rows:
-        t.caption = (f"update {rows[0]['update_bytes'] / 1024:.0f} KiB (mnist_cnn, f32); upload/commit/reveal: all trainers "
-                     "in parallel from this one process (wall); context..finalize: the aggregator; * not counted; load average at the "
-                     f"end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    console.print(t)
-
-
-def targets(summary: dict[str, Any] | None, ov_rows: list[dict[str, Any]] | None, default_rule: str,
+def targets(summary: dict[str, Any] | None, default_rule: str,
             central: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if summary:
@@ -731,17 +434,6 @@ def targets(summary: dict[str, Any] | None, ov_rows: list[dict[str, Any]] | None
             rho = summary["fairness"]["spearman"]
             out.append({"target": f"Spearman(reward, data quality) >= {TARGET_SPEARMAN}", "measured": f"{rho:.3f}",
                         "met": bool(rho >= TARGET_SPEARMAN)})
-    if ov_rows:
-        hit = [r for r in ov_rows if r["n"] == TARGET_OVERHEAD_N]
-        if hit:
-            out.append({"target": f"protocol overhead <= {TARGET_OVERHEAD_S:g} s per round, {TARGET_OVERHEAD_N} trainers",
-                        "measured": f"{hit[0]['total']:.2f} s (median of {hit[0]['rounds']}, max {hit[0]['total_max']:.2f})",
-                        "met": hit[0]["total"] <= TARGET_OVERHEAD_S})
-        else:
-            big = max(ov_rows, key=lambda r: r["n"])
-            out.append({"target": f"protocol overhead <= {TARGET_OVERHEAD_S:g} s per round, {TARGET_OVERHEAD_N} trainers",
-                        "measured": f"not run ({TARGET_OVERHEAD_N} trainers); {big['n']} trainers: {big['total']:.2f} s",
-                        "met": None})
     return out
 
 
@@ -767,7 +459,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fast", action="store_true", help="digits + digits_mlp instead of MNIST-5k + mnist_cnn")
     ap.add_argument("--full", action="store_true", help="every rule x attack x {20, 30, 40}%% malicious")
     ap.add_argument("--smoke", action="store_true",
-                    help="seconds: one scored run (default rule, free_rider), 3 trainers, 2 rounds, digits; no overhead")
+                    help="seconds: one scored run (default rule, free_rider), 3 trainers, 2 rounds, digits")
     ap.add_argument("--rounds", type=int, default=DEMO["rounds"])
     ap.add_argument("--epochs", type=int, default=DEMO["epochs"])
     ap.add_argument("--lr", type=float, default=DEMO["lr"])
@@ -776,11 +468,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)),
                     help="simulation processes (one torch thread each)")
-    ap.add_argument("--overhead-counts", default="10,50,100")
-    ap.add_argument("--overhead-rounds", type=int, default=3)
-    ap.add_argument("--overhead-threads", type=int, default=32, help="trainer threads on the real stack")
     ap.add_argument("--skip-sim", action="store_true")
-    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default reports/benchmarks/marketplace.json)")
     args = ap.parse_args(argv)
     args.dataset = "digits" if (args.fast or args.smoke) else "mnist5k"
@@ -792,8 +480,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.fractions = [0.3]
         args.full = False
         args.workers = 1
-        args.skip_overhead = True
-    args.counts = [int(x) for x in str(args.overhead_counts).split(",") if x.strip()]
     if args.out is None:
         name = "marketplace.smoke.json" if args.smoke else "marketplace.json"
         args.out = ROOT / "reports" / "benchmarks" / name
@@ -841,16 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_rewards(console, summary, default_rule)
         report["meta"]["simulation_seconds"] = time.perf_counter() - started
         report["meta"]["loadavg_after_simulation"] = os.getloadavg()
-    ov_rows = None
-    if not args.skip_overhead:
-        t0 = time.perf_counter()
-        ov = overhead(args.counts, args.overhead_rounds, console, args.overhead_threads)
-        ov_rows = summarize_overhead(ov)
-        report["overhead"] = {**ov, "summary": ov_rows}
-        report["meta"]["overhead_seconds"] = time.perf_counter() - t0
-        report["meta"]["loadavg_after_overhead"] = os.getloadavg()
-        print_overhead(console, ov_rows)
-    tg = targets(summary, ov_rows, default_rule, 0.3)
+    tg = targets(summary, default_rule, 0.3)
     report["targets"] = tg
     report["meta"]["seconds"] = time.perf_counter() - started
     print_targets(console, tg)

@@ -14,25 +14,28 @@ encodings and envelopes cost.
    the data set's mean image, the floor of no information. Example images go to
    reports/benchmarks/privacy/leak_batch{1,8}.png.
 2. Cost, on a real update of the MNIST CNN (`mnist_cnn`, 106k parameters, one local epoch):
-   bytes per update for f32, q8, q4, q2 and top-k sparse q8/q4 at 10 % and 1 %, the ratio to
+   bytes per update for f32, q8, q4, q2 and top-k sparse q8/q4 at 10 % and 1 % (sparse indices
+   as a zlib stream; the earlier one-byte-per-index form beside it), the ratio to
    f32 and the relative L2 reconstruction error ||x^ - x|| / ||x||; seal/open throughput of
    envelopes (3 recipients) and the aggregator's per-round cost of opening 10 and 50 updates.
 3. Accuracy per encoding: a federation of honest trainers (`lab.inprocess.simulate`, the
    service's own round computation and default `RoundConfig`) where every trainer encodes its
-   update as f32, q8, q4, q2, sparse-q8 top 10 % or top 1 %; test accuracy after the last round
-   against f32, bytes per update, and the issue's target (sparse-q8 top 10 % within 1 point of
-   f32 and at least 20x smaller) marked met or NOT met.
-4. DP accuracy against epsilon: the same federation with every trainer applying client-level DP
-   (`privatize_update`, the default clip 1 and delta 1e-5) at several noise multipliers, the
-   epsilon each trainer spends over the run (`epsilon_spent`) and the final accuracy, beside the
-   no-DP run. The service's validation gate rejects updates that make the model worse, so the
-   accepted count says whether DP updates got into the model at all.
+   update as f32, q8, q4, q2, sparse-q8 top 10 % or top 1 %, and the sparse ones again with error
+   feedback (each trainer adds what its last encoding dropped, `codec.encode_with_feedback`);
+   test accuracy after the last round against f32, bytes per update, and the issue's target
+   (sparse-q8 top 10 % within 1 point of f32 and at least 20x smaller) marked met or NOT met.
+4. DP accuracy against epsilon: the same federation as a DP project (the spec declares the
+   policy, every trainer applies `privatize_update`, the default clip 1 and delta 1e-5) at
+   several noise multipliers, the epsilon each trainer spends over the run (`epsilon_spent`) and
+   the final accuracy, beside the no-DP run. The service screens every update for the declared
+   noise (`dp_noise`) and its validation gate judges the noised aggregate as a whole, so the
+   accepted count says whether the round took the noised mean or kept its base model.
 
 Everything printed also goes to reports/benchmarks/privacy.json (privacy.smoke.json for `--smoke`).
 
-Run: `.venv/bin/python benchmarks/privacy.py` (about 8 minutes on 2 shared cores: parts 3 and 4 are
-11 runs of 5 rounds, mnist_cnn on mnist5k, 5 trainers, 1 local epoch); `--smoke` (about 30 s, CI)
-runs fewer attack iterations and parts 3-4 as 2 rounds of 3 trainers on digits.
+Run: `.venv/bin/python benchmarks/privacy.py` (about 15 minutes on 2 shared cores: parts 3 and 4
+are 14 runs of 5 rounds, mnist_cnn on mnist5k, 10 trainers, 1 local epoch); `--smoke` (under a
+minute, CI) runs fewer attack iterations and parts 3-4 as 2 rounds of 3 trainers on digits.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import math
 import statistics
 import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +55,21 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from lab.inprocess import IID, LocalProject, RunSpec, simulate
+from lab.inprocess import IID, MODELS, LocalProject, RunSpec, derive_seed, simulate, splits, trainer_address
 from market.datasets import builtin_arrays
 from market.errors import MalformedContent
-from market.models import ModelSpec, init_model
-from market.protocol.codec import UpdateHeader, decode_update, encode_update
+from market.models import ModelSpec, build_model, evaluate, flatten, init_model, unflatten
+from market.protocol.codec import GAPS_SUFFIX, INDEX_SUFFIX, UpdateHeader, decode_update, encode_update, read_layout
 from market.protocol.envelope import EnvelopeContext, generate_key, open_envelope, public_key_hex, seal
 from market.protocol.privacy import DpPolicy, epsilon_spent, privatize_update
 from market.storage import cid_of
+from trainer.partition import iid, split_by_partition
+from trainer.training import TrainConfig, train_local
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "reports" / "benchmarks" / "privacy"
@@ -272,7 +280,22 @@ def bench_sizes(update: dict[str, torch.Tensor], reps: int) -> list[dict[str, ob
         rows.append({"encoding": label, "bytes": len(data), "ratio": f32_bytes / len(data),
                      "rel_error": float((got - flat).norm() / flat.norm()), "encode_ms": t_enc * 1e3,
                      "decode_ms": t_dec * 1e3})
+        if encoding == "sparse-q8":
+            earlier = raw_gap_form(data)
+            t_old = best_of(lambda d=earlier: decode_update(d), reps)
+            rows.append({**rows[-1], "encoding": f"{label} (earlier form: raw 1-byte gaps)", "bytes": len(earlier),
+                         "ratio": f32_bytes / len(earlier), "encode_ms": math.nan, "decode_ms": t_old * 1e3})
     return rows
+
+
+def raw_gap_form(data: bytes) -> bytes:
+    """The same sparse update with its index as raw gap bytes (`.__gaps`), the form written before
+    the zlib index: what the index coding saves (our own bytes, so loading them is safe)."""
+    tensors = st_load(data)
+    for name in [n for n in tensors if n.endswith(INDEX_SUFFIX)]:
+        gaps = zlib.decompress(tensors.pop(name).numpy().tobytes())
+        tensors[name.removesuffix(INDEX_SUFFIX) + GAPS_SUFFIX] = torch.frombuffer(bytearray(gaps), dtype=torch.uint8)
+    return st_save(tensors, metadata=read_layout(data).metadata)
 
 
 def bench_envelopes(update: dict[str, torch.Tensor], big_mb: int, reps: int) -> tuple[list[dict[str, object]], dict]:
@@ -298,14 +321,16 @@ def bench_envelopes(update: dict[str, torch.Tensor], big_mb: int, reps: int) -> 
 
 # -- accuracy -----------------------------------------------------------------------------------
 
-#: (label, encoding, keep fraction) for part 3; the first is the reference
-ENCODING_RUNS: tuple[tuple[str, str, float], ...] = (
-    ("f32", "f32", 1.0), ("q8", "q8", 1.0), ("q4", "q4", 1.0), ("q2", "q2", 1.0),
-    ("sparse-q8 top 10%", "sparse-q8", 0.1), ("sparse-q8 top 1%", "sparse-q8", 0.01),
+#: (label, encoding, keep fraction, error feedback) for part 3; the first is the reference
+ENCODING_RUNS: tuple[tuple[str, str, float, bool], ...] = (
+    ("f32", "f32", 1.0, False), ("q8", "q8", 1.0, False), ("q4", "q4", 1.0, False), ("q2", "q2", 1.0, False),
+    ("sparse-q8 top 10%", "sparse-q8", 0.1, False), ("sparse-q8 top 1%", "sparse-q8", 0.01, False),
+    ("sparse-q8 top 10% + error feedback", "sparse-q8", 0.1, True),
+    ("sparse-q8 top 1% + error feedback", "sparse-q8", 0.01, True),
 )
 TARGET = "sparse-q8 top 10%"
 #: part 4: the default policy's sigma (3), then less noise; epsilon grows as sigma shrinks
-NOISE_MULTIPLIERS = (3.0, 1.0, 0.3, 0.03, 0.01)
+NOISE_MULTIPLIERS = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
 
 
 def federate(base: RunSpec, **changes: Any) -> dict[str, Any]:
@@ -325,25 +350,41 @@ def _accepted(result: dict[str, Any]) -> str:
     return "/".join(str(r["accepted"]) for r in result["rounds"])
 
 
-def bench_encodings(base: RunSpec) -> list[dict[str, Any]]:
+def _rejections(result: dict[str, Any]) -> dict[str, int]:
+    """Rejected updates over the run, by reason."""
+    out: dict[str, int] = {}
+    for r in result["rounds"]:
+        for v in r["verdicts"]:
+            if not v["accepted"]:
+                out[v["reason"]] = out.get(v["reason"], 0) + 1
+    return out
+
+
+def bench_encodings(
+    base: RunSpec, runs: tuple[tuple[str, str, float, bool], ...] = ENCODING_RUNS
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows per encoding, and the f32 run itself (part 4's no-DP reference)."""
     rows: list[dict[str, Any]] = []
-    for label, encoding, keep in ENCODING_RUNS:
-        res = federate(base, encoding=encoding, keep_fraction=keep)
-        rows.append({"encoding": label, "codec": encoding, "keep_fraction": keep,
+    reference: dict[str, Any] = {}
+    for label, encoding, keep, feedback in runs:
+        res = federate(base, encoding=encoding, keep_fraction=keep, error_feedback=feedback)
+        reference = reference or res
+        rows.append({"encoding": label, "codec": encoding, "keep_fraction": keep, "error_feedback": feedback,
                      "accuracy": res["final_test_accuracy"], "bytes": res["update_bytes"],
-                     "accepted_per_round": _accepted(res), "seconds": res["seconds"]})
+                     "accepted_per_round": _accepted(res), "rejected": _rejections(res), "seconds": res["seconds"]})
     ref = rows[0]
     for row in rows:
         row["delta_points"] = 100 * (row["accuracy"] - ref["accuracy"])
         row["ratio"] = ref["bytes"] / row["bytes"]
-    return rows
+    return rows, reference
 
 
-def bench_dp(base: RunSpec, multipliers: tuple[float, ...]) -> list[dict[str, Any]]:
+def bench_dp(base: RunSpec, multipliers: tuple[float, ...], reference: dict[str, Any]) -> list[dict[str, Any]]:
+    """One DP run per noise multiplier; `reference` is part 3's f32 run (the same run without DP)."""
     rows: list[dict[str, Any]] = []
     for sigma in (None, *multipliers):
         policy = None if sigma is None else DpPolicy(noise_multiplier=sigma)
-        res = federate(base, dp=policy)
+        res = reference if policy is None else federate(base, dp=policy)
         with warnings.catch_warnings():
             # tiny sigmas put the optimum at Opacus's smallest order: a loose but valid bound
             warnings.simplefilter("ignore", UserWarning)
@@ -351,7 +392,36 @@ def bench_dp(base: RunSpec, multipliers: tuple[float, ...]) -> list[dict[str, An
         rows.append({"noise_multiplier": sigma, "clip_norm": None if policy is None else policy.clip_norm,
                      "delta": None if policy is None else policy.delta, "epsilon": eps,
                      "accuracy": res["final_test_accuracy"], "accepted_per_round": _accepted(res),
-                     "seconds": res["seconds"]})
+                     "rejected": _rejections(res), "seconds": res["seconds"]})
+    return rows
+
+
+def bench_dp_first_step(base: RunSpec, multipliers: tuple[float, ...]) -> list[dict[str, Any]]:
+    """Why the gate keeps the base model at meaningful epsilon: the first round's honest deltas
+    (the federation's own training), privatized, averaged, and base + that mean evaluated on the
+    validation split, as the gate's aggregate rule sees it."""
+    train, val, _ = splits(base.dataset, base.seed)
+    spec = MODELS[base.dataset]
+    like = {k: v.detach().clone() for k, v in init_model(spec, base.seed).state_dict().items()}
+    shards = split_by_partition(train, iid(len(train), base.n, seed=base.seed))
+    cfg = TrainConfig(epochs=base.epochs, lr=base.lr, batch_size=base.batch_size)
+    deltas = [{k: v.to(torch.float32) for k, v in train_local(
+        spec, like, shard, cfg.with_overrides({"seed": derive_seed(trainer_address(i), 0)}), num_threads=1).delta.items()}
+        for i, shard in enumerate(shards)]
+    model, start = build_model(spec), flatten(like)
+
+    def measure(vector: torch.Tensor) -> tuple[float, float]:
+        model.load_state_dict(unflatten(vector, like))
+        return evaluate(model, val.x, val.y)
+
+    acc, loss = measure(start)
+    rows: list[dict[str, Any]] = [{"noise_multiplier": "base model", "loss": loss, "accuracy": acc}]
+    for sigma in (None, *multipliers):
+        ups = [d if sigma is None else privatize_update(d, DpPolicy(noise_multiplier=sigma),
+                                                        torch.Generator().manual_seed(derive_seed("dp", base.seed, i, 0)))[0]
+               for i, d in enumerate(deltas)]
+        acc, loss = measure(start + torch.stack([flatten(u) for u in ups]).mean(0))
+        rows.append({"noise_multiplier": sigma, "loss": loss, "accuracy": acc})
     return rows
 
 
@@ -377,7 +447,7 @@ def main() -> None:
         fed = RunSpec("fedavg", "none", 0.0, IID, "digits", n=3, rounds=2, epochs=1, lr=0.05, batch_size=32)
         multipliers: tuple[float, ...] = NOISE_MULTIPLIERS[::2]
     else:
-        fed = RunSpec("fedavg", "none", 0.0, IID, "mnist5k", n=5, rounds=5, epochs=1, lr=0.05, batch_size=32)
+        fed = RunSpec("fedavg", "none", 0.0, IID, "mnist5k", n=10, rounds=5, epochs=1, lr=0.05, batch_size=32)
         multipliers = NOISE_MULTIPLIERS
     report: dict[str, Any] = {"smoke": args.smoke}
     started = time.perf_counter()
@@ -405,7 +475,8 @@ def main() -> None:
         table.add_column(col, justify="left" if col == "encoding" else "right")
     for r in sizes:
         table.add_row(str(r["encoding"]), f"{r['bytes']:,}", f"{r['ratio']:.1f}", f"{r['rel_error']:.4f}",
-                      f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}")
+                      "-" if math.isnan(float(r["encode_ms"])) else f"{r['encode_ms']:.1f}",  # type: ignore[arg-type]
+                      f"{r['decode_ms']:.1f}")
     console.print(table)
     report["sizes"] = sizes
 
@@ -425,7 +496,8 @@ def main() -> None:
              f"{fed.partition}, {fed.rounds} rounds of {fed.epochs} local epoch(s), lr {fed.lr}, batch {fed.batch_size}, "
              f"rule {fed.rule}, the service's round computation")
     report["federation"] = {"setup": setup, "spec": {f: getattr(fed, f) for f in fed.__dataclass_fields__}}
-    encodings = bench_encodings(fed)
+    # the smoke run leaves out error feedback (two more federations) to stay under a minute
+    encodings, reference = bench_encodings(fed, tuple(r for r in ENCODING_RUNS if not (args.smoke and r[3])))
     table = Table(title=f"Test accuracy after {fed.rounds} rounds per encoding: {setup}")
     for col in ("encoding", "test acc", "vs f32 (points)", "bytes / update", "x smaller than f32",
                 "accepted per round", "run s"):
@@ -443,16 +515,31 @@ def main() -> None:
     report["encodings"] = {"rows": encodings, "target": {"encoding": TARGET, "within_1_point": within,
                                                          "at_least_20x_smaller": smaller, "verdict": verdict}}
 
-    dp = bench_dp(fed, multipliers)
+    dp = bench_dp(fed, multipliers, reference)
     table = Table(title=f"Client-level DP (clip {DpPolicy().clip_norm:g}, delta {DpPolicy().delta:g}): {setup}")
-    for col in ("noise multiplier", f"epsilon after {fed.rounds} rounds", "test acc", "accepted per round", "run s"):
+    for col in ("noise multiplier", f"epsilon after {fed.rounds} rounds", "test acc", "accepted per round",
+                "rejected (reason: count)", "run s"):
         table.add_column(col, justify="right")
     for row in dp:
         table.add_row("no DP" if row["noise_multiplier"] is None else f"{row['noise_multiplier']:g}",
                       "inf" if math.isinf(row["epsilon"]) else f"{row['epsilon']:,.2f}", f"{row['accuracy']:.4f}",
-                      str(row["accepted_per_round"]), f"{row['seconds']:.0f}")
+                      str(row["accepted_per_round"]),
+                      ", ".join(f"{k}: {v}" for k, v in sorted(row["rejected"].items())) or "-",
+                      f"{row['seconds']:.0f}")
     console.print(table)
     report["dp"] = {"rounds": fed.rounds, "rows": dp}
+
+    first = bench_dp_first_step(fed, multipliers)
+    table = Table(title=f"The first round's noised mean, as the gate's aggregate rule sees it: {setup}")
+    for col in ("noise multiplier", "validation loss of base + mean", "validation accuracy"):
+        table.add_column(col, justify="right")
+    for row in first:
+        sigma = row["noise_multiplier"]
+        label = "no DP" if sigma is None else sigma if isinstance(sigma, str) else f"{sigma:g}"
+        table.add_row(label,
+                      f"{row['loss']:,.3f}", f"{row['accuracy']:.3f}")
+    console.print(table)
+    report["dp"]["first_round_mean"] = first
     report["seconds"] = time.perf_counter() - started
     out = REPORTS / ("privacy.smoke.json" if args.smoke else "privacy.json")
     out.parent.mkdir(parents=True, exist_ok=True)

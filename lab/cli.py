@@ -13,7 +13,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from lab.scenario import Grid, Scenario, TrainerPlan, run_grid, run_scenario, stop_on_sigterm
+from lab.backends import open_backend
+from lab.scenario import ENGINES, Grid, Scenario, TrainerPlan, run_grid, run_scenario, stop_on_sigterm
 from market.cli.kit import JsonOpt, console, emit_json, err_console
 from market.errors import ConfigError, ExitCode
 
@@ -78,12 +79,20 @@ def _print_result(result: Any) -> None:
 def simulate(
     config_file: Path = typer.Option(..., "--config", help="Scenario grid TOML: [base] scenario fields, [grid] axes."),
     out: Path = typer.Option(Path("reports/simulate"), "--out", help="Output directory (results.csv/json, plots, runs)."),
+    backend: str = typer.Option("local", "--backend", help="Where grid points run: local (here) or ray (Ray tasks)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (ray://head:10001); default: a local Ray instance for the run."),
+    workers: int | None = typer.Option(None, "--workers", help="Points at a time (local) / CPUs of the local Ray instance."),
+    engine: str = typer.Option("stack", "--engine", help="stack: each point on its own local stack; memory: the in-memory federation (deterministic)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Experiment grids: rule x attack x malicious fraction x non-IID alpha x seed, each on a fresh
-    local stack; results as CSV/JSON plus plots."""
+    local stack (or in memory); results as CSV/JSON plus plots; points as Ray tasks with --backend ray."""
     stop_on_sigterm()
-    rows = run_grid(Grid.load(config_file), out, err_console)
+    grid = Grid.load(config_file)
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    with open_backend(backend, address=address, workers=workers) as runner:
+        rows = run_grid(grid, out, err_console, backend=runner, engine=engine)
     if as_json:
         emit_json(rows)
     else:

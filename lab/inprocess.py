@@ -44,7 +44,7 @@ from aggregator.settings import AggregatorSettings
 from aggregator.valset import ValidationSet
 from market.models import ModelSpec, build_model, flatten, init_model
 from market.protocol.allocation import fixed_allocation
-from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update
+from market.protocol.codec import ModelHeader, UpdateHeader, encode_model, encode_update, encode_with_feedback
 from market.protocol.documents import ProjectSpec, RoundRecord, UpdateInput
 from market.protocol.privacy import DpPolicy, privatize_update
 from market.storage import raw_cid
@@ -248,6 +248,8 @@ class RunSpec:
     encoding: str = "f32"
     keep_fraction: float = 1.0
     dp: DpPolicy | None = None
+    #: each trainer adds what its last encoding dropped (`codec.encode_with_feedback`)
+    error_feedback: bool = False
 
     @property
     def malicious(self) -> int:
@@ -274,7 +276,7 @@ def splits(dataset: str, seed: int) -> tuple[Dataset, Dataset, Dataset]:
 
 #: RunSpec fields added after the first reports: left out of `simulate`'s "spec" at their defaults,
 #: so runs that do not set them report exactly what they did before
-_LATER_FIELDS = {"encoding": "f32", "keep_fraction": 1.0, "dp": None}
+_LATER_FIELDS = {"encoding": "f32", "keep_fraction": 1.0, "dp": None, "error_feedback": False}
 
 
 def _spec_data(spec: RunSpec) -> dict[str, Any]:
@@ -360,7 +362,8 @@ def simulate(spec: RunSpec, *, config: RoundConfig | None = None,
 
     like = {k: v.detach().clone() for k, v in init_model(model_spec, spec.seed).state_dict().items()}
     project = LocalProject(
-        spec=ProjectSpec(model=model_spec, hyperparams={"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size}),
+        spec=ProjectSpec(model=model_spec, hyperparams={"epochs": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size},
+                         privacy=spec.dp),
         initial_model=encode_model(like, ModelHeader(PROJECT_ID, 0, model_spec.architecture)),
         num_rounds=spec.rounds, reward_per_round=ETHER, seed=spec.seed,
     )
@@ -374,6 +377,7 @@ def simulate(spec: RunSpec, *, config: RoundConfig | None = None,
     previous_global: dict[str, torch.Tensor] | None = None
     prev_submitted: Mapping[int, Mapping[str, torch.Tensor]] = {}
     rounds_out: list[dict[str, Any]] = []
+    residuals: dict[int, dict[str, torch.Tensor]] = {}
     for r in range(spec.rounds):
         t_round = time.perf_counter()
         cfg = base_cfg.with_overrides({k: v for k, v in project.hyperparams.items() if k in TrainConfig.model_fields})
@@ -398,7 +402,10 @@ def simulate(spec: RunSpec, *, config: RoundConfig | None = None,
                 delta, _ = privatize_update(delta, spec.dp, torch.Generator().manual_seed(derive_seed("dp", spec.seed, i, r)))
             header = UpdateHeader(PROJECT_ID, r, project.base_model_cid, addresses[i], int(claimed),
                                   encoding=spec.encoding)  # type: ignore[arg-type]
-            blob = encode_update(delta, header, keep_fraction=spec.keep_fraction)
+            if spec.error_feedback:
+                blob, residuals[i] = encode_with_feedback(delta, header, residuals.get(i), keep_fraction=spec.keep_fraction)
+            else:
+                blob = encode_update(delta, header, keep_fraction=spec.keep_fraction)
             blobs.append((addresses[i], blob))
         _, computed = project.run_round(blobs, config, valset, validation_cid)
         record = project.records[-1]

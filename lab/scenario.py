@@ -12,6 +12,8 @@ exactly as separate parties would run them.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -22,18 +24,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from aggregator.round import RoundConfig
 from aggregator.service import DEV_KEY_PASSWORD, dev_encryption_key
 from dashboard.server import DashboardServer
 from dashboard.service import DashboardConfig
 from devnet.ports import free_port, pick_ipfs_api_port
 from devnet.stack import Stack
+from lab.backends import Backend, LocalBackend
 from lab.report import ProjectReport, collect, write_html
 from market.chain import MarketClient, connect
 from market.chain.accounts import PASSWORD_ENV, Keystore, dev_account
@@ -43,6 +47,9 @@ from market.cli.project_file import ProjectFile
 from market.errors import ConfigError, SimulationError
 from market.protocol.privacy import DpPolicy
 from market.storage import open_store
+
+if TYPE_CHECKING:
+    from lab.inprocess import RunSpec
 
 OWNER, AGGREGATOR, ARBITER, FIRST_TRAINER = 0, 1, 2, 3
 
@@ -101,9 +108,17 @@ class Scenario(BaseModel):
     #: Client-level DP every trainer applies (the project's `[privacy]`); None: none.
     privacy: DpPolicy | None = None
 
+    @property
+    def validation_set(self) -> str:
+        # The validation split must not be drawn with the partition's seed: both take the first
+        # slice of the same permutation, and trainer 0 would hold the whole validation set.
+        return self.validation or f"{self.dataset}:size=500,seed={self.seed + 7919}"
+
     def project_toml(self, recipients: dict[str, tuple[str, str]] | None = None) -> str:
-        """The project file; `recipients`: name -> (role, public key hex) for `[recipients]`."""
-        extra: list[str] = []
+        """The project file; `recipients`: name -> (role, public key hex) for `[recipients]`. The
+        scenario's rule, scorer and validation set are the project's policy (`[validation.defence]`)."""
+        extra: list[str] = ["[validation.defence]", f"validation = {json.dumps(self.validation_set)}"]
+        extra += [f"{k} = {json.dumps(v)}" for k, v in (("rule", self.rule), ("scorer", self.scorer)) if v]
         for name, (role, key) in sorted((recipients or {}).items()):
             extra += [f"[recipients.{name}]", f'role = "{role}"', f'key = "{key}"']
         if self.privacy is not None:
@@ -255,12 +270,6 @@ def run_scenario(scenario: Scenario, out_dir: Path, *, console: Console | None =
         py = sys.executable
         agg = [py, "-m", "aggregator.cli", "serve", str(project_id), "--until-done", "--dev-account", str(AGGREGATOR),
                "--state", str(state / "aggregator"), *common]
-        # The validation split must not be drawn with the partition's seed: both take the first
-        # slice of the same permutation, and trainer 0 would hold the whole validation set.
-        validation = scenario.validation or f"{scenario.dataset}:size=500,seed={scenario.seed + 7919}"
-        for opt, value in (("--rule", scenario.rule), ("--scorer", scenario.scorer), ("--validation", validation)):
-            if value:
-                agg += [opt, value]
         procs.start("aggregator", agg)
         n = len(scenario.trainers)
         truth: dict[str, dict[str, Any]] = {}
@@ -502,21 +511,113 @@ class Grid(BaseModel):
             raise ConfigError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
-def run_grid(grid: Grid, out_dir: Path, console: Console) -> list[dict[str, Any]]:
-    rows = []
-    for sc in grid.scenarios():
-        console.rule(sc.name)
-        result = run_scenario(sc, out_dir / sc.name, console=console, live=False)
-        rows.append(result.summary())
-        console.print(rows[-1])
+ENGINES = ("stack", "memory")
+
+
+def run_grid(grid: Grid, out_dir: Path, console: Console, *, backend: Backend | None = None,
+             engine: str = "stack") -> list[dict[str, Any]]:
+    """Every point of `grid`, on `backend` (default: here, one after the other).
+
+    engine "stack": each point is a whole marketplace on its own local stack (`run_scenario`).
+    engine "memory": each point is the in-memory federation of `lab.inprocess` (the trainers'
+    and the aggregator's code, no chain, no IPFS): deterministic, so the same seeds give the same
+    round records, byte for byte, and the same results.json on any backend; every record is
+    written to `<point>/records/round-<r>.json` and the rows carry their SHA-256.
+    Wall times go to timings.json (results.json holds only what the seeds decide)."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {list(ENGINES)}, got {engine!r}")
+    runner: Backend = backend or LocalBackend()
+    scenarios = grid.scenarios()
+    started = time.monotonic()
+    console.print(f"{len(scenarios)} grid point(s), engine {engine}, backend {runner.name}", highlight=False)
+    if engine == "stack":
+        results = runner.map(_stack_point, [(sc, out_dir / sc.name) for sc in scenarios])
+    else:
+        points = runner.map(_memory_point, [memory_spec(sc) for sc in scenarios])
+        results = []
+        for sc, (row, records, seconds) in zip(scenarios, points, strict=True):
+            records_dir = out_dir / sc.name / "records"
+            if records_dir.exists():
+                shutil.rmtree(records_dir)
+            records_dir.mkdir(parents=True)
+            for r, data in enumerate(records):
+                (records_dir / f"round-{r}.json").write_bytes(data)
+            results.append((row, seconds))
+    rows = [row for row, _ in results]
+    for row in rows:
+        console.print(row)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(json.dumps(rows, indent=2))
+    timings = {"backend": runner.name, "engine": engine, "seconds": round(time.monotonic() - started, 3),
+               "points": {row["scenario"]: round(sec, 3) for row, sec in results}}
+    (out_dir / "timings.json").write_text(json.dumps(timings, indent=2))
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     _plot_grid(rows, out_dir)
     return rows
+
+
+def _stack_point(point: tuple[Scenario, Path]) -> tuple[dict[str, Any], float]:
+    sc, run_dir = point
+    console = Console(stderr=True)
+    console.rule(sc.name)
+    result = run_scenario(sc, run_dir, console=console, live=False)
+    row = result.summary()
+    return row, float(row.pop("seconds"))
+
+
+def memory_spec(sc: Scenario) -> tuple[str, RunSpec, RoundConfig]:
+    """The in-memory federation run a scenario describes (`lab.inprocess.RunSpec` and the service's
+    round config with the scenario's rule and scorer); a ConfigError for what it cannot run."""
+    from lab.inprocess import MODELS, RunSpec, service_config
+
+    model = MODELS.get(sc.dataset)
+    if model is None or model.architecture != sc.architecture:
+        known = ", ".join(f"{d} ({m.architecture})" for d, m in MODELS.items())
+        raise ConfigError(f"scenario {sc.name}: engine memory runs {known}; got {sc.dataset} with {sc.architecture}")
+    n = len(sc.trainers)
+    bad = [t for t in sc.trainers if t.malicious]
+    attacks = {t.behaviour for t in bad}
+    if len(attacks) > 1 or any(t.malicious for t in sc.trainers[: n - len(bad)]):
+        raise ConfigError(f"scenario {sc.name}: engine memory needs one attack, on the last trainers; use engine stack")
+    config = dataclasses.replace(service_config(), rule=sc.rule or service_config().rule, scorer=sc.scorer or "auto")
+    noise = tuple(t.label_noise for t in sc.trainers) if any(t.label_noise for t in sc.trainers) else ()
+    spec = RunSpec(rule=config.rule, attack=attacks.pop() if attacks else "none", fraction=len(bad) / n,
+                   partition=sc.partition, dataset=sc.dataset, n=n, rounds=sc.rounds, epochs=sc.epochs, lr=sc.lr,
+                   batch_size=sc.batch_size, seed=sc.seed, score=True, noise=noise, dp=sc.privacy)
+    return sc.name, spec, config
+
+
+def _memory_point(point: tuple[str, RunSpec, RoundConfig]) -> tuple[dict[str, Any], list[bytes], float]:
+    """One in-memory run: its summary row, its round records' bytes, its wall time."""
+    from lab.inprocess import simulate
+
+    name, spec, config = point
+    projects: list[Any] = []
+    out = simulate(spec, config=config, on_round=lambda p: projects.append(p) if not projects else None)
+    records = [r.to_bytes() for r in projects[0].records]
+    bad = set(out["malicious"])
+    cum = {int(t): v for t, v in out["cumulative_rewards"].items()}
+    total = sum(cum.values())
+    verdicts = [v for rnd in out["rounds"] for v in rnd["verdicts"]]
+    flagged = {v["trainer"] for v in verdicts if not v["accepted"]}
+    tp = len(bad & flagged)
+    digest = hashlib.sha256()
+    for data in records:
+        digest.update(hashlib.sha256(data).digest())
+    row = {
+        "scenario": name,
+        "rule": spec.rule,
+        "final_accuracy": out["final_test_accuracy"],
+        "honest_share": sum(v for t, v in cum.items() if t not in bad) / total if total else None,
+        "malicious_paid": sum(v for t, v in cum.items() if t in bad) / total if total else 0.0,
+        "filter_precision": tp / len(flagged) if flagged else 1.0,
+        "filter_recall": tp / len(bad) if bad else 1.0,
+        "records_sha256": "0x" + digest.hexdigest(),
+    }
+    return row, records, float(out["seconds"])
 
 
 def _plot_grid(rows: list[dict[str, Any]], out_dir: Path) -> None:
@@ -535,5 +636,6 @@ def _plot_grid(rows: list[dict[str, Any]], out_dir: Path) -> None:
 
 
 __all__ = [
-    "Grid", "Scenario", "ScenarioResult", "SimulationError", "TrainerPlan", "run_grid", "run_scenario", "stop_on_sigterm",
+    "ENGINES", "Grid", "Scenario", "ScenarioResult", "SimulationError", "TrainerPlan", "memory_spec", "run_grid", "run_scenario",
+    "stop_on_sigterm",
 ]

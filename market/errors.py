@@ -5,12 +5,14 @@ Our exception hierarchy (`aggregator.errors` and `trainer.errors` hang their own
 
     MarketError                              1   a check failed (e.g. `market audit` found a mismatch)
     ├── ConfigError                          2   a flag, TOML key, spec string or value is wrong
-    │   └── DatasetError                         a built-in dataset is unknown or not installed
+    │   ├── DatasetError                         a built-in dataset is unknown or not installed
+    │   └── DevKeyRefused                        an anvil dev key was offered to a chain that is not local
     ├── ToolchainError                       3   node, solc-js, anvil or jsipfs is missing or failed
     │   └── CompileError
     ├── StackError                           4   the local stack could not start, be reached or stop
     ├── ChainError                           5   talking to the chain failed
     │   ├── NodeUnreachable          [transient] the RPC endpoint does not answer
+    │   ├── ChainMismatch                   28   the node's chain id is not the chain profile's
     │   ├── TransactionError                     a transaction could not be sent or was not mined
     │   │   └── InsufficientFunds
     │   └── ContractRevert                   6   a call reverted; `name` / `error_args` decode it
@@ -76,6 +78,7 @@ class ExitCode(IntEnum):
     JOURNAL = 25
     VALIDATION_SET = 26
     NOT_VERIFIED = 27
+    WRONG_CHAIN = 28
     INTERNAL = 70
     INTERRUPTED = 130
 
@@ -110,6 +113,7 @@ EXIT_CODES: dict[int, str] = {
     ExitCode.JOURNAL: "aggregator: the journal is unreadable or belongs to another project",
     ExitCode.VALIDATION_SET: "aggregator: the validation set cannot be loaded",
     ExitCode.NOT_VERIFIED: "audit: nothing failed, but some round could not be verified here (each says why)",
+    ExitCode.WRONG_CHAIN: "the node is not on the chain the profile names (wrong rpc or profile)",
     ExitCode.INTERNAL: "internal error (a bug; MARKET_DEBUG=1 shows the traceback)",
     ExitCode.INTERRUPTED: "interrupted",
 }
@@ -159,6 +163,17 @@ class ChainError(MarketError):
 
 class NodeUnreachable(ChainError, TransientError):
     """The RPC endpoint does not answer."""
+
+
+class ChainMismatch(ChainError):
+    """The node answers with another chain id than the chain profile in force names."""
+
+    exit_code = ExitCode.WRONG_CHAIN
+
+
+class DevKeyRefused(ConfigError):
+    """One of anvil's well-known dev keys (public private keys) was offered to sign on a chain
+    that is not local."""
 
 
 class TransactionError(ChainError):

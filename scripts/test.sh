@@ -10,8 +10,8 @@ printf '\033[1m==> forge test\033[0m\n'
 printf '\033[1m==> slither\033[0m\n'
 ./scripts/slither.sh || status=1
 printf '\033[1m==> ruff + mypy + import contracts\033[0m\n'
-.venv/bin/ruff check market aggregator trainer devnet lab dashboard tests benchmarks || status=1
-.venv/bin/mypy market aggregator trainer devnet lab dashboard || status=1
+.venv/bin/ruff check market aggregator trainer devnet lab dashboard flowerbridge tests benchmarks || status=1
+.venv/bin/mypy market aggregator trainer devnet lab dashboard flowerbridge || status=1
 .venv/bin/lint-imports || status=1
 printf '\033[1m==> benchmarks --smoke\033[0m\n'
 ./scripts/bench-smoke.sh || status=1

@@ -4,9 +4,11 @@ eth-tester chain for quick unit tests."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +91,15 @@ def deployment_file(anvil_deployment: Deployment, tmp_path: Path) -> Path:
     path = tmp_path / "deployment.json"
     anvil_deployment.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def ray_runtime() -> Iterator[Any]:
+    """A private Ray instance on loopback for one test module (no dashboard, no usage statistics)."""
+    ray = pytest.importorskip("ray")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

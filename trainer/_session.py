@@ -14,6 +14,7 @@ from web3 import Web3
 from market.chain import MarketClient, ProjectInfo, checksum, connect
 from market.chain.accounts import Keystore, dev_account
 from market.chain.deployment import Deployment
+from market.chain.profiles import ChainProfile
 from market.cli.kit import pick_account
 from market.errors import ConfigError as MarketConfigError
 from market.errors import NodeUnreachable
@@ -25,13 +26,13 @@ from trainer.participant import Participant, own_privacy
 __all__ = ["Session", "connect_with_retry", "open_session", "store_for"]
 
 
-def connect_with_retry(rpc: str, retries: int, backoff: float = 0.5) -> Web3:
-    """`connect(rpc)`, retrying `retries` times (0.5 s, 1 s, 2 s, ...) before giving up."""
+def connect_with_retry(rpc: str, retries: int, backoff: float = 0.5, profile: ChainProfile | None = None) -> Web3:
+    """`connect(rpc, profile=profile)`, retrying `retries` times (0.5 s, 1 s, 2 s, ...) before giving up."""
     if rpc == "embedded":
         raise ConfigError("an embedded chain lives inside one process: point --rpc at a node (`market stack up`)")
     for attempt in range(retries + 1):
         try:
-            return connect(rpc)
+            return connect(rpc, profile=profile)
         except NodeUnreachable as exc:
             if attempt == retries:
                 raise NodeUnreachable(f"{exc} (tried {retries + 1} times)") from None
@@ -126,10 +127,11 @@ def open_session(
 ) -> Session:
     """Deployment file, chain (retried), then the account: decrypted only when `sign`."""
     deployment = Deployment.load(settings.deployment)
-    w3 = connect_with_retry(settings.rpc, settings.rpc_retries)
+    w3 = connect_with_retry(settings.rpc, settings.rpc_retries, profile=deployment.chain_profile)
     if sign:
         if address is not None:
             raise ConfigError("--address is for read-only commands; this one signs: pass --account or --dev-account")
-        acct = pick_account(account or (settings.account if dev is None else None), dev, settings.keystore, int(w3.eth.chain_id))
+        acct = pick_account(account or (settings.account if dev is None else None), dev, settings.keystore,
+                            int(w3.eth.chain_id), deployment.chain_profile)
         return Session(settings, deployment.client(w3, acct), acct)
     return Session(settings, deployment.client(w3), None, (account, dev, address))

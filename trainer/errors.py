@@ -26,6 +26,7 @@ __all__ = [
     "PartitionError",
     "RoundMismatch",
     "ShapeMismatch",
+    "StaleReceipt",
     "SubmissionError",
     "TrainerError",
     "TrainingError",
@@ -97,6 +98,10 @@ class SubmissionError(TrainerError):
     """An update could not be submitted (commit or reveal)."""
 
     exit_code = ExitCode.SUBMISSION
+
+
+class StaleReceipt(SubmissionError):
+    """A kept proof does not prove its leaf against the round's rewards root on chain."""
 
 
 class NotRegistered(SubmissionError):

@@ -25,6 +25,7 @@ spent epsilon from chain data (`privacy_spent`), stored after every reveal in `p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -38,11 +39,22 @@ from pydantic import ValidationError
 
 from market._text import first_pydantic_error
 from market.chain import CommitState, MarketClient, ProjectInfo, checksum, commitment_of
+from market.chain.client import TrainerView
+from market.errors import StorageError
 from market.files import atomic_write
 from market.protocol.documents import ProjectSpec
 from market.protocol.privacy import DpPolicy, epsilon_spent, rounds_within_budget
-from market.protocol.reading import is_settled, load_record, load_spec
-from trainer.errors import ConfigError, DeadlinePassed, NotRegistered, RoundMismatch, SubmissionError, WaitTimeout
+from market.protocol.reading import is_settled, load_spec
+from trainer.errors import (
+    ConfigError,
+    DeadlinePassed,
+    NotRegistered,
+    RoundMismatch,
+    StaleReceipt,
+    SubmissionError,
+    WaitTimeout,
+)
+from trainer.receipts import Receipts
 from trainer.state import RoundState, Stage, StateStore
 
 __all__ = ["Claimable", "Claimed", "Notify", "Participant", "PrivacySpent", "SubmitTimings", "effective_privacy", "own_privacy"]
@@ -145,6 +157,7 @@ class Participant:
         self.client = client
         self.store = store
         self.states = StateStore(state_dir)
+        self.receipts = Receipts(state_dir)
         self.poll_interval = poll_interval
         self.on_wait = on_wait
         self.address = checksum(address, "trainer address") if address else client.account_address
@@ -257,26 +270,25 @@ class Participant:
     def commit(self, state: RoundState) -> RoundState:
         """Commit unless the chain already holds our commitment (after a crash)."""
         pid, r = state.project_id, state.round
-        on_chain = self.client.commitment_state(pid, r, self.address)
-        if on_chain != CommitState.NONE:
+        view = self.client.trainer_view(pid, r, self.address)
+        if view.commit_state != CommitState.NONE:
             if state.stage not in (Stage.PREPARED, Stage.COMMITTING):
                 return state
             self._check_commitment_is_ours(state)
             return self.states.save(state.at(Stage.COMMITTED))
-        self._require_commit_open(pid, r)
-        registered, _ = self.client.registration(pid, self.address)
-        if not registered:
+        self._require_commit_open(pid, r, view)
+        if not view.registered:
             raise NotRegistered(f"{self.address} is not registered in project {pid}: run `trainer join {pid}` first")
         self.states.save(state.at(Stage.COMMITTING))
         commitment = commitment_of(pid, r, self.address, state.cid, _b(state.digest), _b(state.salt))
         rcpt = self.client.commit(pid, r, commitment)
         return self.states.save(state.at(Stage.COMMITTED, commit_tx=rcpt.tx_hash))
 
-    def _require_commit_open(self, project_id: int, round_: int) -> None:
-        info = self.client.project(project_id)
+    def _require_commit_open(self, project_id: int, round_: int, view: TrainerView | None = None) -> None:
+        info = view.info if view is not None else self.client.project(project_id)
         if info.current_round != round_:
             raise RoundMismatch(f"round {round_} is not open (the open round is {info.current_round}): train on the current model")
-        if self.client.block_number >= info.commit_deadline:
+        if (view.block_number if view is not None else self.client.block_number) >= info.commit_deadline:
             raise DeadlinePassed(
                 f"the commit deadline of round {round_} (block {info.commit_deadline}) has passed: {_after(info, round_)}"
             )
@@ -295,16 +307,18 @@ class Participant:
     def reveal(self, state: RoundState, *, timeout: float = 600.0) -> RoundState:
         """Wait for the commit deadline to pass, then reveal (once)."""
         pid, r = state.project_id, state.round
-        on_chain = self.client.commitment_state(pid, r, self.address)
-        if on_chain == CommitState.REVEALED:
+        view = self.client.trainer_view(pid, r, self.address)
+        if view.commit_state == CommitState.REVEALED:
             return self.states.save(state.at(Stage.REVEALED)) if state.stage != Stage.REVEALED else state
-        if on_chain == CommitState.NONE:
+        if view.commit_state == CommitState.NONE:
             raise SubmissionError(f"no commitment on chain for round {r}: commit first")
-        info = self.client.project(pid)
+        info, now = view.info, view.block_number
         if info.current_round != r:
             raise DeadlinePassed(f"round {r} was finalized before this update was revealed: it is lost")
-        self.wait_for_block(info.commit_deadline + 1, "commit deadline", timeout)
-        if self.client.block_number >= info.reveal_deadline:
+        if now <= info.commit_deadline:
+            self.wait_for_block(info.commit_deadline + 1, "commit deadline", timeout)
+            now = self.client.block_number
+        if now >= info.reveal_deadline:
             raise DeadlinePassed(f"the reveal deadline of round {r} (block {info.reveal_deadline}) has passed: the update is lost")
         self.states.save(state.at(Stage.REVEALING))
         rcpt = self.client.reveal(pid, r, state.cid, _b(state.digest), _b(state.salt))
@@ -361,6 +375,7 @@ class Participant:
             t.reveal = time.perf_counter() - start
             t.steps.append("reveal")
             self._store_privacy(project_id)
+            self._keep_settled(project_id)
             say("revealed", state)
         return state
 
@@ -389,26 +404,33 @@ class Participant:
     # ------------------------------------------------------------------ rewards
 
     def claimable(self, project_id: int) -> Claimable | None:
-        """The newest settled round's cumulative entitlement for this trainer, with its proof."""
+        """The newest settled round's cumulative entitlement for this trainer, with its proof: from
+        the copy kept in the state directory (checked against the chain's root), else from the
+        round's record, which is kept then (`trainer.receipts`): a claim works once IPFS no longer
+        serves the record."""
         self.client.project(project_id)  # an unknown project fails here, with its own message
         now = self.client.block_number
         for f in sorted(self.client.finalized(project_id), key=lambda f: -f.round):
             if not is_settled(self.client, project_id, f.round, now):
                 continue
-            record = load_record(self.store, f.record_cid)
-            key = next((k for k in record.cumulative_rewards if k.lower() == self.address.lower()), None)
-            cumulative = record.cumulative_rewards.get(key, 0) if key else 0
-            proof = [_b(p) for p in record.proofs.get(key, [])] if key else []
-            return Claimable(f.round, cumulative, self.client.claimed_by(project_id, self.address), proof)
+            kept = self.receipts.obtain(self.store, self.client, f, self.address)
+            return Claimable(f.round, kept.cumulative, self.client.claimed_by(project_id, self.address), kept.proof_bytes)
         return None
 
-    def claim(self, project_id: int) -> Claimed:
-        """Claim what the newest settled round entitles this trainer to (nothing sent when that is 0)."""
+    def _keep_settled(self, project_id: int) -> None:
+        """Keep the newest settled round's record and proof while the store still serves them (a
+        claim much later may find them unpinned); a miss here must not fail a submission."""
+        with contextlib.suppress(StorageError, StaleReceipt):
+            self.claimable(project_id)
+
+    def claim(self, project_id: int, recipient: str | None = None) -> Claimed:
+        """Claim what the newest settled round entitles this trainer to (nothing sent when that is
+        0), paid to this trainer or to `recipient`."""
         c = self.claimable(project_id)
         if c is None or c.amount == 0:
             before = c.claimed if c else self.client.claimed_by(project_id, self.address)
             return Claimed(0, c.round if c else None, c.cumulative if c else 0, before, None)
-        rcpt = self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof)
+        rcpt = self.client.claim(project_id, c.round, self.address, c.cumulative, c.proof, recipient=recipient)
         return Claimed(c.amount, c.round, c.cumulative, c.claimed, rcpt.tx_hash)
 
 

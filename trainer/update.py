@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -95,18 +95,43 @@ def content_matches(cid: str, data: bytes) -> bool:
     return same_multihash(cid, cid_of(data))
 
 
+def _open_sealed_model(
+    data: bytes, spec: ProjectSpec, project_id: int, model_round: int, keys: Sequence[Any], cid: str
+) -> bytes:
+    """`data` as it is, or the model inside round `model_round`'s sealed model for `keys`."""
+    from market.protocol.envelope import is_envelope, open_model
+
+    if not spec.encrypts_models or model_round < 0 or not is_envelope(data):  # the initial weights are the owner's
+        return data
+    if not keys:
+        raise ModelSpecError(
+            f"global model {cid} is sealed for the project's model readers and no encryption key was given: use an"
+            " account whose key the owner lists in model_readers"
+        )
+    try:
+        return open_model(data, list(keys), project_id, model_round, spec.model_reader_keys(), max_bytes=MODEL_MAX_BYTES)
+    except UpdateRejected as exc:
+        raise ModelSpecError(
+            f"global model {cid} does not open with this account's key ({exc.detail}): ask the owner to list your"
+            " key in the project's model_readers"
+        ) from None
+
+
 def fetch_global_model(
     client: MarketClient, store: Any, spec: ProjectSpec, project_id: int, round_: int, *,
-    allow_model_code: bool = False, base: RoundBase | None = None,
+    allow_model_code: bool = False, base: RoundBase | None = None, model_keys: Sequence[Any] = (),
 ) -> GlobalModel:
     """Download round `round_`'s base model, check it addresses its CID (and, after round 0, the
-    digest in the previous round record), decode it and check it fits the spec's architecture."""
+    digest in the previous round record), decode it and check it fits the spec's architecture.
+    A sealed model (`ProjectSpec.model_readers`) is opened with `model_keys` (X25519 private keys
+    of one of its readers) first; the record's digest is of the plaintext."""
     base = base or round_base(client, store, project_id, round_, spec)
     data = store.cat(base.model_cid, max_bytes=MODEL_MAX_BYTES)
     if not content_matches(base.model_cid, data):
         raise ModelSpecError(
             f"the bytes served for model {base.model_cid} do not hash to that CID: the IPFS node is faulty; use another"
         )
+    data = _open_sealed_model(data, spec, project_id, round_ - 1, model_keys, base.model_cid)
     digest = "0x" + hashlib.sha256(data).hexdigest()
     if base.previous is not None:
         record = load_record(store, base.previous.record_cid)

@@ -3,6 +3,8 @@
 Each filter returns one `Verdict` per update with a stable reason code:
 
 - `non_finite`   the update holds NaN or infinity (checked first, by every filter);
+- `insufficient_noise` (projects whose spec declares DP only) the update's energy is below the
+                 least the declared noise leaves (`dp_noise.py`);
 - `zero_update`  norm ~0, absolutely or relative to the round's median norm (a free rider, or
                  the global model sent back unchanged, whose delta is zero);
 - `stale_update` cosine ~1 and norm ratio ~1 to the trainer's own previous-round update (a
@@ -22,12 +24,13 @@ Every filter is a small frozen dataclass with its own config, registered in `FIL
 follows the `Filter` protocol: called on a `Batch` (the round's stacked updates, who sent each
 row, their previous updates, the last global step and the rows still accepted), it returns a
 `ScreenReport` with one verdict per row. `screen(...)` runs the registered filters in `ORDER`
-(free_rider, copy, outlier, validation_gate) and gives each update the first reason that
+(dp_noise, free_rider, copy, outlier, validation_gate) and gives each update the first reason that
 applies; the outlier statistics are taken over the updates still accepted at that point, so zero
 updates and copies do not pull the centre, and the gate weighs only what the others kept. `FilterConfig` holds every filter's thresholds under the flat keys of the
 `[aggregator.filters]` table and of the round record's `filters` field.
 
     base.py        reason codes, Submission, Verdict, ScreenReport, Batch
+    dp_noise.py    insufficient_noise
     free_rider.py  zero_update, stale_update
     copy.py        copy_of:<trainer>
     outlier.py     outlier
@@ -48,6 +51,7 @@ from aggregator.errors import RuleConfigError
 from aggregator.filters.base import (
     COPY_OF,
     HARMFUL,
+    INSUFFICIENT_NOISE,
     NON_FINITE,
     OK,
     OUTLIER,
@@ -59,16 +63,19 @@ from aggregator.filters.base import (
     Verdict,
 )
 from aggregator.filters.copy import CopyConfig, CopyFilter
+from aggregator.filters.dp_noise import DpNoiseConfig, DpNoiseFilter
 from aggregator.filters.free_rider import FreeRiderConfig, FreeRiderFilter
 from aggregator.filters.outlier import OutlierConfig, OutlierFilter
 from aggregator.filters.validation_gate import GateConfig, GateDecision, ValidationGate, select_coalition
 from aggregator.rules import _linalg as la
 from market._spec import Registry
+from market.protocol.privacy import DpPolicy
 
 __all__ = [
     "COPY_OF",
     "FILTERS",
     "HARMFUL",
+    "INSUFFICIENT_NOISE",
     "NON_FINITE",
     "OK",
     "ORDER",
@@ -78,6 +85,8 @@ __all__ = [
     "Batch",
     "CopyConfig",
     "CopyFilter",
+    "DpNoiseConfig",
+    "DpNoiseFilter",
     "Filter",
     "FilterConfig",
     "FreeRiderConfig",
@@ -114,14 +123,16 @@ class Filter(Protocol):
 
 #: Every filter by name; `ORDER` is the sequence `screen` runs.
 FILTERS: Registry[Filter] = Registry("filter", error=RuleConfigError)
+FILTERS.add(DpNoiseFilter.name, DpNoiseFilter)
 FILTERS.add(FreeRiderFilter.name, FreeRiderFilter)
 FILTERS.add(CopyFilter.name, CopyFilter)
 FILTERS.add(OutlierFilter.name, OutlierFilter)
 FILTERS.add(ValidationGate.name, ValidationGate, ("gate",))
-ORDER: tuple[str, ...] = ("free_rider", "copy", "outlier", "validation_gate")
+ORDER: tuple[str, ...] = ("dp_noise", "free_rider", "copy", "outlier", "validation_gate")
 
 _SECTIONS: dict[str, type[Any]] = {
-    "free_rider": FreeRiderConfig, "copy": CopyConfig, "outlier": OutlierConfig, "validation_gate": GateConfig,
+    "dp_noise": DpNoiseConfig, "free_rider": FreeRiderConfig, "copy": CopyConfig, "outlier": OutlierConfig,
+    "validation_gate": GateConfig,
 }
 
 
@@ -184,15 +195,18 @@ def screen(
     *,
     filters: Sequence[str] = ORDER,
     utility: Callable[[frozenset[int]], float] | None = None,
+    dp: DpPolicy | None = None,
 ) -> ScreenReport:
     """Run `filters` (registered names, in order) on one round; each update keeps the first
     reason that applies. `previous` maps trainer -> its previous-round update `[d]`;
     `global_step` is the previous round's global model minus the one before it; `utility` maps a
-    set of rows to the scorer's validation utility of their FedAvg (the gate skips without it)."""
+    set of rows to the scorer's validation utility of their FedAvg (the gate skips without it);
+    `dp` is the DP policy the project spec declares (`dp_noise` checks it; the gate then judges
+    the noised aggregate as a whole)."""
     cfg = config or FilterConfig()
     stats: dict[str, float] = {}
     with la.single_threaded_blas():
-        batch = dataclasses.replace(Batch.of(updates, submissions, previous, global_step), utility=utility)
+        batch = dataclasses.replace(Batch.of(updates, submissions, previous, global_step), utility=utility, dp=dp)
         verdicts = batch.finite_verdicts()
         for name in filters:
             live = np.array([v.accepted for v in verdicts])

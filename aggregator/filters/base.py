@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,9 +14,13 @@ import torch
 from aggregator.errors import InvalidUpdates
 from aggregator.rules import _linalg as la
 
+if TYPE_CHECKING:
+    from market.protocol.privacy import DpPolicy
+
 __all__ = [
     "COPY_OF",
     "HARMFUL",
+    "INSUFFICIENT_NOISE",
     "NON_FINITE",
     "OK",
     "OUTLIER",
@@ -34,6 +39,7 @@ STALE_UPDATE = "stale_update"
 COPY_OF = "copy_of"
 OUTLIER = "outlier"
 HARMFUL = "harmful"
+INSUFFICIENT_NOISE = "insufficient_noise"
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,9 @@ class Batch:
     #: coalition (a set of row indices) -> the scorer's validation utility of base + server_lr x
     #: FedAvg(those rows); None when the caller has no validation set (the gate then skips)
     utility: Callable[[frozenset[int]], float] | None = None
+    #: the client-level DP policy the project spec declares (every update carries its noise);
+    #: None when the spec declares none
+    dp: DpPolicy | None = None
 
     @property
     def n(self) -> int:

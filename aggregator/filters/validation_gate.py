@@ -24,6 +24,15 @@ keeping the base would stall the project until the server learning rate adapts.
   whose removal gives the highest utility (ties: the later row), at most floor((n - 1) / 2)
   times; n + (n - 1) + ... evaluations.
 
+In a project whose spec declares client-level DP (`Batch.dp`), the gate judges the noised
+aggregate only (method `aggregate`): every live row is kept unless the coalition of all of them
+is worse than the base model by more than gate_tolerance x |v(empty)|, and then every one is
+`harmful` (the round keeps its base model). Each noised update is mostly noise (its norm is about
+sigma*C*sqrt(d) against a signal of at most C), so singletons and subsets differ in their noise
+draws, not in their data: choosing among them would reject honest trainers who followed the
+project's policy (and pay the others) on a coin flip, while the mean over all of them carries the
+least noise. Which updates carry the declared noise is the `dp_noise` filter's test, before.
+
 Why the largest coalition near the best rather than a per-update test: alone, an honest update
 trained on two classes makes a balanced validation set worse (singleton screening and Shapley
 values reject it), while inside the average it helps; and when half the round is malicious,
@@ -43,6 +52,7 @@ import numpy as np
 
 from aggregator.errors import RuleConfigError
 from aggregator.filters.base import HARMFUL, Batch, FilterBase, ScreenReport, Verdict
+from aggregator.scoring import prefetch, restrict
 
 __all__ = ["GateConfig", "GateDecision", "ValidationGate", "select_coalition"]
 
@@ -74,7 +84,7 @@ class GateDecision:
     best: float
     chosen: float
     tau: float
-    method: str  # exact | path
+    method: str  # exact | path | aggregate
     candidates: int
 
     @property
@@ -89,6 +99,7 @@ def _path(n: int, utility: Utility) -> dict[frozenset[int], float]:
     for _ in range((n - 1) // 2):
         # highest utility after removal; ties remove the later row (committed later)
         best_i, best_v = -1, -math.inf
+        prefetch(utility, [current - {i} for i in sorted(current, reverse=True)])  # one parallel batch a step
         for i in sorted(current, reverse=True):
             v = utility(current - {i})
             if v > best_v:
@@ -98,15 +109,23 @@ def _path(n: int, utility: Utility) -> dict[frozenset[int], float]:
     return out
 
 
-def select_coalition(n: int, utility: Utility, config: GateConfig | None = None) -> GateDecision:
-    """The coalition of positions 0..n-1 the gate keeps, from `utility` (a coalition -> value)."""
+def select_coalition(
+    n: int, utility: Utility, config: GateConfig | None = None, *, aggregate_only: bool = False
+) -> GateDecision:
+    """The coalition of positions 0..n-1 the gate keeps, from `utility` (a coalition -> value);
+    `aggregate_only` (DP projects) weighs only the coalition of all n."""
     cfg = config or GateConfig()
     empty = utility(frozenset())
     if n == 0:
         return GateDecision(frozenset(), empty, empty, empty, 0.0, "exact", 0)
-    if n <= cfg.gate_exact_max:
+    if aggregate_only:
+        method = "aggregate"
+        values = {frozenset(range(n)): utility(frozenset(range(n)))}
+    elif n <= cfg.gate_exact_max:
         method = "exact"
-        values = {c: utility(c) for c in (frozenset(i for i in range(n) if m >> i & 1) for m in range(1, 1 << n))}
+        every = [frozenset(i for i in range(n) if m >> i & 1) for m in range(1, 1 << n)]
+        prefetch(utility, every)
+        values = {c: utility(c) for c in every}
     else:
         method = "path"
         values = _path(n, utility)
@@ -131,12 +150,7 @@ class ValidationGate(FilterBase):
         if not self.config.validation_gate or batch.utility is None:
             return ScreenReport(tuple(out))
         rows = [int(i) for i in np.nonzero(batch.live(out))[0]]
-        utility = batch.utility
-
-        def on_rows(c: frozenset[int]) -> float:
-            return utility(frozenset(rows[k] for k in c))
-
-        d = select_coalition(len(rows), on_rows, self.config)
+        d = select_coalition(len(rows), restrict(batch.utility, rows), self.config, aggregate_only=batch.dp is not None)
         for k, i in enumerate(rows):
             if k not in d.kept:
                 detail = (f"without it the kept coalition's validation utility is {d.chosen:.6g}, within tau {d.tau:.4g}"

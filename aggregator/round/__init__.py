@@ -19,7 +19,7 @@ and resume without losing anything.
 """
 
 from aggregator.round._determinism import deterministic
-from aggregator.round.adapt import AdaptPolicy, adapt_hyperparams, initial_state
+from aggregator.round.adapt import AdaptSchedule, adapt_hyperparams, initial_state
 from aggregator.round.compute import Computed, compute_from_inputs, compute_round, decode_base_model
 from aggregator.round.config import CODE_VERSION, UTILITY, RoundConfig
 from aggregator.round.context import ReadStore, RoundContext, load_context
@@ -44,7 +44,7 @@ __all__ = [
     "STAGES",
     "UTILITY",
     "ZERO_ADDRESS",
-    "AdaptPolicy",
+    "AdaptSchedule",
     "Candidate",
     "Computed",
     "Evaluator",

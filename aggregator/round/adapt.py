@@ -5,31 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from market.protocol.policy import AdaptSchedule
 
 if TYPE_CHECKING:
     from aggregator.round.config import RoundConfig
 
-__all__ = ["AdaptPolicy", "adapt_hyperparams", "initial_state"]
-
-
-class AdaptPolicy(BaseModel):
-    """Plateau adaptation: when validation accuracy has not improved by `min_delta` for
-    `patience` rounds, the server learning rate is multiplied by `lr_factor` (not below
-    `min_server_lr`) and trainers are asked for `epochs_step` more local epochs (up to
-    `max_epochs`). Published in every record, so a replay applies the same policy."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = True
-    patience: int = Field(default=2, ge=1)
-    min_delta: float = Field(default=0.005, ge=0)
-    lr_factor: float = Field(default=0.5, gt=0, le=1)
-    min_server_lr: float = Field(default=0.05, gt=0)
-    epochs_step: int = Field(default=1, ge=0)
-    max_epochs: int = Field(default=5, ge=1)
-    #: Local epochs assumed when the round's hyper-parameters name none (the trainers' default).
-    base_epochs: int = Field(default=1, ge=1)
+__all__ = ["AdaptSchedule", "adapt_hyperparams", "initial_state"]
 
 
 def initial_state(config: RoundConfig, base_hyperparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,7 +24,7 @@ def initial_state(config: RoundConfig, base_hyperparams: Mapping[str, Any]) -> d
 
 
 def adapt_hyperparams(
-    state_in: Mapping[str, Any], accuracy: float, policy: AdaptPolicy, base_hyperparams: Mapping[str, Any]
+    state_in: Mapping[str, Any], accuracy: float, policy: AdaptSchedule, base_hyperparams: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plateau rule: track the best validation accuracy; after `patience` rounds without an
     improvement of `min_delta`, lower the server learning rate and ask for more local epochs.

@@ -48,6 +48,17 @@ class Computed:
     candidates: tuple[Candidate, ...] = field(repr=False, default=())
     #: the round's evaluations; after a replay, each recorded value against this machine's
     ledger: EvaluationLedger = field(repr=False, default_factory=EvaluationLedger)
+    #: who the published model is sealed for (`ProjectSpec.model_reader_keys`; empty: public)
+    model_readers: Mapping[str, str] = field(repr=False, default_factory=dict)
+
+    def published_model(self) -> bytes:
+        """The bytes to publish: the model itself, or an envelope of it for `model_readers`
+        (fresh randomness each call: the record's digest is of the plaintext `model_bytes`)."""
+        if not self.model_readers:
+            return self.model_bytes
+        from market.protocol.envelope import seal_model  # cryptography only for sealed projects
+
+        return seal_model(self.model_bytes, self.model_readers, int(self.fields["project_id"]), int(self.fields["round"]))
 
     @property
     def model_digest(self) -> str:
@@ -180,7 +191,8 @@ def compute_from_inputs(
         for stage in PIPELINE:
             stage(state)
             done(stage.name)
-    return Computed(state.model_bytes, _fields(state, code_version), tuple(state.candidates), state.ledger)
+    return Computed(state.model_bytes, _fields(state, code_version), tuple(state.candidates), state.ledger,
+                    inputs.context.spec.model_reader_keys())
 
 
 def compute_round(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 
 from aggregator.filters import FilterConfig
-from aggregator.round.adapt import AdaptPolicy
+from aggregator.round.adapt import AdaptSchedule
 from aggregator.rules import Rule, make_rule
 
 __all__ = ["AUTO_EXACT_MAX", "CODE_VERSION", "UTILITY", "RoundConfig"]
@@ -43,10 +43,14 @@ class RoundConfig:
     scorer: str = "auto"
     #: Server learning rate of round 0 (later rounds carry theirs in the record's adapt state).
     server_lr: float = 1.0
-    adapt: AdaptPolicy = field(default_factory=AdaptPolicy)
+    adapt: AdaptSchedule = field(default_factory=AdaptSchedule)
     threads: int = 1
     #: threads to run with instead of `threads` (an auditor's choice: results do not depend on it)
     run_threads: int | None = None
+    #: where coalition utilities are measured: "local" or "ray" (`aggregator.ray_scoring`, at
+    #: `ray_address`, None: a private local instance); results do not depend on it
+    compute: str = "local"
+    ray_address: str | None = None
     allow_user_models: bool = False
     fetch_workers: int = 4
     fetch_timeout: float = 30.0

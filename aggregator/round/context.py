@@ -11,11 +11,13 @@ project's encrypted updates opens them with (`decryption_keys`, none for a keyle
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from market.chain import MarketClient, RoundStatus
+from market.errors import ChainError
 from market.protocol.documents import ProjectSpec, UpdateInput, round_seed
 from market.protocol.reading import ProtocolError, load_record, load_spec
 
@@ -68,11 +70,13 @@ def _opened_at(client: MarketClient, project_id: int, round_: int, finalized: Ma
     return int(prev.block_number)
 
 
-def _inputs(client: MarketClient, project_id: int, round_: int) -> tuple[UpdateInput, ...]:
-    """Revealed updates with their commit position, sorted by commit order."""
-    commits = {c.trainer.lower(): c for c in client.commits(project_id, round_)}
+def _inputs(client: MarketClient, project_id: int, round_: int, opened: int) -> tuple[UpdateInput, ...]:
+    """Revealed updates with their commit position, sorted by commit order; the round's events are
+    read in one query from the block it opened at (nothing of it is older)."""
+    commits_, reveals = client.submissions(project_id, round_, from_block=opened)
+    commits = {c.trainer.lower(): c for c in commits_}
     out = []
-    for rv in client.reveals(project_id, round_):
+    for rv in reveals:
         c = commits.get(rv.trainer.lower())
         if c is None:  # the contract only accepts reveals of commitments: never happens
             raise ProtocolError(f"reveal by {rv.trainer} in round {round_} has no UpdateCommitted event")
@@ -90,6 +94,18 @@ def _inputs(client: MarketClient, project_id: int, round_: int) -> tuple[UpdateI
     return tuple(out)
 
 
+def _wait_buried(client: MarketClient, block: int, timeout: float, poll_interval: float) -> None:
+    """Return once `block` is `client.confirmations` deep; ChainError after `timeout` seconds."""
+    give_up = time.monotonic() + timeout
+    while (head := client.block_number) < block + client.confirmations:
+        if time.monotonic() > give_up:
+            raise ChainError(
+                f"block {block} (a reveal deadline) is not {client.confirmations} blocks deep after {timeout:.0f} s"
+                f" (the head is {head}): is the chain producing blocks? lower the profile's confirmations otherwise"
+            )
+        time.sleep(poll_interval)
+
+
 def load_context(
     client: MarketClient,
     store: ReadStore,
@@ -99,15 +115,24 @@ def load_context(
     *,
     spec: ProjectSpec | None = None,
     decryption_keys: Sequence[X25519PrivateKey] = (),
+    confirmation_timeout: float = 600.0,
+    poll_interval: float = 1.0,
 ) -> RoundContext:
     """The chain's view of round `round_`; `available` is what the contract lets it allocate
     (the service reads it once and journals it; an auditor uses the chain's allocation);
-    `decryption_keys` open the spec's encrypted updates at fetch."""
+    `decryption_keys` open the spec's encrypted updates at fetch.
+
+    On a chain read with `client.confirmations` > 0, the round is read once its reveal deadline
+    is buried that deep (waiting up to `confirmation_timeout` seconds, polling every
+    `poll_interval`): a reveal in a block that a reorganisation could still drop never enters a
+    record. Nothing waits on a local chain (0 confirmations)."""
     info = client.project(project_id)
     spec = spec or load_spec(client, store, project_id)
     finalized = {f.round: f for f in client.finalized(project_id)}
     opened = _opened_at(client, project_id, round_, finalized)
     deadline = opened + info.commit_window + info.reveal_window
+    if client.confirmations:
+        _wait_buried(client, deadline, confirmation_timeout, poll_interval)
     block = client.w3.eth.get_block(deadline)
     seed = round_seed(bytes(block["hash"]), project_id, round_)
 
@@ -124,14 +149,15 @@ def load_context(
         prev_record = load_record(store, prev.record_cid)
         base_cid, hyper, prev_agg = prev.model_cid, dict(prev_record.hyperparams), dict(prev_record.aggregation)
         prev_base = prev_record.base_model_cid
-        prev_inputs = _inputs(client, project_id, round_ - 1)
+        prev_inputs = _inputs(client, project_id, round_ - 1, _opened_at(client, project_id, round_ - 1, finalized))
 
     cum_rewards: dict[str, int] = {}
     cum_scores: dict[str, float] = {}
     for r in range(round_ - 1, -1, -1):
         if client.round(project_id, r).status == RoundStatus.VOIDED:
             continue
-        rec = load_record(store, finalized[r].record_cid)
+        # the previous record was just read (a thousand trainers' proofs: parse it once)
+        rec = prev_record if r == round_ - 1 else load_record(store, finalized[r].record_cid)
         cum_rewards, cum_scores = dict(rec.cumulative_rewards), dict(rec.cumulative_scores)
         break
 
@@ -146,7 +172,7 @@ def load_context(
         previous_aggregation=prev_agg,
         reveal_deadline=deadline,
         seed=seed,
-        inputs=_inputs(client, project_id, round_),
+        inputs=_inputs(client, project_id, round_, opened),
         previous_inputs=prev_inputs,
         previous_base_model_cid=prev_base,
         cumulative_rewards=cum_rewards,

@@ -171,6 +171,29 @@ def open_fetched(fetched: Sequence[Fetched], ctx: RoundContext, round_: int) -> 
     return out
 
 
+def open_model_bytes(data: bytes, ctx: RoundContext, round_: int) -> bytes:
+    """A base model as fetched, opened if it is round `round_`'s sealed model
+    (`ProjectSpec.model_readers`; the initial weights stay as the owner published them). A reader
+    who cannot open it cannot build the round: SettingsError."""
+    from market.protocol.envelope import is_envelope, open_model
+
+    if not ctx.spec.encrypts_models or round_ < 0 or not is_envelope(data):
+        return data
+    if not ctx.decryption_keys:
+        raise SettingsError(
+            f"project {ctx.project_id}'s global models are sealed and no decryption key was given: pass a recipient's"
+            " --account (its keystore encryption key)"
+        )
+    try:
+        return open_model(data, ctx.decryption_keys, ctx.project_id, round_, ctx.spec.model_reader_keys(),
+                          max_bytes=2 * ctx.spec.validation.max_update_bytes + (1 << 20))
+    except UpdateRejected as exc:
+        raise SettingsError(
+            f"the sealed model of project {ctx.project_id} round {round_} does not open with this key ({exc.detail}):"
+            " use a key the spec names, or dispute the round"
+        ) from None
+
+
 def base_model_limit(ctx: RoundContext) -> int:
     """Bound on a base model's bytes: twice the largest update the policy allows."""
     return 2 * ctx.spec.validation.max_update_bytes
@@ -190,23 +213,30 @@ def gather_inputs(
     before it. `config` only says how hard to try (workers, timeout, attempts)."""
     cfg = config or RoundConfig()
     policy = ctx.spec.validation
-    updates = open_fetched(fetch_updates(
-        store, ctx.inputs, max_bytes=policy.max_update_bytes, workers=cfg.fetch_workers,
-        timeout=cfg.fetch_timeout, attempts=cfg.fetch_attempts, cache=cache,
-    ), ctx, ctx.round)
     trainers = {u.trainer.lower() for u in ctx.inputs}
     wanted = [u for u in ctx.previous_inputs if u.trainer.lower() in trainers]
-    previous: list[Fetched] = []
-    if wanted and ctx.previous_base_model_cid is not None:
-        previous = open_fetched(fetch_updates(
-            store, wanted, max_bytes=policy.max_update_bytes, workers=cfg.fetch_workers,
-            timeout=cfg.fetch_timeout, attempts=1, cache=cache,
-        ), ctx, ctx.round - 1)
     limit = base_model_limit(ctx)
-    base = store.cat(ctx.base_model_cid, max_bytes=limit, timeout=cfg.fetch_timeout)
-    before = None
-    if ctx.previous_base_model_cid is not None:
-        before = store.cat(ctx.previous_base_model_cid, max_bytes=limit, timeout=cfg.fetch_timeout)
+    # The base models and the previous updates (journal hits, mostly) load beside this round's
+    # updates: the round waits for the slowest of them, not for their sum.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="gather") as side:
+        base_f = side.submit(store.cat, ctx.base_model_cid, max_bytes=limit, timeout=cfg.fetch_timeout)
+        before_f = None if ctx.previous_base_model_cid is None else side.submit(
+            store.cat, ctx.previous_base_model_cid, max_bytes=limit, timeout=cfg.fetch_timeout)
+        previous_f = None if not wanted or ctx.previous_base_model_cid is None else side.submit(
+            fetch_updates, store, wanted, max_bytes=policy.max_update_bytes, workers=cfg.fetch_workers,
+            timeout=cfg.fetch_timeout, attempts=1, cache=cache)
+        fetched = fetch_updates(
+            store, ctx.inputs, max_bytes=policy.max_update_bytes, workers=cfg.fetch_workers,
+            timeout=cfg.fetch_timeout, attempts=cfg.fetch_attempts, cache=cache,
+        )
+        previous_fetched = previous_f.result() if previous_f is not None else []
+        base = base_f.result()
+        before = before_f.result() if before_f is not None else None
+    updates = open_fetched(fetched, ctx, ctx.round)
+    previous = open_fetched(previous_fetched, ctx, ctx.round - 1) if previous_fetched else []
+    # round r trains on round r-1's model, the model before it is round r-2's
+    base = open_model_bytes(base, ctx, ctx.round - 1)
+    before = None if before is None else open_model_bytes(before, ctx, ctx.round - 2)
     return RoundInputs(
         context=ctx, updates=tuple(updates), previous_updates=tuple(previous), base_model=base,
         previous_base_model=before, valset=valset, validation_cid=validation_cid,

@@ -26,8 +26,9 @@ class WriteStore(ReadStore, Protocol):
 
 def publish_round(store: WriteStore, computed: Computed) -> Published:
     """Add (and so pin) the model, then the record naming the model's CID. Same bytes, same CIDs:
-    publishing again after a restart changes nothing."""
-    model_cid = store.add(computed.model_bytes)
+    publishing again after a restart changes nothing, except for a sealed model
+    (`Computed.published_model`), whose envelope is new each time; the record names the one added."""
+    model_cid = store.add(computed.published_model())
     record = computed.record(model_cid)
     data = record.to_bytes()
     record_cid = store.add(data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aggregator.filters import FilterConfig
-from aggregator.round.adapt import AdaptPolicy
+from aggregator.round.adapt import AdaptSchedule
 from aggregator.round.config import RoundConfig
 from market.errors import MarketError
 from market.protocol.documents import RoundRecord
@@ -23,7 +23,7 @@ def config_from_record(record: RoundRecord, **io: Any) -> RoundConfig:
             filters=FilterConfig.from_record(record.filters),
             scorer=record.scorer,
             server_lr=float((agg.get("state_in") or {}).get("server_lr", agg.get("server_lr", 1.0))),
-            adapt=AdaptPolicy(**agg.get("adapt", {})),
+            adapt=AdaptSchedule(**agg.get("adapt", {})),
             threads=int(agg.get("threads", 1)),
             **io,
         )

@@ -27,12 +27,13 @@ from aggregator.round.context import RoundContext
 from aggregator.round.inputs import Fetched, RoundInputs, digest_of
 from aggregator.round.ledger import EvaluationLedger
 from aggregator.rules import FedAvg, Rule
-from aggregator.scoring import CoalitionUtility, make_scorer, make_utility
+from aggregator.scoring import CoalitionExecutor, CoalitionUtility, make_scorer, make_utility, restrict
 from aggregator.valset import ValidationSet
 from market.models import evaluate, flatten, unflatten
 from market.protocol import numerics
 from market.protocol.codec import ModelHeader, encode_model
 from market.protocol.documents import RecordedVerdict, UpdateInput, ValidationPolicy
+from market.protocol.privacy import DpPolicy
 from market.protocol.validation import update_spec, validate_update
 
 __all__ = [
@@ -259,6 +260,7 @@ def filter_updates(
     config: FilterConfig,
     global_step: torch.Tensor | None = None,
     utility: Callable[[frozenset[int]], float] | None = None,
+    dp: DpPolicy | None = None,
 ) -> tuple[list[Candidate], dict[str, float]]:
     """Zero and stale updates (free riders), copies (only the first committed is kept),
     outliers and (given `utility`, over the rows of the updates that passed validation) harmful
@@ -272,7 +274,7 @@ def filter_updates(
         Submission(candidates[i].input.trainer, candidates[i].input.commit_block, candidates[i].input.commit_log_index)
         for i in idx
     ]
-    report = screen(stack, subs, previous, config, global_step, utility=utility)
+    report = screen(stack, subs, previous, config, global_step, utility=utility, dp=dp)
     for v in report.verdicts:
         i = idx[v.index]
         if not v.accepted:
@@ -286,10 +288,11 @@ def filter_(state: RoundState) -> None:
         evaluator = Evaluator(state.model, state.like, state.inputs.valset)
         state.coalitions = coalition_utility([state.candidates[i] for i in rows], state.base_vector, evaluator,
                                              state.server_lr, state.policy.max_claimed_samples,
-                                             rows=rows, ledger=state.ledger)
+                                             rows=rows, ledger=state.ledger, executor=coalition_executor(state.config))
         state.coalition_rows = rows
     state.candidates, state.filter_stats = filter_updates(
-        state.candidates, state.previous, state.config.filters, state.global_step, state.coalitions
+        state.candidates, state.previous, state.config.filters, state.global_step, state.coalitions,
+        state.ctx.spec.privacy,
     )
 
 
@@ -337,9 +340,19 @@ def utility_rule(policy_cap: int) -> FedAvg:
     return FedAvg(cap=float(policy_cap))
 
 
+def coalition_executor(config: RoundConfig) -> CoalitionExecutor | None:
+    """Where the round's coalition utilities are measured (`config.compute`); None: here."""
+    if config.compute == "local":
+        return None
+    from aggregator.ray_scoring import executor_for
+
+    return executor_for(config.compute, config.ray_address, config.run_threads or config.threads)
+
+
 def coalition_utility(
     cands: Sequence[Candidate], base_vector: torch.Tensor, evaluator: Evaluator, server_lr: float,
     max_claimed_samples: int, *, rows: Sequence[int] | None = None, ledger: EvaluationLedger | None = None,
+    executor: CoalitionExecutor | None = None,
 ) -> CoalitionUtility:
     """The scorer's utility over `cands`: minus the validation loss of base + server_lr *
     FedAvg(a coalition's deltas), sample counts capped (memoised). With a `ledger`, every value
@@ -360,7 +373,7 @@ def coalition_utility(
         def record(coalition: frozenset[int], measure: Callable[[], float]) -> float:
             return book.value("coalition", [index[k] for k in coalition], "neg_loss", measure)
 
-    return make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, weights, record)
+    return make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, weights, record, executor)
 
 
 def score_contributions(
@@ -405,16 +418,12 @@ def score(state: RoundState) -> None:
         # the accepted are a sub-game of the gate's coalitions: the same models, already evaluated
         position = {row: k for k, row in enumerate(state.coalition_rows)}
         members = [position[i] for i, c in enumerate(state.candidates) if c.accepted]
-        coalitions = state.coalitions
-
-        def on_accepted(c: frozenset[int]) -> float:
-            return coalitions(frozenset(members[j] for j in c))
-
-        shared = on_accepted
+        shared = restrict(state.coalitions, members)
     elif accepted:
         shared = coalition_utility(accepted, state.base_vector, evaluator, state.server_lr,
                                    state.policy.max_claimed_samples, ledger=state.ledger,
-                                   rows=[i for i, c in enumerate(state.candidates) if c.accepted])
+                                   rows=[i for i, c in enumerate(state.candidates) if c.accepted],
+                                   executor=coalition_executor(state.config))
 
     state.scores, state.evaluations, state.score_details = score_contributions(
         accepted, state.base_vector, evaluator, state.server_lr, state.scorer, state.ctx.seed,

@@ -254,13 +254,15 @@ interface ILearningMarket {
     );
     /// @dev A stake was withdrawn after the end.
     /// @param projectId The project. @param trainer The trainer. @param amount The amount.
-    event StakeWithdrawn(uint256 indexed projectId, address indexed trainer, uint256 amount);
+    /// @param recipient Paid to (the trainer, or the address it named).
+    event StakeWithdrawn(uint256 indexed projectId, address indexed trainer, uint256 amount, address recipient);
     /// @dev `amount` was credited to `account` (refunded bonds, forfeited bonds, returned budget).
     /// @param projectId The project. @param account The beneficiary. @param amount The amount.
     event Credited(uint256 indexed projectId, address indexed account, uint256 amount);
     /// @dev A credit was withdrawn.
     /// @param projectId The project. @param account The account. @param amount The amount.
-    event CreditWithdrawn(uint256 indexed projectId, address indexed account, uint256 amount);
+    /// @param recipient Paid to (the account, or the address it named).
+    event CreditWithdrawn(uint256 indexed projectId, address indexed account, uint256 amount, address recipient);
     /// @dev The project ended; `returned` (never-allocated budget) went to the owner.
     /// @param projectId The project. @param returned The amount returned.
     event ProjectEnded(uint256 indexed projectId, uint256 returned);
@@ -421,6 +423,7 @@ interface ILearningMarket {
     error RoundsRemaining(uint256 projectId, uint256 round, uint256 numRounds);
     /// @dev Nothing to withdraw. @param projectId The project. @param account The account.
     error NothingToWithdraw(uint256 projectId, address account);
-    /// @dev The recipient is the zero address.
+    /// @dev The recipient named for a payment (claimTo, claimPoolShare, withdrawStakeTo,
+    /// withdrawCreditTo) is the zero address.
     error ZeroRecipient();
 }

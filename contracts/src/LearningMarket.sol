@@ -66,7 +66,9 @@ contract LearningMarket is ILearningMarket, ReentrancyGuardTransient {
 
     function _project(uint256 projectId) internal view returns (Project storage p) {
         p = _projects[projectId];
-        if (p.owner == address(0)) revert UnknownProject(projectId);
+        // numRounds is never 0 once created (ZeroRounds) and shares its slot with the fields most
+        // paths read anyway (aggregator, challengeWindow, endedAt): a claim skips a cold load.
+        if (p.numRounds == 0) revert UnknownProject(projectId);
     }
 
     // ------------------------------------------------------------------ owner
@@ -431,6 +433,19 @@ contract LearningMarket is ILearningMarket, ReentrancyGuardTransient {
     /// @notice Withdraw the stake left once the project has ended.
     /// @param projectId The project.
     function withdrawStake(uint256 projectId) external nonReentrant {
+        _withdrawStake(projectId, msg.sender);
+    }
+
+    /// @notice Withdraw the caller's stake left once the project has ended to `recipient` (for
+    /// example when the token blocks the trainer's own address).
+    /// @param projectId The project.
+    /// @param recipient Who receives the payment.
+    function withdrawStakeTo(uint256 projectId, address recipient) external nonReentrant {
+        if (recipient == address(0)) revert ZeroRecipient();
+        _withdrawStake(projectId, recipient);
+    }
+
+    function _withdrawStake(uint256 projectId, address recipient) internal {
         Project storage p = _project(projectId);
         if (p.endedAt == 0) revert ProjectNotEnded(projectId);
         uint256 reg = _registration[projectId][msg.sender];
@@ -438,19 +453,33 @@ contract LearningMarket is ILearningMarket, ReentrancyGuardTransient {
         uint256 amount = reg - 1;
         _registration[projectId][msg.sender] = 1; // still registered, nothing staked
         p.stakesHeld -= uint128(amount);
-        emit StakeWithdrawn(projectId, msg.sender, amount);
-        _pay(p.token, msg.sender, amount);
+        emit StakeWithdrawn(projectId, msg.sender, amount, recipient);
+        _pay(p.token, recipient, amount);
     }
 
     /// @notice Withdraw the caller's credits (refunded and forfeited bonds, returned budget, sweep).
     /// @param projectId The project.
     function withdrawCredit(uint256 projectId) external nonReentrant {
+        _withdrawCredit(projectId, msg.sender);
+    }
+
+    /// @notice Withdraw the caller's credits to `recipient` (for example when the token blocks the
+    /// caller's own address: an owner that cannot be paid lets anyone else end the project, which
+    /// credits the returned budget, then withdraws it here).
+    /// @param projectId The project.
+    /// @param recipient Who receives the payment.
+    function withdrawCreditTo(uint256 projectId, address recipient) external nonReentrant {
+        if (recipient == address(0)) revert ZeroRecipient();
+        _withdrawCredit(projectId, recipient);
+    }
+
+    function _withdrawCredit(uint256 projectId, address recipient) internal {
         Project storage p = _project(projectId);
         uint256 amount = _credits[projectId][msg.sender];
         if (amount == 0) revert NothingToWithdraw(projectId, msg.sender);
         _credits[projectId][msg.sender] = 0;
-        emit CreditWithdrawn(projectId, msg.sender, amount);
-        _pay(p.token, msg.sender, amount);
+        emit CreditWithdrawn(projectId, msg.sender, amount, recipient);
+        _pay(p.token, recipient, amount);
     }
 
     // ------------------------------------------------------------------ aggregator

@@ -166,7 +166,7 @@ contract DisputesTest is MarketFixture {
 
         uint256 before = bob.balance;
         vm.expectEmit(address(market));
-        emit ILearningMarket.CreditWithdrawn(pid, bob, BOND);
+        emit ILearningMarket.CreditWithdrawn(pid, bob, BOND, bob);
         vm.prank(bob);
         market.withdrawCredit(pid);
         assertEq(bob.balance, before + BOND, "bond refunded");

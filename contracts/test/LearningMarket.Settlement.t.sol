@@ -167,7 +167,7 @@ contract SettlementTest is MarketFixture {
         _end(pid);
         uint256 before = alice.balance;
         vm.expectEmit(address(market));
-        emit ILearningMarket.StakeWithdrawn(pid, alice, STAKE);
+        emit ILearningMarket.StakeWithdrawn(pid, alice, STAKE, alice);
         vm.prank(alice);
         market.withdrawStake(pid);
         assertEq(alice.balance, before + STAKE, "stake back");

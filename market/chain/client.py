@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eth_abi import encode
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils import is_address, keccak, to_checksum_address
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractLogicError
 from web3.logs import DISCARD
 
+from market.chain import _rpc
+from market.chain.events import DEFAULT_PAGE, LogReader, topic_filter
+from market.chain.profiles import ChainProfile
 from market.chain.records import (
     Commit,
     CommitState,
@@ -67,6 +72,16 @@ def commitment_of(project_id: int, round_: int, trainer: str, cid: str, digest: 
     )
 
 
+@dataclass(frozen=True)
+class TrainerView:
+    """A trainer's view of a project at one block (`MarketClient.trainer_view`)."""
+
+    info: ProjectInfo
+    block_number: int
+    commit_state: CommitState
+    registered: bool
+
+
 class MarketClient:
     """Typed access to one deployed LearningMarket.
 
@@ -82,19 +97,35 @@ class MarketClient:
         account: LocalAccount | None = None,
         *,
         receipt_timeout: float = 120.0,
+        profile: ChainProfile | None = None,
+        page_size: int | None = None,
+        confirmations: int = 0,
+        deployed_at: int = 0,
     ):
+        """`page_size`: blocks per `eth_getLogs` call when reading events (None: the whole range
+        in one call, as a local node answers); `confirmations`: events count once buried this
+        deep (0: the head counts, as on a local chain); `deployed_at`: the contract's deployment
+        block, where event reads start at the earliest (a public chain has millions before it)."""
+        if (page_size is not None and page_size < 1) or confirmations < 0:
+            raise ConfigError(f"page_size must be >= 1 (got {page_size}) and confirmations >= 0 (got {confirmations})")
         self.w3 = w3
+        self.profile = profile
+        self.page_size = page_size
+        self.confirmations = confirmations
+        self.deployed_at = deployed_at
         self.address = checksum(address, "contract address")
         self.abi = abi
         self.contract = w3.eth.contract(address=self.address, abi=abi)
         self.decoder = RevertDecoder(abi)
-        self.sender = TxSender(w3, account, self.decoder, receipt_timeout=receipt_timeout) if account else None
+        self._abi_calls = _rpc.AbiCalls(abi)
+        self.sender = TxSender(w3, account, self.decoder, receipt_timeout=receipt_timeout, profile=profile) if account else None
 
     # ------------------------------------------------------------------ plumbing
 
     def with_account(self, account: LocalAccount) -> MarketClient:
         """The same contract, sending from `account`."""
-        return MarketClient(self.w3, self.address, self.abi, account)
+        return MarketClient(self.w3, self.address, self.abi, account, profile=self.profile, page_size=self.page_size,
+                            confirmations=self.confirmations, deployed_at=self.deployed_at)
 
     @property
     def account_address(self) -> str:
@@ -124,7 +155,49 @@ class MarketClient:
 
     @property
     def block_number(self) -> int:
-        return int(self.w3.eth.block_number)
+        """The head as the contract's `block.number` counts it (the L1 block on Arbitrum): what
+        every deadline is compared with."""
+        return self.profile.contract_block(self.w3) if self.profile else int(self.w3.eth.block_number)
+
+    def _read_many(
+        self, reads: Sequence[tuple[str, tuple[Any, ...]]], *, block_number: bool = False
+    ) -> tuple[list[Any], int]:
+        """The results of several views (`(function name, args)`), and the head block when
+        `block_number` (else -1), read at one block in one JSON-RPC batch: one round trip, encoded
+        and decoded from the ABI without web3's per-call machinery (`market.chain._rpc`). On a
+        node that does not batch (the embedded chain) or when the batch fails (a revert, an
+        outage), they are read again one by one through `_call`, so errors surface exactly as
+        from a single read."""
+        if isinstance(self.w3.provider, HTTPProvider):
+            calls: list[tuple[str, list[Any]]] = [
+                ("eth_call", [{"to": self.address, "data": self._abi_calls.data(name, *args)}, "latest"])
+                for name, args in reads]
+            try:
+                answers = _rpc.batch(self.w3, calls + ([("eth_blockNumber", [])] if block_number else []))
+                head = int(answers.pop(), 16) if block_number else -1
+                return [self._abi_calls.result(name, a) for (name, _), a in zip(reads, answers, strict=True)], head
+            except Exception:  # noqa: BLE001, S110 - read one by one below, where each error is typed
+                pass
+        results = [self._call(getattr(self.contract.functions, name)(*args), name) for name, args in reads]
+        return results, (self.block_number if block_number else -1)
+
+    def trainer_view(self, project_id: int, round_: int, trainer: str) -> TrainerView:
+        """What a trainer checks before it commits or reveals, read at one block in one round trip:
+        the project, the head, its commitment's state and its registration."""
+        who = checksum(trainer, "trainer")
+        (p, state, (registered, _)), head = self._read_many(
+            [("getProject", (project_id,)), ("commitmentState", (project_id, round_, who)),
+             ("registration", (project_id, who))],
+            block_number=True,
+        )
+        return TrainerView(ProjectInfo(project_id, *p), head, CommitState(state), bool(registered))
+
+    def _send_fast(self, name: str, args: tuple[Any, ...], action: str, value: int = 0) -> Receipt:
+        """`_send` for the calls every round makes: over HTTP encoded from the ABI and sent raw
+        (`TxSender.send_data`), skipping web3's contract machinery."""
+        if self.sender is not None and isinstance(self.w3.provider, HTTPProvider):
+            return self.sender.send_data(self.address, self._abi_calls.data(name, *args), value=value, action=action)
+        return self._send(getattr(self.contract.functions, name)(*args), action, value=value)
 
     # ------------------------------------------------------------------ writes
 
@@ -162,10 +235,10 @@ class MarketClient:
         return self._send(self.contract.functions.register(project_id), "register", value=value)
 
     def commit(self, project_id: int, round_: int, commitment: bytes) -> Receipt:
-        return self._send(self.contract.functions.commit(project_id, round_, commitment), "commit")
+        return self._send_fast("commit", (project_id, round_, commitment), "commit")
 
     def reveal(self, project_id: int, round_: int, cid: str, digest: bytes, salt: bytes) -> Receipt:
-        return self._send(self.contract.functions.reveal(project_id, round_, cid, digest, salt), "reveal")
+        return self._send_fast("reveal", (project_id, round_, cid, digest, salt), "reveal")
 
     def post_bond(self, project_id: int) -> Receipt:
         """Post the aggregator bond (ETH, or an ERC-20 approved here); finalize_round does it when needed."""
@@ -179,8 +252,8 @@ class MarketClient:
         """Finalize with the round's fixed allocation (read from the chain), posting the aggregator
         bond first if none is held. `allocation`, if given (the record's), must be that fixed amount:
         a tree may pay less (nobody earned a share), the rest is swept after the claim deadline."""
-        info = self.project(project_id)
-        fixed = self.round_allocation(project_id)
+        (p, fixed_), _ = self._read_many([("getProject", (project_id,)), ("roundAllocation", (project_id,))])
+        info, fixed = ProjectInfo(project_id, *p), int(fixed_)
         if allocation is not None and allocation != fixed:
             raise ConfigError(
                 f"round {round_} of project {project_id} allocates exactly {fixed} (fixed by the project's"
@@ -188,8 +261,8 @@ class MarketClient:
             )
         if info.bond_held == 0 and info.aggregator.lower() == self.account_address.lower():
             self.post_bond(project_id)
-        fn = self.contract.functions.finalizeRound(project_id, round_, model_cid, record_cid, root, fixed)
-        return self._send(fn, "finalizeRound")
+        args = (project_id, round_, model_cid, record_cid, root, fixed)
+        return self._send_fast("finalizeRound", args, "finalizeRound")
 
     def expire_round(self, project_id: int, round_: int | None = None) -> Receipt:
         """Close the open round (default) that was not finalized by its deadline; anyone may send it."""
@@ -267,11 +340,19 @@ class MarketClient:
         """After the claim deadline, credit the owner with what no leaf claimed."""
         return self._send(self.contract.functions.sweep(project_id), "sweep")
 
-    def withdraw_stake(self, project_id: int) -> Receipt:
-        return self._send(self.contract.functions.withdrawStake(project_id), "withdrawStake")
+    def withdraw_stake(self, project_id: int, recipient: str | None = None) -> Receipt:
+        """Withdraw the sender's stake after the end, to itself or to `recipient`."""
+        if recipient is None:
+            return self._send(self.contract.functions.withdrawStake(project_id), "withdrawStake")
+        fn = self.contract.functions.withdrawStakeTo(project_id, checksum(recipient, "recipient"))
+        return self._send(fn, "withdrawStakeTo")
 
-    def withdraw_credit(self, project_id: int) -> Receipt:
-        return self._send(self.contract.functions.withdrawCredit(project_id), "withdrawCredit")
+    def withdraw_credit(self, project_id: int, recipient: str | None = None) -> Receipt:
+        """Withdraw the sender's credit, to itself or to `recipient`."""
+        if recipient is None:
+            return self._send(self.contract.functions.withdrawCredit(project_id), "withdrawCredit")
+        fn = self.contract.functions.withdrawCreditTo(project_id, checksum(recipient, "recipient"))
+        return self._send(fn, "withdrawCreditTo")
 
     def replace_aggregator(self, project_id: int, new_aggregator: str) -> Receipt:
         """Owner only, after the aggregator let a round expire."""
@@ -346,15 +427,25 @@ class MarketClient:
 
     # ------------------------------------------------------------------ events
 
-    def _logs(self, event: str, from_block: int, **filters: Any) -> list[Any]:
+    def _logs(self, event: str | Sequence[str], from_block: int, **filters: Any) -> list[dict[str, Any]]:
+        """Logs of `event` (or of several events that index `filters` alike) whose indexed
+        arguments equal `filters`, in chain order, shaped as web3's (`args`, `blockNumber`,
+        `logIndex`, `transactionHash`). The node filters by topic; logs are decoded here from the
+        ABI (`market.chain.events`), an order of magnitude faster than web3's formatters on a
+        round of a thousand reveals. Read up to the head held back by `confirmations`, in pages
+        of `page_size` blocks; on a local chain (neither set) in one call to the newest block."""
         try:
-            return list(
-                getattr(self.contract.events, event)().get_logs(
-                    from_block=from_block, to_block="latest", argument_filters=filters or None
-                )
-            )
-        except Exception as exc:
+            topics = topic_filter(self.abi, event, **filters)
+        except KeyError as exc:
+            raise ChainError(f"the LearningMarket ABI has no event {exc.args[0]!r}: check the event name") from None
+        reader = LogReader(self.w3, self.address, self.abi, start_block=max(self.deployed_at, from_block),
+                           page=self.page_size or DEFAULT_PAGE, confirmations=self.confirmations, topics=topics)
+        try:
+            found = reader.read_to_latest() if self.page_size is None and self.confirmations == 0 else reader.poll()
+        except ChainError as exc:
             raise ChainError(f"reading {event} events failed: {exc}") from exc
+        return [{"event": e.name, "args": e.args, "blockNumber": e.block_number, "logIndex": e.log_index,
+                 "transactionHash": bytes.fromhex(e.tx_hash.removeprefix("0x"))} for e in found]
 
     def project_created(self, project_id: int, from_block: int = 0) -> ProjectCreated:
         logs = self._logs("ProjectCreated", from_block, projectId=project_id)
@@ -381,6 +472,19 @@ class MarketClient:
             )
             for e in logs
         ]
+
+    def submissions(self, project_id: int, round_: int, from_block: int = 0) -> tuple[list[Commit], list[Reveal]]:
+        """The round's commits and reveals, read in one query (`commits` and `reveals` together)."""
+        commits, reveals = [], []
+        for e in self._logs(("UpdateCommitted", "UpdateRevealed"), from_block, projectId=project_id, round=round_):
+            a = e["args"]
+            if e["event"] == "UpdateCommitted":
+                commits.append(Commit(project_id, round_, a["trainer"], bytes(a["commitment"]), e["blockNumber"],
+                                      e["logIndex"]))
+            else:
+                reveals.append(Reveal(project_id, round_, a["trainer"], a["cid"], bytes(a["digest"]), e["blockNumber"],
+                                      e["logIndex"]))
+        return commits, reveals
 
     def finalized(self, project_id: int, from_block: int = 0) -> list[Finalized]:
         logs = self._logs("RoundFinalized", from_block, projectId=project_id)

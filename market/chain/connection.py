@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from web3 import HTTPProvider, Web3
 
+from market.chain.profiles import LOCAL_CHAIN_IDS, check_chain
 from market.errors import ConfigError, NodeUnreachable
+
+if TYPE_CHECKING:
+    from market.chain.profiles import ChainProfile
 
 EMBEDDED = "embedded"
 DEFAULT_RPC = "http://127.0.0.1:8545"
-#: anvil's and eth-tester's chain ids: the local chains on which dev accounts may be used.
-LOCAL_CHAIN_IDS = frozenset({31337, 131277322940537})
+__all__ = ["DEFAULT_RPC", "EMBEDDED", "LOCAL_CHAIN_IDS", "connect"]
 
 
 def _check_loopback(url: str, allow_remote: bool) -> None:
@@ -33,10 +37,14 @@ def _check_loopback(url: str, allow_remote: bool) -> None:
         )
 
 
-def connect(rpc: str = DEFAULT_RPC, *, timeout: float = 10.0, allow_remote: bool = False) -> Web3:
+def connect(
+    rpc: str = DEFAULT_RPC, *, timeout: float = 10.0, allow_remote: bool = False, profile: ChainProfile | None = None
+) -> Web3:
     """A connected Web3 for `rpc` ("embedded" for an in-process eth-tester chain).
 
-    Raises NodeUnreachable with a one-line hint when nothing answers at `rpc`.
+    Raises NodeUnreachable with a one-line hint when nothing answers at `rpc`. With a `profile`,
+    the node must be on the profile's chain (ChainMismatch otherwise); a public profile is a
+    remote node on purpose, so it lifts the loopback guard.
     """
     if rpc == EMBEDDED:
         from eth_tester import EthereumTester, PyEVMBackend
@@ -46,16 +54,18 @@ def connect(rpc: str = DEFAULT_RPC, *, timeout: float = 10.0, allow_remote: bool
         return w3
     if not rpc.startswith(("http://", "https://")):
         raise ConfigError(f"unsupported RPC URL {rpc!r}: use http://HOST:PORT or 'embedded'")
-    _check_loopback(rpc, allow_remote)
+    _check_loopback(rpc, allow_remote or (profile is not None and not profile.dev_keys))
     # A node's chain id cannot change while it runs: asking once saves one RPC round trip on every
     # signed transaction and every deployment check (web3 asks for it each time otherwise).
     w3 = Web3(HTTPProvider(rpc, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
                            cacheable_requests={"eth_chainId"}))
     try:
-        _ = w3.eth.chain_id
+        chain_id = int(w3.eth.chain_id)
     except Exception as exc:  # requests' ConnectionError, timeouts, bad JSON: all mean "no node"
         raise NodeUnreachable(
             f"no Ethereum node answers at {rpc} ({type(exc).__name__}): start one with `market stack up`"
             " or pass the right --rpc"
         ) from exc
+    if profile is not None:
+        check_chain(chain_id, profile, rpc)
     return w3

@@ -28,7 +28,7 @@ from web3.types import RPCEndpoint
 
 from market.errors import ChainError
 
-__all__ = ["DEFAULT_PAGE", "ChainEvent", "EventDecoder", "LogReader"]
+__all__ = ["DEFAULT_PAGE", "ChainEvent", "EventDecoder", "LogReader", "topic_filter"]
 
 #: Blocks per `eth_getLogs` call: what common public nodes accept (many cap ranges at 2k-10k).
 DEFAULT_PAGE = 2_000
@@ -87,6 +87,41 @@ def _topic(param: dict[str, Any], topic: bytes) -> Any:
     return _named(param, decode([_type_of(param)], topic)[0])
 
 
+def _word(param: dict[str, Any], value: Any) -> str:
+    """An indexed value-type argument as the 32-byte topic a log carries for it."""
+    kind = str(param["type"])
+    if kind.startswith(("uint", "int")):
+        return "0x" + int(value).to_bytes(32, "big", signed=kind.startswith("int")).hex()
+    if kind == "address":
+        return "0x" + bytes(12).hex() + to_checksum_address(value)[2:].lower()
+    if kind == "bool":
+        return "0x" + int(bool(value)).to_bytes(32, "big").hex()
+    if kind == "bytes32":
+        return "0x" + _bytes(value).hex()
+    raise ValueError(f"cannot filter on indexed {kind} argument {param['name']!r}: filter on value types only")
+
+
+def topic_filter(abi: Iterable[dict[str, Any]], events: str | Iterable[str], **args: Any) -> list[Any]:
+    """The `topics` of an `eth_getLogs` query for `events` (one name, or several sharing the
+    filtered arguments) whose indexed arguments equal `args`: the node filters, so a reader gets
+    only the logs it asked for instead of every log of the contract."""
+    names = [events] if isinstance(events, str) else list(events)
+    by_name = {str(e["name"]): e for e in abi if e.get("type") == "event"}
+    topics: list[Any] = [["0x" + event_abi_to_log_topic(by_name[n]).hex() for n in names]]  # type: ignore[arg-type]
+    indexed = [p for p in by_name[names[0]]["inputs"] if p["indexed"]]
+    unknown = set(args) - {p["name"] for p in indexed}
+    if unknown:
+        raise ValueError(f"{names[0]} has no indexed argument {', '.join(sorted(unknown))}")
+    last = max((i for i, p in enumerate(indexed) if p["name"] in args), default=-1)
+    wanted = [p["name"] for p in indexed[:last + 1]]
+    for n in names[1:]:
+        if [p["name"] for p in by_name[n]["inputs"] if p["indexed"]][:last + 1] != wanted:
+            raise ValueError(f"events {names} do not index {sorted(args)} in the same positions")
+    for p in indexed[:last + 1]:
+        topics.append(_word(p, args[p["name"]]) if p["name"] in args else None)
+    return topics
+
+
 @dataclass(frozen=True)
 class _Event:
     name: str
@@ -139,7 +174,8 @@ class LogReader:
     """Every log of `address` from `start_block` on, read in pages of `page` blocks.
 
     `cursor` is the first block not read yet. `confirmations` holds back the newest blocks (0 on
-    local chains; a few on chains that reorganise).
+    local chains; a few on chains that reorganise). `topics` (from `topic_filter`) narrows the
+    logs to some events and arguments; empty: every log of the contract.
     """
 
     w3: Web3
@@ -148,6 +184,7 @@ class LogReader:
     start_block: int = 0
     page: int = DEFAULT_PAGE
     confirmations: int = 0
+    topics: list[Any] = field(default_factory=list)
     cursor: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +201,17 @@ class LogReader:
         except Exception as exc:  # connection refused, timeouts: the node is away
             raise ChainError(f"reading the block number failed ({type(exc).__name__}): is the node up?") from exc
 
+    def read_to_latest(self) -> list[ChainEvent]:
+        """Everything from the cursor to the node's newest block in one `eth_getLogs` call, without
+        asking for the head first: for a local chain (no paging, no confirmations). The cursor
+        does not move."""
+        return self._decoded(self._get(self.cursor, None))
+
+    def _decoded(self, logs: list[Any]) -> list[ChainEvent]:
+        events = [e for e in (self._decoder.decode(dict(log)) for log in logs) if e is not None]
+        events.sort(key=lambda e: (e.block_number, e.log_index))
+        return events
+
     def poll(self, to_block: int | None = None) -> list[ChainEvent]:
         """Everything emitted from the cursor up to `to_block` (default: the head), in order."""
         return list(self.iter_new(to_block))
@@ -173,28 +221,31 @@ class LogReader:
         end = self.head() if to_block is None else to_block
         while self.cursor <= end:
             last = min(end, self.cursor + self.page - 1)
-            logs = self._get(self.cursor, last)
-            events = [e for e in (self._decoder.decode(dict(log)) for log in logs) if e is not None]
-            events.sort(key=lambda e: (e.block_number, e.log_index))
-            yield from events
+            yield from self._decoded(self._get(self.cursor, last))
             self.cursor = last + 1
 
-    def _get(self, first: int, last: int) -> list[Any]:
+    def _get(self, first: int, last: int | None) -> list[Any]:
+        """Logs of blocks `first`..`last` (None: the newest block)."""
         try:
+            narrow = {"topics": self.topics} if self.topics else {}
             if not isinstance(self.w3.provider, HTTPProvider):  # the in-process eth-tester chain
-                return list(self.w3.eth.get_logs({"address": self._address, "fromBlock": first, "toBlock": last}))
+                return list(self.w3.eth.get_logs(
+                    {"address": self._address, "fromBlock": first, "toBlock": "latest" if last is None else last,
+                     **narrow}))  # type: ignore[typeddict-item]
             # the raw call: web3's result formatters cost more than decoding itself on long histories
-            query = {"address": self._address, "fromBlock": hex(first), "toBlock": hex(last)}
+            to = "latest" if last is None else hex(last)
+            query = {"address": self._address, "fromBlock": hex(first), "toBlock": to, **narrow}
             answer = self.w3.provider.make_request(RPCEndpoint("eth_getLogs"), [query])
             if "error" in answer:
                 raise ChainError(f"eth_getLogs: {answer['error']}")
             return list(answer["result"])
         except Exception as exc:
-            if last - first + 1 > _MIN_PAGE and _too_large(exc):
+            if last is not None and last - first + 1 > _MIN_PAGE and _too_large(exc):
                 middle = (first + last) // 2
                 return self._get(first, middle) + self._get(middle + 1, last)
             raise ChainError(
-                f"reading logs of blocks {first}-{last} failed ({type(exc).__name__}: {exc}): "
+                f"reading logs of blocks {first}-{'latest' if last is None else last} failed"
+                f" ({type(exc).__name__}: {exc}): "
                 f"is the node up? the reader retries from block {first} on the next poll"
             ) from exc
 

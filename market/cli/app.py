@@ -15,6 +15,7 @@ from rich.table import Table
 from devnet.stack import DEFAULT_BLOCK_TIME, Stack
 from market.chain import ETH, MarketClient, checksum, connect
 from market.chain.deployment import Deployment, deploy
+from market.chain.profiles import PROFILES, for_chain, refuse_dev_key
 from market.cli.config import Settings, load_settings, parse_amount
 from market.cli.kit import (
     AccountOpt,
@@ -22,6 +23,7 @@ from market.cli.kit import (
     DeploymentOpt,
     DevAccountOpt,
     JsonOpt,
+    ProfileOpt,
     RpcOpt,
     console,
     emit_json,
@@ -56,10 +58,11 @@ def _settings(config: Path | None, **flags: Any) -> Settings:
 
 
 def _client(s: Settings, account: str | None = None, dev: int | None = None, need_account: bool = False) -> MarketClient:
-    w3 = connect(s.rpc)
+    w3 = connect(s.rpc, profile=s.profile)
     dep = Deployment.load(s.deployment)
-    acct = pick_account(account, dev, s.keystore, int(w3.eth.chain_id)) if need_account else None
-    return dep.client(w3, acct)
+    profile = s.profile or dep.chain_profile
+    acct = pick_account(account, dev, s.keystore, int(w3.eth.chain_id), profile) if need_account else None
+    return dep.client(w3, acct, profile)
 
 
 def open_settings_store(s: Settings) -> Any:
@@ -167,22 +170,43 @@ def deploy_cmd(
     deployment: Path = DeploymentOpt,
     account: str = AccountOpt,
     dev_account: int = DevAccountOpt,
+    profile: str = ProfileOpt,
     config: Path = ConfigOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Deploy LearningMarket (the artifact shipped with the package: no compiler needed); write the
-    deployment file other commands read."""
-    s = _settings(config, rpc=rpc, deployment=deployment)
+    deployment file other commands read, with the chain profile (confirmations, paging, fees)."""
+    s = _settings(config, rpc=rpc, deployment=deployment, profile=profile)
     if s.rpc == "embedded":
         raise ConfigError("an embedded chain lives inside one process: deploy to a node (`market stack up`) instead")
-    w3 = connect(s.rpc)
-    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id))
-    dep = deploy(w3, acct, s.rpc)
+    w3 = connect(s.rpc, profile=s.profile)
+    chain = s.profile or for_chain(int(w3.eth.chain_id))
+    acct = pick_account(account, dev_account, s.keystore, int(w3.eth.chain_id), chain)
+    dep = deploy(w3, acct, s.rpc, chain)
     dep.save(s.deployment)
     if as_json:
         emit_json(dep)
     else:
-        console.print(f"LearningMarket deployed at [bold]{dep.address}[/] (chain {dep.chain_id}, block {dep.block_number}); wrote {s.deployment}")
+        console.print(f"LearningMarket deployed at [bold]{dep.address}[/] (chain {dep.chain_id}, profile {chain.name},"
+                      f" block {dep.block_number}); wrote {s.deployment}")
+
+
+@app.command("profiles")
+@handle_errors
+def profiles_cmd(as_json: bool = JsonOpt) -> None:
+    """List the built-in chain profiles: chain id, confirmations, log page size, fees, dev keys.
+    Choose one with `[market] profile = "NAME"` in market.toml (or --profile); none holds an RPC URL."""
+    rows = [PROFILES.create(name) for name in PROFILES]
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table("profile", "chain id", "confirmations", "log page", "poll s", "fees", "gas x", "dev keys")
+    for p in sorted(rows, key=lambda p: (not p.dev_keys, p.name)):
+        tip = "node's tip" if p.priority_fee_wei is None else f"tip {format_amount(p.priority_fee_wei, 9, 'gwei')}"
+        fees = f"base x{p.base_fee_multiplier:g} + {tip}" if p.fee_policy == "eip1559" else f"legacy x{p.gas_price_multiplier:g}"
+        t.add_row(p.name, str(p.chain_id), str(p.confirmations), f"{p.log_page_size:,}", f"{p.poll_interval:g}", fees,
+                  f"{p.gas_limit_headroom:g}", "yes" if p.dev_keys else "no")
+    console.print(t)
 
 
 @app.command("fund")
@@ -202,8 +226,10 @@ def fund_cmd(
     from market.chain.accounts import Keystore
 
     s = _settings(config, rpc=rpc)
-    w3 = connect(s.rpc)
-    payer: LocalAccount = pick_account(None, dev_account, s.keystore, int(w3.eth.chain_id))
+    w3 = connect(s.rpc, profile=s.profile)
+    refuse_dev_key(int(w3.eth.chain_id), "`market fund`", s.profile,
+                   instead="fund keystore accounts from the chain's faucet or an exchange (docs/deployment.md)")
+    payer: LocalAccount = pick_account(None, dev_account, s.keystore, int(w3.eth.chain_id), s.profile)
     to = checksum(address if address.startswith("0x") else Keystore(s.keystore).address_of(address), "address")
     value = parse_amount(amount, "--amount")
     tx: dict[str, Any] = {"to": to, "value": value, "gas": 21_000, "chainId": int(w3.eth.chain_id),
@@ -248,6 +274,10 @@ def project_create(
             decimals = int(token.functions.decimals().call())
         except Exception:  # noqa: BLE001 - any failure means "no ERC-20 at that address"
             raise ConfigError(f"{pf.project.token} does not answer decimals(): is it an ERC-20 on this chain?") from None
+    roles = pf.params(pf.spec_cid or "", decimals)
+    for role in ("aggregator", "arbiter"):  # a dev address as a role: anyone holds its key
+        refuse_dev_key(int(client.w3.eth.chain_id), f"the project's {role}", client.profile, getattr(roles, role),
+                       instead=f"give the {role}'s own address (from its keystore) as [project] {role}")
     spec_cid = pf.spec_cid or publish_spec(s, pf)
     params = pf.params(spec_cid, decimals)
     project_id, rcpt = client.create_project(params)
@@ -569,20 +599,25 @@ def withdraw_cmd(
     account: str = AccountOpt,
     dev_account: int = DevAccountOpt,
     config: Path = ConfigOpt,
+    to: str = typer.Option(None, "--to", metavar="ADDRESS",
+                           help="Pay to this address instead of the signer's (e.g. when the token blocks it)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Withdraw what the project credits the signer: refunded dispute bonds, a budget returned to an
-    owner who did not end the project itself, an aggregator's bond (trainers: `trainer withdraw`)."""
+    owner who did not end the project itself, an aggregator's bond (trainers: `trainer withdraw`),
+    to the signer or to --to."""
+    recipient = checksum(to, "--to") if to else None
     s = _settings(config, rpc=rpc, deployment=deployment)
     client = _client(s, account, dev_account, need_account=True)
     info = client.project(project_id)
     me = client.account_address
     credit = client.credit_of(project_id, me)
-    tx = client.withdraw_credit(project_id).tx_hash if credit else None
+    tx = client.withdraw_credit(project_id, recipient).tx_hash if credit else None
     if as_json:
-        emit_json({"project_id": project_id, "account": me, "credit": credit, "tx": tx})
+        emit_json({"project_id": project_id, "account": me, "recipient": recipient or me, "credit": credit, "tx": tx})
     elif credit:
-        console.print(f"withdrew {_amount(client, info.token, credit)} of credit from project {project_id} to {me}")
+        console.print(f"withdrew {_amount(client, info.token, credit)} of credit from project {project_id}"
+                      f" to {recipient or me}")
     else:
         console.print(f"{me} has no credit in project {project_id}: nothing to withdraw")
 

@@ -4,6 +4,7 @@
 [market]        # where things are: every tool reads it (rpc, deployment, ipfs, keystore, ...)
 [trainer]       # the trainer's own keys (trainer.config); it inherits rpc/deployment/ipfs/keystore
 [aggregator]    # the aggregator's own keys (aggregator.settings)
+[profile]       # overrides of the chain profile `[market] profile` names (market.chain.profiles)
 ```
 
 The file is strict: an unknown table or key is an error naming the closest valid one, so a typo
@@ -21,13 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from market import paths
-from market._spec import closest
+from market._spec import closest, convert
+from market.chain.profiles import FIELDS as PROFILE_FIELDS
+from market.chain.profiles import ChainProfile, for_chain, profile
 from market.errors import ConfigError
 
 CONFIG_ENV = "MARKET_CONFIG"
 DEFAULT_FILE = Path("market.toml")
 #: The tables a config file may hold, one per tool.
-TABLES = ("market", "trainer", "aggregator", "dashboard")
+TABLES = ("market", "trainer", "aggregator", "dashboard", "profile")
 UNITS = {"wei": 0, "gwei": 9, "ether": 18, "eth": 18}
 
 
@@ -72,11 +75,17 @@ class Settings:
     ipfs_api_port: int = 5001
     block_time: float | None = None
     keystore: Path = field(default_factory=lambda: paths.STATE_DIR / "keystore")
+    #: the chain profile (`[market] profile` + `[profile]`, or --profile); None: the deployment's,
+    #: else the built-in profile of the node's chain
+    profile: ChainProfile | None = None
 
     def merged(self, **overrides: Any) -> Settings:
-        """These settings with every non-None override applied."""
+        """These settings with every non-None override applied (a --profile spec string replaces
+        the file's profile and its `[profile]` overrides)."""
         valid = {f.name for f in fields(self)}
         clean = {k: v for k, v in overrides.items() if v is not None and k in valid}
+        if isinstance(clean.get("profile"), str):
+            clean["profile"] = profile(clean["profile"])
         for k in ("deployment", "state", "keystore"):
             if k in clean:
                 clean[k] = Path(clean[k])
@@ -153,10 +162,35 @@ def load_settings(path: Path | None = None) -> Settings:
     table = tables.get("market", {})
     check_keys(table, {f.name for f in fields(Settings)}, f"{found} [market]")
     table = _follow(resolve_paths(table, _PATH_KEYS, found))
+    if "profile" in table or "profile" in tables:
+        table["profile"] = load_profile(table.get("profile"), tables.get("profile", {}), found)
     try:
         return Settings().merged(**table)
     except TypeError as exc:
         raise ConfigError(f"{found} [market]: {exc}") from None
+
+
+_AMOUNT_KEYS = ("priority_fee_wei", "max_fee_wei")
+
+
+def load_profile(name: Any, overrides: dict[str, Any], found: Path) -> ChainProfile:
+    """The profile `[market] profile` names (default: by `[profile] chain_id`, else "local") with the
+    `[profile]` table on top. Keys are checked like every table's; fee keys take amounts ("0.01 gwei")."""
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{found} [market]: profile must be a profile name like \"base-sepolia\", got {name!r}")
+    check_keys(overrides, PROFILE_FIELDS, f"{found} [profile]")
+    typed: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key in _AMOUNT_KEYS and isinstance(value, str) and value.strip().lower() != "none":
+            typed[key] = parse_amount(value, f"{found} [profile] {key}")
+        else:
+            typed[key] = convert(str(value), PROFILE_FIELDS[key], f"{found} [profile] {key}", ConfigError)
+    try:
+        if name is None and "chain_id" in typed:
+            return for_chain(typed["chain_id"]).with_overrides(**typed)
+        return profile(name or "local", typed)
+    except ConfigError as exc:
+        raise ConfigError(f"{found}: {exc}") from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

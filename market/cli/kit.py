@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from market._text import one_line
-from market.chain import LOCAL_CHAIN_IDS
 from market.chain.accounts import PASSWORD_ENV, Keystore, dev_account
+from market.chain.profiles import ChainProfile, refuse_dev_key
 from market.errors import ConfigError, ExitCode, MarketError, is_transient
 
 console = Console(soft_wrap=True)
@@ -107,17 +107,22 @@ def pick_account(
     dev: int | None,
     keystore: Path,
     chain_id: int | None = None,
+    profile: ChainProfile | None = None,
 ) -> LocalAccount:
-    """The signing account: a keystore entry (`--account NAME`) or anvil dev key (`--dev-account N`,
-    refused on chains that are not local)."""
+    """The signing account: a keystore entry (`--account NAME`) or anvil dev key (`--dev-account N`),
+    either refused when it is a dev key and `chain_id` is not a local chain (per `profile`, default
+    the built-in local chains)."""
     if account and dev is not None:
         raise ConfigError("give either --account or --dev-account, not both")
     if dev is not None:
-        if chain_id is not None and chain_id not in LOCAL_CHAIN_IDS:
-            raise ConfigError(f"--dev-account is only for local chains; chain {chain_id} is not one: use --account")
+        if chain_id is not None:
+            refuse_dev_key(chain_id, "--dev-account", profile)
         return dev_account(dev)
     if account:
-        return Keystore(keystore).load(account, read_password(f"Password for {account}"))
+        acct: LocalAccount = Keystore(keystore).load(account, read_password(f"Password for {account}"))
+        if chain_id is not None:
+            refuse_dev_key(chain_id, f"account {account!r}", profile, str(acct.address))
+        return acct
     raise ConfigError("this command signs a transaction: pass --account NAME or --dev-account N")
 
 
@@ -127,3 +132,5 @@ JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on std
 ConfigOpt = typer.Option(None, "--config", "-c", help="TOML config file (default ./market.toml or $MARKET_CONFIG).")
 RpcOpt = typer.Option(None, "--rpc", help="JSON-RPC URL of the node, or 'embedded' (default http://127.0.0.1:8545).")
 DeploymentOpt = typer.Option(None, "--deployment", help="Deployment file written by `market deploy`.")
+ProfileOpt = typer.Option(None, "--profile", help="Chain profile, e.g. base-sepolia or 'sepolia:confirmations=12'"
+                          " (replaces [market] profile and [profile]; list them with `market profiles`).")

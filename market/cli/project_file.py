@@ -24,11 +24,19 @@ seed = 0                         # initial weights drawn from this seed unless i
 max_update_bytes = 50_000_000
 max_norm = 100.0
 
-[validation.defence]             # optional: the defence the project requires, checked at creation
-rule = "fedavg"                  # market.protocol.tolerance refuses a defence that tolerates no
-gate = true                      #   attacker at some round size in [min_trainers, max_trainers]
-min_trainers = 3
-max_trainers = 100
+[validation.defence]             # the aggregation policy, fixed in the spec (every key optional:
+rule = "fedavg"                  #   the defaults shown; the spec always holds all of them). The
+gate = true                      #   aggregator refuses a setting that contradicts it, the audit
+min_trainers = 3                 #   fails a record that declares anything else, and creation
+max_trainers = 100               #   refuses a defence that tolerates no attacker at some round
+outlier_min_updates = 5          #   size in [min_trainers, max_trainers] (market.protocol.tolerance)
+scorer = "auto"                  # exact_shapley up to 8 accepted updates, gtg_shapley above
+server_lr = 1.0                  # round 0's; later rounds follow [validation.defence.adapt]
+validation = "mnist5k:size=500,seed=0"   # a built-in split; default: the [model] dataset's, 500, seed 0
+[validation.defence.filters]     # thresholds (market.protocol.policy.FilterThresholds lists them)
+zero_rel_norm = 0.01
+[validation.defence.adapt]       # plateau schedule (market.protocol.policy.AdaptSchedule)
+patience = 2
 
 [validation.data]                # optional: secret per-round validation parts (market.protocol.valsplit)
 pool = "private_val.npz"         # arrays x and y (or a built-in name, for demos: it is public)
@@ -64,10 +72,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from market.chain import ETH, ProjectParams, checksum
 from market.chain.accounts import dev_account
-from market.cli.config import parse_amount, read_toml
+from market.cli.config import check_keys, parse_amount, read_toml
 from market.errors import ConfigError
 from market.files import atomic_write
 from market.protocol.documents import ProjectSpec, Recipient, ValidationPolicy
+from market.protocol.policy import AdaptSchedule, FilterThresholds, default_validation
 from market.protocol.privacy import DpPolicy
 from market.protocol.tolerance import DefencePolicy, check_defence
 from market.protocol.valsplit import ValidationCommitment, ValSplit, load_pool
@@ -169,21 +178,46 @@ class ProjectFile(BaseModel):
     _path: Path | None = PrivateAttr(default=None)
 
     def policy(self) -> tuple[ValidationPolicy, ValidationData | None]:
-        """The `[validation]` policy and the `[validation.data]` section (None: public validation)."""
+        """The `[validation]` policy and the `[validation.data]` section (None: public validation).
+        The policy always holds the aggregation policy (`defence`): the file's, else the defaults."""
         table = dict(self.validation)
         data = table.pop("data", None)
+        defence = table.get("defence")
+        if isinstance(defence, dict):
+            check_keys(defence, DefencePolicy.model_fields, "[validation.defence]")
+            for key, model in (("filters", FilterThresholds), ("adapt", AdaptSchedule)):
+                if isinstance(defence.get(key), dict):
+                    hint = {"validation_gate": "gate", "outlier_min_updates": "outlier_min_updates"}
+                    for name in defence[key]:
+                        if name in hint:
+                            raise ConfigError(f"[validation.defence.{key}]: {name} is set in [validation.defence]"
+                                              f" itself: write {hint[name]} = ... there")
+                    check_keys(defence[key], model.model_fields, f"[validation.defence.{key}]")
         try:
-            return ValidationPolicy.model_validate(table), (ValidationData.model_validate(data) if data else None)
+            policy = ValidationPolicy.model_validate(table)
+            section = ValidationData.model_validate(data) if data else None
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ConfigError(f"[validation]: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        defence = policy.defence or DefencePolicy()
+        if section is None and defence.validation is None:
+            # written out, so the spec names its set even if the default ever changes
+            defence = defence.model_copy(update={"validation": default_validation(str(self.model.get("dataset", "")))})
+        return policy.model_copy(update={"defence": defence}), section
 
     def check_defence(self, validation_samples: int | None = None) -> None:
-        """Refuse (ConfigError) a defence that tolerates no attacker at some allowed round size."""
+        """Refuse (ConfigError) an aggregation policy naming an unknown rule, scorer or validation set,
+        a public validation set the audit could not rebuild, or a defence that tolerates no attacker
+        at some allowed round size."""
         policy, data = self.policy()
+        defence = policy.defence
+        assert defence is not None
         if validation_samples is None and data is not None:
             validation_samples = data.samples_per_round
-        check_defence(policy.defence or DefencePolicy(), validation_samples=validation_samples)
+        if data is not None and defence.validation is not None:
+            raise ConfigError(f"[validation.defence] validation = {defence.validation!r} and [validation.data] both name"
+                              " the validation data: keep [validation.data] (secret parts) and drop the other")
+        check_defence(defence, validation_samples=validation_samples)
 
     def key_path(self, data: ValidationData) -> Path:
         base = self._path.parent if self._path is not None else Path.cwd()
@@ -232,6 +266,10 @@ class ProjectFile(BaseModel):
             first = exc.errors()[0]
             raise ConfigError(f"[model]: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
         policy, data = self.policy()
+        if data is None and policy.defence is not None and policy.defence.validation is None:
+            raise ConfigError(f"[model] dataset {model.dataset!r} has no built-in validation split, so the audit could not"
+                              " rebuild a public one: commit secret validation parts with [validation.data]"
+                              ' (pool = "file.npz"), or name a built-in split in [validation.defence] validation')
         commitment = self.secret_parts(data) if data is not None else None
         self.check_defence(commitment.samples_per_part if commitment is not None else None)
         if model.initial_weights_cid is None:

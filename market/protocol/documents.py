@@ -82,6 +82,11 @@ class ProjectSpec(BaseModel):
     #: The owner's commitment to secret per-round validation parts (`market.protocol.valsplit`).
     #: None: the aggregator's validation set is public (projects created before secret parts).
     validation_data: ValidationCommitment | None = None
+    #: Who may read the global models the aggregator publishes, beside `recipients` (name -> X25519
+    #: public key hex): the owner, and every trainer the owner admits (a trainer trains on each
+    #: round's model, so it must read it). Non-empty: every published model is an envelope sealed
+    #: for `recipients` and these (`market.protocol.envelope.seal_model`); empty: models are public.
+    model_readers: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_recipients(self) -> ProjectSpec:
@@ -97,6 +102,36 @@ class ProjectSpec(BaseModel):
         if len({r.public_key for r in self.recipients.values()}) != len(self.recipients):
             raise ValueError("two recipients share a public key: each needs its own")
         return self
+
+    @model_validator(mode="after")
+    def _check_model_readers(self) -> ProjectSpec:
+        if not self.model_readers:
+            return self
+        if not self.recipients:
+            raise ValueError("model_readers need recipients: name the aggregator's key, which seals the models")
+        everyone = self.model_reader_keys()
+        if len(everyone) != len(self.recipients) + len(self.model_readers):
+            raise ValueError("a model reader has the name of a recipient: give it its own name")
+        if len(everyone) > MAX_RECIPIENTS:
+            raise ValueError(f"recipients and model_readers together are at most {MAX_RECIPIENTS}, got {len(everyone)}")
+        for name, key in self.model_readers.items():
+            if not _RECIPIENT_NAME.match(name):
+                raise ValueError(f"model reader name {name[:70]!r} is not 1-64 of [A-Za-z0-9_.:-]")
+            if not _PUBLIC_KEY.match(key):
+                raise ValueError(f"model reader {name!r}: the key must be 64 lowercase hex digits (X25519 public key)")
+        if len(set(everyone.values())) != len(everyone):
+            raise ValueError("a model reader shares a public key with another reader or recipient: each needs its own")
+        return self
+
+    @property
+    def encrypts_models(self) -> bool:
+        """Whether the global models the aggregator publishes are sealed envelopes."""
+        return bool(self.model_readers)
+
+    def model_reader_keys(self) -> dict[str, str]:
+        """name -> public key hex of everyone a sealed model is wrapped for: the recipients (the
+        aggregator reads the base model, auditors and the arbiter replay lineage) and the readers."""
+        return {**self.recipient_keys(), **self.model_readers} if self.model_readers else {}
 
     @property
     def encrypted(self) -> bool:
@@ -117,6 +152,8 @@ class ProjectSpec(BaseModel):
             del dumped["privacy"]
         if self.validation_data is None:
             del dumped["validation_data"]
+        if not self.model_readers:
+            del dumped["model_readers"]
         if self.validation.defence is None:
             del dumped["validation"]["defence"]
         return canonical_json(dumped)

@@ -42,6 +42,7 @@ import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
@@ -63,13 +64,16 @@ __all__ = [
     "generate_key",
     "inspect_envelope",
     "is_envelope",
+    "model_context",
     "open_envelope",
+    "open_model",
     "open_update",
     "open_with_content_key",
     "parse_public_key",
     "public_key_hex",
     "require_recipients",
     "seal",
+    "seal_model",
 ]
 
 MAGIC = b"\x89MKTENV\n"
@@ -92,6 +96,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _HEX_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _DOMAIN = b"market/update-envelope/v1"
+_MODEL_DOMAIN = b"market/model-envelope/v1\x00"
+_NO_TRAINER = "0x" + "00" * 20
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 
 PublicKeyLike = X25519PublicKey | str | bytes
@@ -139,11 +145,13 @@ def fingerprint(key: X25519PrivateKey | X25519PublicKey | bytes) -> str:
 
 @dataclass(frozen=True)
 class EnvelopeContext:
-    """What an envelope is bound to: it opens only for this project, round and trainer."""
+    """What an envelope is bound to: it opens only for this project, round and trainer, and as
+    what it holds (`kind`: an update, or the global model of that round, `model_context`)."""
 
     project_id: int
     round: int
     trainer: str
+    kind: Literal["update", "model"] = "update"
 
     def __post_init__(self) -> None:
         for name in ("project_id", "round"):
@@ -152,16 +160,28 @@ class EnvelopeContext:
                 raise ValueError(f"{name} must be an integer in [0, 2**256)")
         if not isinstance(self.trainer, str) or not _ADDRESS.match(self.trainer):
             raise ValueError(f"trainer must be a 0x-prefixed 20-byte hex address, got {str(self.trainer)[:60]!r}")
+        if self.kind not in ("update", "model"):
+            raise ValueError(f"kind must be 'update' or 'model', got {str(self.kind)[:20]!r}")
 
     def to_bytes(self) -> bytes:
+        # update contexts keep the bytes they had before models could be sealed
         return (
-            self.project_id.to_bytes(32, "big")
+            (_MODEL_DOMAIN if self.kind == "model" else b"")
+            + self.project_id.to_bytes(32, "big")
             + self.round.to_bytes(32, "big")
             + bytes.fromhex(self.trainer[2:])
         )
 
     def describe(self) -> str:
+        if self.kind == "model":
+            return f"project {self.project_id}, global model of round {self.round}"
         return f"project {self.project_id}, round {self.round}, trainer {self.trainer}"
+
+
+def model_context(project_id: int, round_: int) -> EnvelopeContext:
+    """The context of round `round_`'s global model (the model that round produced): no trainer,
+    and a domain of its own, so an update envelope never opens as a model or the reverse."""
+    return EnvelopeContext(project_id, round_, _NO_TRAINER, "model")
 
 
 @dataclass(frozen=True)
@@ -433,4 +453,31 @@ def open_update(
     `recipients` (so auditors and the arbiter can read it too), then it is opened."""
     info = inspect_envelope(data, max_bytes=max_bytes)
     require_recipients(info, recipients)
+    return _open_content(data, info, _unwrap(info, private_key, context), context)
+
+
+# -- global models ------------------------------------------------------------------------------
+
+
+def seal_model(model: bytes, readers: Mapping[str, PublicKeyLike], project_id: int, round_: int) -> bytes:
+    """Round `round_`'s encoded global model sealed for `readers` (`ProjectSpec.model_reader_keys`:
+    the recipients and the model readers), bound to `model_context(project_id, round_)`."""
+    return seal(model, readers, model_context(project_id, round_))
+
+
+def open_model(
+    data: bytes | bytearray | memoryview,
+    private_key: X25519PrivateKey | Sequence[X25519PrivateKey],
+    project_id: int,
+    round_: int,
+    readers: Mapping[str, PublicKeyLike],
+    *,
+    max_bytes: int = MAX_ENVELOPE_BYTES,
+) -> bytes:
+    """The encoded model in a sealed global model: it must be sealed for exactly `readers` (so
+    every reader the spec names can replay the lineage), as round `round_`'s model of the project.
+    MalformedEnvelope, NotARecipient or DecryptionFailed."""
+    context = model_context(project_id, round_)
+    info = inspect_envelope(data, max_bytes=max_bytes)
+    require_recipients(info, readers)
     return _open_content(data, info, _unwrap(info, private_key, context), context)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +37,7 @@ __all__ = [
     "clip_update",
     "epsilon_spent",
     "noise_consistent",
+    "noise_floor",
     "noise_for_budget",
     "privatize_update",
     "rounds_within_budget",
@@ -195,3 +197,37 @@ def noise_consistent(update: Mapping[str, torch.Tensor], policy: DpPolicy, *, z:
     if energy > high:
         return False, f"squared norm {energy:.6g} is above {high:.6g}: the update was not clipped to {c:g}"
     return True, f"squared norm {energy:.6g} within [{low:.6g}, {high:.6g}] for {d} coordinates"
+
+
+#: Fraction of the expected noise energy an update must keep (`noise_floor`): covers what the
+#: codec does to a noised update after the trainer added the noise (mean-based clipping, rounding
+#: to few levels zeroing small entries), while noise skipped or scaled down by more than
+#: 1/sqrt(2) in standard deviation still falls below it.
+NOISE_FLOOR_SLACK = 0.5
+
+
+def noise_floor(
+    d: int, nonzero: int, policy: DpPolicy, *, z: float = 6.0, slack: float = NOISE_FLOOR_SLACK
+) -> float:
+    """The least squared L2 norm an update of `d` coordinates, `nonzero` of them non-zero, can
+    have if it carries the policy's noise N(0, (sigma*C)^2) per coordinate: `slack` x (mean - z
+    std) of the noise energy. A pruned update (nonzero < d) keeps the largest entries, so the
+    energy is that of the top fraction p = nonzero / d of Gaussians: with t the two-sided
+    (1 - p) quantile, each coordinate contributes E[x^2; |x| > t] = 2 (t phi(t) + Q(t)) v on
+    average and E[x^4; |x| > t] = 2 ((t^3 + 3t) phi(t) + 3 Q(t)) v^2 to the second moment
+    (v = (sigma*C)^2; p = 1 gives the chi-square mean d v and variance 2 d v^2). The signal only
+    adds energy in expectation, so this bound holds whatever the clipped signal was."""
+    if d <= 0 or not 0 <= nonzero <= d:
+        raise ValueError("need d > 0 and 0 <= nonzero <= d")
+    if nonzero == 0:
+        return math.inf
+    v = (policy.noise_multiplier * policy.clip_norm) ** 2
+    unit = NormalDist()
+    p = nonzero / d
+    t = 0.0 if p >= 1 else unit.inv_cdf(1 - p / 2)
+    phi, tail = unit.pdf(t), 1 - unit.cdf(t)
+    second = 2 * (t * phi + tail)
+    fourth = 2 * ((t**3 + 3 * t) * phi + 3 * tail)
+    mean = d * second * v
+    std = math.sqrt(max(d * (fourth - second**2), 0.0)) * v
+    return slack * max(mean - z * std, 0.0)

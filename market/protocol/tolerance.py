@@ -23,6 +23,15 @@ What "tolerates f" means per layer (docs/robustness.md has the proofs' sources a
   (active or not at n) but never counted.
 
 The layers stack: the defence tolerates the largest count any counted layer tolerates.
+
+`DefencePolicy` is the project's whole aggregation policy, fixed in the spec at creation (its CID is
+on chain): besides the rule, the gate and the round sizes, every filter and pay threshold, the
+scorer, the server learning rate and its schedule, and the public validation set
+(`market.protocol.policy`). The aggregator adopts it and refuses a setting that contradicts it; the
+audit fails a round record that declares anything else. A spec whose `validation.defence` lacks a
+field (written before that field existed) means that field's default; a spec with no
+`validation.defence` at all (created before policies) fixes nothing, and its aggregator's settings
+apply as before.
 """
 
 from __future__ import annotations
@@ -36,6 +45,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from market._spec import split_spec
 from market.errors import ConfigError
+from market.protocol.policy import (
+    DEFAULT_SCORER,
+    AdaptSchedule,
+    FilterThresholds,
+    check_rule,
+    check_scorer,
+    check_validation,
+)
 
 __all__ = [
     "DEFAULT_RULE",
@@ -65,8 +82,10 @@ _CC = {"centered_clipping", "cc"}
 
 
 class DefencePolicy(BaseModel):
-    """The defence a project requires (the spec's `validation.defence`): the aggregation rule, the
-    validation gate, the outlier filter's threshold, and the round sizes it must hold for."""
+    """The aggregation policy a project fixes (the spec's `validation.defence`): the rule, the
+    validation gate, the outlier filter's threshold and the round sizes it must hold for, then
+    every other threshold, the scorer, the server learning rate and schedule and the validation
+    set. Defaults are the aggregator's defaults."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -76,12 +95,33 @@ class DefencePolicy(BaseModel):
     #: The smallest and largest number of trainers a round of this project may have.
     min_trainers: int = Field(default=3, ge=1)
     max_trainers: int = Field(default=100, ge=1)
+    #: Contribution scorer spec ("auto", "exact_shapley", "gtg_shapley:eps=...", "leave_one_out").
+    scorer: str = DEFAULT_SCORER
+    #: Round 0's server learning rate (later rounds: `adapt` from it, as the records carry it).
+    server_lr: float = Field(default=1.0, gt=0)
+    filters: FilterThresholds = FilterThresholds()
+    adapt: AdaptSchedule = AdaptSchedule()
+    #: The public validation set, a built-in split ("digits:size=500,seed=0"); None: the spec's
+    #: dataset, 500 samples, seed 0 (or, with `validation_data`, the committed secret parts).
+    validation: str | None = None
 
     @model_validator(mode="after")
     def _range(self) -> DefencePolicy:
         if self.max_trainers < self.min_trainers:
             raise ValueError(f"max_trainers ({self.max_trainers}) is below min_trainers ({self.min_trainers})")
         return self
+
+    def check_names(self) -> None:
+        """Every name the policy uses is known, with known parameters (ConfigError with a
+        did-you-mean otherwise): what `market project create` checks besides the tolerance."""
+        check_rule(self.rule)
+        check_scorer(self.scorer)
+        if self.validation is not None:
+            check_validation(self.validation)
+
+    def round_filters(self) -> dict[str, Any]:
+        """The thresholds as a round record's `filters` field states them (every key)."""
+        return {**self.filters.model_dump(), "validation_gate": self.gate, "outlier_min_updates": self.outlier_min_updates}
 
 
 @dataclass(frozen=True)
@@ -175,8 +215,9 @@ def tolerance(policy: DefencePolicy, n: int, *, validation_samples: int | None =
 
 
 def check_defence(policy: DefencePolicy, *, validation_samples: int | None = None) -> dict[int, Tolerance]:
-    """Every round size of the policy, checked; raises ConfigError naming the sizes at which the
-    defence tolerates no attacker and how to fix it."""
+    """Every name the policy uses, and every round size, checked; raises ConfigError naming the
+    unknown name, or the sizes at which the defence tolerates no attacker and how to fix it."""
+    policy.check_names()
     table = {n: tolerance(policy, n, validation_samples=validation_samples)
              for n in range(policy.min_trainers, policy.max_trainers + 1)}
     bad = [n for n, t in table.items() if t.tolerates == 0 and n > 1]

@@ -46,6 +46,7 @@ from market.protocol.codec import (
     DecodeLimits,
     SafetensorsLayout,
     UpdateHeader,
+    aux_suffixes_of,
     load_update_tensors,
     parse_update_header,
     read_layout,
@@ -337,7 +338,7 @@ def _check_compact_structure(
             parts.append(f"unexpected {_names(extra)}")
         return _reject("wrong_keys", "; ".join(parts), header)
     aux = set(entries) - logical
-    wanted_aux = {name + suffix for name in wanted for suffix in form.aux_suffixes}
+    wanted_aux = {name + suffix for name in wanted for suffix in aux_suffixes_of(form, aux)}
     if aux != wanted_aux:
         missing, extra = wanted_aux - aux, aux - wanted_aux
         parts = []

@@ -246,7 +246,7 @@ def test_inputs_are_validated() -> None:
 
 
 def test_screen_runs_the_registered_filters_in_order() -> None:
-    assert list(FILTERS) == sorted(ORDER) and ORDER == ("free_rider", "copy", "outlier", "validation_gate")
+    assert list(FILTERS) == sorted(ORDER) and ORDER == ("dp_noise", "free_rider", "copy", "outlier", "validation_gate")
     x = honest(8, 30)
     x[2] = 0.0
     x[5] = x[1]

@@ -31,7 +31,7 @@ from aggregator.round import (
     initial_state as initial_adapt_state,
 )
 from aggregator.settings import (
-    AdaptPolicy,
+    AdaptSchedule,
     AggregatorSettings,
     SettingsError,
     load_aggregator_settings,
@@ -323,7 +323,7 @@ def test_validation_set_bytes_are_deterministic_and_never_unpickled(valset: Vali
 
 
 def test_adaptation_lowers_server_lr_and_raises_epochs_on_plateau() -> None:
-    policy = AdaptPolicy(patience=2, min_delta=0.01, lr_factor=0.5, max_epochs=3)
+    policy = AdaptSchedule(patience=2, min_delta=0.01, lr_factor=0.5, max_epochs=3)
     state = initial_adapt_state(RoundConfig(server_lr=1.0, adapt=policy), {"lr": 0.1})
     state, hyper = adapt_hyperparams(state, 0.50, policy, {"lr": 0.1})
     assert state["best_accuracy"] == 0.5 and hyper == {"lr": 0.1}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import zlib
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from market.protocol.codec import (
     DEFAULT_CLIP_KS,
     ENCODING_FORMS,
     GAPS_SUFFIX,
+    INDEX_SUFFIX,
     SCALE_SUFFIX,
     SHAPE_SUFFIX,
     DecodeLimits,
@@ -446,7 +448,7 @@ def test_sparse_ties_keep_the_lower_indices_and_gaps_bridge_long_jumps() -> None
     _, got = decode_update(data)
     assert torch.equal(got["w"], far)
     _, stored = raw_tensors(data)
-    gaps = stored["w" + GAPS_SUFFIX]
+    gaps = inflate(stored["w" + INDEX_SUFFIX])
     assert int(gaps.min()) >= 1 and int(gaps.to(torch.int64).sum()) - 1 == 99_999
     assert gaps.numel() == 3 + (700 - 1) // 255 + (99_999 - 700 - 1) // 255
 
@@ -479,12 +481,29 @@ def _set(name: str, value: torch.Tensor) -> object:
     return change
 
 
+def _both(*changes: object) -> object:
+    def change(t: dict[str, torch.Tensor]) -> None:
+        for c in changes:
+            c(t)  # type: ignore[operator]
+
+    return change
+
+
 def _drop(name: str) -> object:
     return lambda t: t.pop(name)
 
 
+def inflate(index: torch.Tensor) -> torch.Tensor:
+    """The gap bytes of an `.__index` tensor (our own bytes)."""
+    return torch.frombuffer(bytearray(zlib.decompress(index.numpy().tobytes())), dtype=torch.uint8)
+
+
+def deflate(gaps: torch.Tensor) -> torch.Tensor:
+    return torch.frombuffer(bytearray(zlib.compress(gaps.to(torch.uint8).numpy().tobytes())), dtype=torch.uint8)
+
+
 def _gaps(encoding: str = "sparse-q8") -> torch.Tensor:
-    return raw_tensors(compact(encoding, keep_fraction=0.2))[1]["fc.weight" + GAPS_SUFFIX].clone()
+    return inflate(raw_tensors(compact(encoding, keep_fraction=0.2))[1]["fc.weight" + INDEX_SUFFIX]).clone()
 
 
 def _with_zero_gap() -> torch.Tensor:
@@ -500,14 +519,17 @@ def _with_far_gap() -> torch.Tensor:
 
 
 SPARSE_DAMAGE = {
-    "zero gap (duplicate index)": ("sparse-q8", _set("fc.weight" + GAPS_SUFFIX, _with_zero_gap()), "zero index gap"),
-    "index out of range": ("sparse-q8", _set("fc.weight" + GAPS_SUFFIX, _with_far_gap()), "out of range"),
-    "fewer values than gaps": ("sparse-q8", _set("fc.weight", torch.zeros(3, dtype=torch.int8)), "value entries"),
-    "more gaps than entries": ("sparse-f32", _set("fc.bias" + GAPS_SUFFIX, torch.ones(11, dtype=torch.uint8)),
-                               "entries for a tensor of"),
-    "gaps of another dtype": ("sparse-q8", _set("fc.weight" + GAPS_SUFFIX, _gaps().to(torch.int16)), "U8 vector"),
+    "zero gap (duplicate index)": ("sparse-q8", _set("fc.weight" + INDEX_SUFFIX, deflate(_with_zero_gap())),
+                                   "zero index gap"),
+    "index out of range": ("sparse-q8", _set("fc.weight" + INDEX_SUFFIX, deflate(_with_far_gap())), "out of range"),
+    "fewer values than gaps": ("sparse-q8", _set("fc.weight", torch.zeros(3, dtype=torch.int8)), "inflates to over"),
+    "more gaps than entries": ("sparse-f32", _both(_set("fc.bias", torch.zeros(11)),
+                                                   _set("fc.bias" + INDEX_SUFFIX, deflate(torch.ones(11)))),
+                               "inflates to over 10 gaps"),
+    "index of another dtype": ("sparse-q8", _set("fc.weight" + INDEX_SUFFIX, deflate(_gaps()).to(torch.int16)),
+                               "U8 vector"),
     "missing shape": ("sparse-q8", _drop("fc.weight" + SHAPE_SUFFIX), "missing"),
-    "extra gaps on a dense form": ("q4", _set("fc.bias" + GAPS_SUFFIX, torch.ones(1, dtype=torch.uint8)), "unexpected"),
+    "extra index on a dense form": ("q4", _set("fc.bias" + INDEX_SUFFIX, deflate(torch.ones(1))), "unexpected"),
     "shape of too high rank": ("sparse-q8", _set("fc.weight" + SHAPE_SUFFIX, torch.ones(9, dtype=torch.int64)),
                                "at most 8"),
     "negative size": ("q4", _set("fc.bias" + SHAPE_SUFFIX, torch.tensor([-10], dtype=torch.int64)), "negative"),

@@ -8,6 +8,8 @@ import json
 import os
 import pickle
 import struct
+import zlib
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -463,12 +465,19 @@ def _put(name: str, value: torch.Tensor) -> object:
     return lambda t: t.__setitem__(name, value)
 
 
+def _edit_gaps(t: dict[str, torch.Tensor], edit: Callable[[torch.Tensor], None]) -> None:
+    """Change the gap bytes inside fc.weight's zlib index stream."""
+    gaps = torch.frombuffer(bytearray(zlib.decompress(t["fc.weight.__index"].numpy().tobytes())), dtype=torch.uint8)
+    edit(gaps)
+    t["fc.weight.__index"] = torch.frombuffer(bytearray(zlib.compress(gaps.numpy().tobytes())), dtype=torch.uint8)
+
+
 def _zero_gap(t: dict[str, torch.Tensor]) -> None:
-    t["fc.weight.__gaps"][1] = 0
+    _edit_gaps(t, lambda g: g.__setitem__(1, 0))
 
 
 def _far_gap(t: dict[str, torch.Tensor]) -> None:
-    t["fc.weight.__gaps"][-1] = 255
+    _edit_gaps(t, lambda g: g.__setitem__(-1, 255))
 
 
 def _nan_value(t: dict[str, torch.Tensor]) -> None:
@@ -476,7 +485,7 @@ def _nan_value(t: dict[str, torch.Tensor]) -> None:
 
 
 COMPACT_REJECTIONS = {
-    "missing gaps": ("sparse-q8", lambda t: t.pop("fc.weight.__gaps"), "wrong_keys"),
+    "missing index": ("sparse-q8", lambda t: t.pop("fc.weight.__index"), "wrong_keys"),
     "missing scale": ("q4", lambda t: t.pop("conv.bias" + SCALE_SUFFIX), "wrong_keys"),
     "extra logical tensor": ("sparse-q4", _put("extra", torch.zeros(2)), "wrong_keys"),
     "shape differs from spec": ("sparse-q8", _put("fc.weight.__shape", torch.tensor([36, 10])), "wrong_shape"),

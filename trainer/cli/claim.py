@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
-from market.chain import ETH
+import typer
+
+from market.chain import ETH, checksum
 from market.cli.kit import (
     DeploymentOpt,
     DevAccountOpt,
@@ -16,10 +19,12 @@ from market.cli.kit import (
     format_amount,
     handle_errors,
 )
-from trainer import runner
 from trainer._session import open_session
 from trainer.cli._options import AccountOpt, ConfigOpt, IpfsOpt, KeystoreOpt, ProjectArg, StateOpt, settings
 from trainer.errors import SubmissionError
+
+ToOpt = typer.Option(
+    None, "--to", metavar="ADDRESS", help="Pay to this address instead of the signer's (e.g. when the token blocks it).")
 
 
 @handle_errors
@@ -27,22 +32,25 @@ def claim(
     project_id: int = ProjectArg,
     account: str = AccountOpt, dev_account: int = DevAccountOpt,
     rpc: str = RpcOpt, deployment: Path = DeploymentOpt, ipfs: str = IpfsOpt, state: Path = StateOpt, keystore: Path = KeystoreOpt,
-    config: Path = ConfigOpt, as_json: bool = JsonOpt,
+    config: Path = ConfigOpt, to: str = ToOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Claim everything earned up to the newest settled round (Merkle proof from its record)."""
+    """Claim everything earned up to the newest settled round (Merkle proof from its record, or
+    from the copy kept in the state directory when IPFS no longer serves the record)."""
+    recipient = checksum(to, "--to") if to else None
     s = settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs, state=state, keystore=keystore)
     session = open_session(s, account=account, dev=dev_account, sign=True)
     try:
         info = session.project(project_id)
         out: dict[str, Any] = {"project_id": project_id, "trainer": session.address}
-        out |= runner.do_claim(session.participant(), project_id, runner.Silent())
+        out |= dataclasses.asdict(session.participant().claim(project_id, recipient=recipient))
+        out["recipient"] = recipient or session.address
     finally:
         session.close()
     if as_json:
         emit_json(out)
     elif out["amount"]:
         console.print(f"claimed {_amount(info.token, out['amount'])} (cumulative {_amount(info.token, out['cumulative'])}"
-                      f" as of round {out['round']})", highlight=False, soft_wrap=True)
+                      f" as of round {out['round']}) to {out['recipient']}", highlight=False, soft_wrap=True)
     else:
         console.print("nothing to claim yet", highlight=False, soft_wrap=True)
 
@@ -52,9 +60,11 @@ def withdraw(
     project_id: int = ProjectArg,
     account: str = AccountOpt, dev_account: int = DevAccountOpt,
     rpc: str = RpcOpt, deployment: Path = DeploymentOpt, keystore: Path = KeystoreOpt,
-    config: Path = ConfigOpt, as_json: bool = JsonOpt,
+    config: Path = ConfigOpt, to: str = ToOpt, as_json: bool = JsonOpt,
 ) -> None:
-    """Take back the stake once the project has ended, and any credit (a refunded dispute bond)."""
+    """Take back the stake once the project has ended, and any credit (a refunded dispute bond),
+    to the signer or to --to."""
+    recipient = checksum(to, "--to") if to else None
     s = settings(config, rpc=rpc, deployment=deployment, keystore=keystore)
     session = open_session(s, account=account, dev=dev_account, sign=True)
     client = session.client
@@ -67,14 +77,16 @@ def withdraw(
             f"the stake of {format_amount(stake) if info.token == ETH else stake} stays locked until project {project_id}"
             f" ends (its owner runs `market project end {project_id}` after the last round settles): withdraw then"
         )
-    stake_tx = client.withdraw_stake(project_id).tx_hash if stake else None
-    credit_tx = client.withdraw_credit(project_id).tx_hash if credit else None
-    out = {"project_id": project_id, "trainer": me, "stake": stake, "credit": credit, "stake_tx": stake_tx, "credit_tx": credit_tx}
+    stake_tx = client.withdraw_stake(project_id, recipient).tx_hash if stake else None
+    credit_tx = client.withdraw_credit(project_id, recipient).tx_hash if credit else None
+    to_ = recipient or me
+    out = {"project_id": project_id, "trainer": me, "recipient": to_, "stake": stake, "credit": credit,
+           "stake_tx": stake_tx, "credit_tx": credit_tx}
     if as_json:
         emit_json(out)
     elif stake or credit:
         parts = [f"stake {_amount(info.token, stake)}"] * bool(stake) + [f"credit {_amount(info.token, credit)}"] * bool(credit)
-        console.print(f"withdrew {' and '.join(parts)} from project {project_id} to {me}", highlight=False, soft_wrap=True)
+        console.print(f"withdrew {' and '.join(parts)} from project {project_id} to {to_}", highlight=False, soft_wrap=True)
     else:
         console.print(f"{me} has no stake or credit left in project {project_id}: nothing to withdraw", highlight=False, soft_wrap=True)
 

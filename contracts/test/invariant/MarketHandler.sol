@@ -701,8 +701,14 @@ contract MarketHandler is TestBase {
     function _withdrawStake(uint256 pid, uint256 ti) internal {
         address t = _trainers[ti];
         (, uint256 stake) = market.registration(pid, t);
-        if (_p(pid).endedAt == 0 || stake == 0 || _unpayable(pid, t)) return;
-        _must(pid, t, 0, abi.encodeCall(LearningMarket.withdrawStake, (pid)), "withdrawStake");
+        if (_p(pid).endedAt == 0 || stake == 0) return;
+        uint256 out0 = projOut[pid];
+        if (_unpayable(pid, t)) {
+            _must(pid, t, 0, abi.encodeCall(LearningMarket.withdrawStakeTo, (pid, _rescue[ti])), "withdrawStakeTo");
+        } else {
+            _must(pid, t, 0, abi.encodeCall(LearningMarket.withdrawStake, (pid)), "withdrawStake");
+        }
+        assertEq(projOut[pid] - out0, stake, "a withdrawal pays exactly the stake left");
     }
 
     function withdrawCredit(uint256 pidSeed, uint256 whoSeed) external step {
@@ -710,8 +716,22 @@ contract MarketHandler is TestBase {
     }
 
     function _withdrawCredit(uint256 pid, address who) internal {
-        if (market.creditOf(pid, who) == 0 || _unpayable(pid, who)) return;
-        _must(pid, who, 0, abi.encodeCall(LearningMarket.withdrawCredit, (pid)), "withdrawCredit");
+        uint256 credit = market.creditOf(pid, who);
+        if (credit == 0) return;
+        uint256 out0 = projOut[pid];
+        if (_unpayable(pid, who)) {
+            bytes memory data = abi.encodeCall(LearningMarket.withdrawCreditTo, (pid, _rescueOf(who)));
+            _must(pid, who, 0, data, "withdrawCreditTo");
+        } else {
+            _must(pid, who, 0, abi.encodeCall(LearningMarket.withdrawCredit, (pid)), "withdrawCredit");
+        }
+        assertEq(projOut[pid] - out0, credit, "a withdrawal pays exactly the credit");
+    }
+
+    /// @dev Where an unpayable account has its money sent (only trainers are ever unpayable).
+    function _rescueOf(address who) internal view returns (address) {
+        for (uint256 i = 0; i < NT; i++) if (_trainers[i] == who) return _rescue[i];
+        revert("no rescue address");
     }
 
     function end(uint256 pidSeed, bool byOwner) external step {
@@ -905,32 +925,29 @@ contract MarketHandler is TestBase {
         for (uint256 a = 0; a < _accounts.length; a++) _withdrawCredit(pid, _accounts[a]);
     }
 
-    /// After the drive only dust and what the receivers themselves block may remain.
+    /// After the drive only pool dust may remain: blocked and rejecting receivers had everything
+    /// paid to the address they named.
     function _checkDrained(uint256 pid) internal view {
         ILearningMarket.Project memory p = _p(pid);
         assertTrue(p.endedAt != 0, "ended");
         assertEq(p.unallocated, 0, "no budget left");
         assertEq(p.bondHeld, 0, "no bond held");
         assertTrue(p.swept, "swept");
-        uint256 stuck;
         for (uint256 ti = 0; ti < NT; ti++) {
             (, uint256 stake) = market.registration(pid, _trainers[ti]);
-            if (_unpayable(pid, _trainers[ti])) stuck += stake;
-            else assertEq(stake, 0, "a payable trainer's stake left behind");
+            assertEq(stake, 0, "a trainer's stake left behind");
         }
         for (uint256 a = 0; a < _accounts.length; a++) {
-            uint256 c = market.creditOf(pid, _accounts[a]);
-            if (_unpayable(pid, _accounts[a])) stuck += c;
-            else assertEq(c, 0, "a payable account's credit left behind");
+            assertEq(market.creditOf(pid, _accounts[a]), 0, "a credit left behind");
         }
-        // pool dust: at most reveals - 1 base units per round, plus shares of unpayable revealers
-        // (they are paid to their rescue address, so none in fact)
+        // pool dust: at most reveals - 1 base units per round (unpayable revealers take their
+        // shares to their rescue address)
         uint256 dust = p.pools;
         for (uint256 r = 0; r < p.numRounds; r++) {
             ILearningMarket.Round memory rd = market.getRound(pid, r);
             if (rd.reveals != 0) assertLt(market.poolShareOf(pid, r, _trainers[0]), 1, "pool share left");
         }
-        assertEq(projIn[pid] - projOut[pid], stuck + dust, "the project holds only dust and blocked amounts");
+        assertEq(projIn[pid] - projOut[pid], dust, "the project holds only pool dust");
         assertLe(dust, uint256(p.numRounds) * NT, "pool dust bounded");
     }
 
@@ -973,11 +990,11 @@ contract MarketHandler is TestBase {
 
     /// What the run did (successful calls per kind; shown with -vv).
     function logCoverage() external view {
-        bytes32[28] memory labels = [
+        bytes32[30] memory labels = [
             bytes32("create"), "register", "commit", "reveal", "forfeit", "bond", "finalize", "finalizeDishonest",
             "expire", "dispute", "upheld", "dismissed", "lapse", "claim", "claimTo", "poolShare", "withdrawStake",
             "withdrawCredit", "end", "sweep", "acceptOwner", "replaceAggregator", "replaceArbiter", "liveness",
-            "refused", "feeRefused", "trainingPhase", "blocklist"
+            "refused", "feeRefused", "trainingPhase", "blocklist", "withdrawStakeTo", "withdrawCreditTo"
         ];
         for (uint256 i = 0; i < labels.length; i++) console.log(string(abi.encodePacked(labels[i])), ok[labels[i]]);
         console.log("rnt hook calls", rnt.hookCalls());

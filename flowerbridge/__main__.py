@@ -1,0 +1,3 @@
+from flowerbridge.cli import app
+
+app(prog_name="python -m flowerbridge")
