@@ -119,6 +119,9 @@ class RoundAudit:
     tolerance_bound_wei: int | None = None
     #: what a keyless audit of an encrypted project could not check, one line each
     unverified: list[str] = field(default_factory=list)
+    #: the record the rebuild gives (None: the round was not rebuilt); a FAILed round's is the
+    #: corrected record an arbiter can uphold (`market audit --corrected-out`)
+    rebuilt: RoundRecord | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -258,7 +261,7 @@ def audit_round(
         # checked on its own above (`_check_validation_part`); the rebuild cannot derive it
         aggregation = {**computed.fields["aggregation"], DISCLOSURE_KEY: record.aggregation[DISCLOSURE_KEY]}
         computed = dataclasses.replace(computed, fields={**computed.fields, "aggregation": aggregation})
-    rebuilt = computed.record(event.model_cid)
+    rebuilt = out.rebuilt = computed.record(event.model_cid)
     _check_evaluations(out, record, computed.ledger)
     if computed.model_digest != record.model_digest:
         out.fail("model", f"model digest: the inputs give {computed.model_digest}, the record says {record.model_digest}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from market.chain import MarketClient, RoundStatus
 from market.errors import ChainError
 from market.protocol.documents import ProjectSpec, UpdateInput, round_seed
-from market.protocol.reading import ProtocolError, load_record, load_spec
+from market.protocol.reading import ProtocolError, load_record, load_spec, paying_record
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -154,10 +154,16 @@ def load_context(
     cum_rewards: dict[str, int] = {}
     cum_scores: dict[str, float] = {}
     for r in range(round_ - 1, -1, -1):
-        if client.round(project_id, r).status == RoundStatus.VOIDED:
+        chain_round = client.round(project_id, r)
+        if chain_round.status == RoundStatus.VOIDED:
             continue
-        # the previous record was just read (a thousand trainers' proofs: parse it once)
-        rec = prev_record if r == round_ - 1 else load_record(store, finalized[r].record_cid)
+        # The amounts build on what round r pays by: its correction if an upheld dispute replaced
+        # its root (else the next round would take the correction back). The previous record was
+        # just read (a thousand trainers' proofs: parse it once).
+        if bytes.fromhex(chain_round.rewards_root.removeprefix("0x")) == finalized[r].rewards_root:
+            rec = prev_record if r == round_ - 1 else load_record(store, finalized[r].record_cid)
+        else:
+            rec = paying_record(client, store, finalized[r])
         cum_rewards, cum_scores = dict(rec.cumulative_rewards), dict(rec.cumulative_scores)
         break
 

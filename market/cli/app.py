@@ -417,10 +417,16 @@ def resolve_cmd(
     project_id: int = typer.Argument(..., help="Project id."),
     round_: int = typer.Argument(..., metavar="ROUND", help="The disputed round."),
     uphold: bool = typer.Option(..., "--uphold/--dismiss", help="Uphold (replace the round's root) or dismiss."),
-    reason: str = typer.Option(..., "--reason", help="IPFS CID of the arbiter's reasoning."),
+    reason: str = typer.Option(None, "--reason", help="IPFS CID of the arbiter's reasoning (default with --record:"
+                               " the record's CID)."),
+    record: str = typer.Option(None, "--record", help="Upholding: IPFS CID of the corrected round record (from"
+                               " `market audit --corrected-out DIR --publish`); its root becomes the round's and its"
+                               " CID the ruling's reason, so trainers can prove their corrected leaves."),
     root: str = typer.Option(None, "--root", help="Upholding: the corrected rewards root (0x + 64 hex), e.g. from"
-                             " `market audit --json`."),
+                             " `market audit --json`; with --record, it must be the record's."),
     index: int = typer.Option(None, "--index", help="Which dispute of the round (default: the oldest pending one)."),
+    ipfs: str = typer.Option(None, "--ipfs", help="IPFS API (multiaddr or URL) or embedded:DIR to read --record from;"
+                             " default from the config."),
     rpc: str = RpcOpt,
     deployment: Path = DeploymentOpt,
     account: str = AccountOpt,
@@ -430,17 +436,68 @@ def resolve_cmd(
 ) -> None:
     """Rule on a dispute as the project's arbiter, before the ruling deadline. Upholding replaces the
     round's rewards root with the corrected one (the allocation stays; the aggregator's bond goes
-    to the round's revealers); dismissing pays the disputer's bond to the aggregator."""
-    if uphold and not root:
-        raise ConfigError("--uphold needs --root: the corrected rewards root the round should pay by")
+    to the round's revealers); dismissing pays the disputer's bond to the aggregator. Uphold with
+    --record so trainers can claim: the ruling's reason is then the corrected record itself."""
+    if record is not None and not uphold:
+        raise ConfigError("--record is the corrected record of an upheld dispute: drop it to dismiss")
+    if record is not None and reason is not None and reason != record:
+        raise ConfigError("--record is the ruling's reason (trainers read the corrected record from it): give --record"
+                          " or --reason, not both")
+    if uphold and not root and record is None:
+        raise ConfigError("--uphold needs --record CID (the corrected round record) or --root: the corrected rewards"
+                          " root the round should pay by")
+    reason_cid = record if record is not None else reason
+    if reason_cid is None:
+        raise ConfigError("give --reason CID (the arbiter's reasoning), or --record CID when upholding")
     corrected = _hex32(root, "--root") if root else None
-    s = _settings(config, rpc=rpc, deployment=deployment)
+    s = _settings(config, rpc=rpc, deployment=deployment, ipfs=ipfs)
     client = _client(s, account, dev_account, need_account=True)
-    rcpt = client.resolve_dispute(project_id, round_, uphold, reason, index=index, corrected_root=corrected)
+    if record is not None:
+        corrected = _corrected_root(s, client, project_id, round_, record, corrected)
+    rcpt = client.resolve_dispute(project_id, round_, uphold, reason_cid, index=index, corrected_root=corrected)
+    shown = "0x" + corrected.hex() if corrected else None
     if as_json:
-        emit_json({"project_id": project_id, "round": round_, "upheld": uphold, "root": root, "tx": rcpt.tx_hash})
+        emit_json({"project_id": project_id, "round": round_, "upheld": uphold, "root": shown, "record": record,
+                   "reason": reason_cid, "tx": rcpt.tx_hash})
     else:
-        console.print(f"dispute on round {round_} {'upheld: the round pays by the corrected root' if uphold else 'dismissed'}")
+        console.print(f"dispute on round {round_} {'upheld: the round pays by the corrected root' if uphold else 'dismissed'}"
+                      + (f" {shown} (record {record})" if record else ""))
+
+
+def _corrected_root(s: Settings, client: MarketClient, project_id: int, round_: int, cid: str,
+                    root: bytes | None) -> bytes:
+    """The rewards root of the corrected record at `cid`, once it is checked to be a round record of
+    this project's round on this contract whose cumulative amounts give that root (and, with
+    --root, that root)."""
+    from market.errors import StorageError
+    from market.protocol.merkle import RewardTree
+    from market.protocol.reading import load_record
+
+    store = open_settings_store(s)
+    try:
+        rec = load_record(store, cid)
+    except StorageError as exc:
+        raise type(exc)(f"--record {cid}: {exc}") from None
+    finally:
+        store.close()
+    if (rec.project_id, rec.round) != (project_id, round_) or rec.contract.lower() != client.address.lower():
+        raise ConfigError(f"--record {cid} is the record of project {rec.project_id} round {rec.round} on {rec.contract},"
+                          f" not of project {project_id} round {round_} on {client.address}: give this round's"
+                          " corrected record")
+    declared = _hex32(rec.rewards_root, f"the rewards root of --record {cid}")
+    try:
+        # an empty tree is the zero address's 0, as the aggregator builds it
+        own: bytes | None = RewardTree.build(rec.cumulative_rewards or {"0x" + "00" * 20: 0}).root
+    except ValueError:
+        own = None
+    if own != declared:
+        raise ConfigError(f"--record {cid} declares rewards root {rec.rewards_root}, which its cumulative amounts do not"
+                          " give: trainers could not prove their leaves from it; rebuild it with `market audit"
+                          " --corrected-out`")
+    if root is not None and root != declared:
+        raise ConfigError(f"--root 0x{root.hex()} is not the root of --record {cid} ({rec.rewards_root}): drop --root"
+                          " or give the record's")
+    return declared
 
 
 def _hex32(text: str, what: str) -> bytes:

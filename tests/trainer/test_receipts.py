@@ -143,9 +143,11 @@ def test_claim_works_from_the_kept_copy_after_ipfs_stops_and_a_stale_copy_is_ref
         stale, _ = _settled_round(market, anvil, store, corrected=True)
         state = tmp_path / "state"
         me = Participant(market.with_account(T), store, state)
-        for pid in (honest, stale):  # reading a settled round keeps its record and the trainer's proof
-            assert me.claimable(pid) is not None
-            assert me.receipts.kept_record(pid, 0) is not None
+        # reading a settled round keeps its record and the trainer's proof
+        assert me.claimable(honest) is not None and me.receipts.kept_record(honest, 0) is not None
+        # the corrected round's ruling names no corrected record ("QmReason"): nothing to prove from
+        with pytest.raises(StaleReceipt, match="does not match the round's rewards root on chain"):
+            me.claimable(stale)
         store.close()
     finally:
         node.stop()
