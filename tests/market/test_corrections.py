@@ -27,6 +27,7 @@ from market.protocol.documents import RoundRecord
 from market.protocol.merkle import RewardTree
 from market.storage import IpfsStore
 from tests.aggregator.support import AGGREGATOR, ARBITER, MODEL, VALIDATION, create_project, encode, honest_deltas
+from tests.trainer.support import BlobStore, RoundWithRoot, record_paying
 from trainer.errors import StaleReceipt
 from trainer.participant import Participant
 from trainer.receipts import Receipts
@@ -34,35 +35,9 @@ from trainer.receipts import Receipts
 ETHER = 10**18
 
 
-def _record(pid: int, round_: int, amounts: dict[str, int]) -> RoundRecord:
-    tree = RewardTree.build(amounts)
-    return RoundRecord(
-        project_id=pid, round=round_, chain_id=31337, contract="0x" + "00" * 20, code_version="test", seed=0,
-        base_model_cid="QmBase", model_cid="QmModel", model_digest="0x" + "00" * 32, validation_cid="QmVal",
-        rule="mean", filters={}, scorer="none", hyperparams={}, inputs=[], verdicts=[], scores={},
-        cumulative_scores={}, rewards=dict(amounts), cumulative_rewards=dict(amounts), allocation=ETHER,
-        rewards_root="0x" + tree.root.hex(), proofs=tree.proofs_hex(), metrics={},
-    )
-
-
 # ---------------------------------------------------------------------- unit: no chain, no IPFS
 
 T, U = dev_account(12).address, dev_account(13).address
-
-
-class _Store:
-    def __init__(self, blobs: dict[str, bytes]):
-        self.blobs = blobs
-
-    def cat(self, cid: str, *, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
-        if cid not in self.blobs:
-            raise ContentNotFound(f"no provider for {cid} within 1 s: pin it somewhere")
-        return self.blobs[cid]
-
-
-class _Round:
-    def __init__(self, root: bytes):
-        self.rewards_root = "0x" + root.hex()
 
 
 class _Client:
@@ -71,19 +46,19 @@ class _Client:
     def __init__(self, root: bytes, reason: str):
         self.root, self.reason = root, reason
 
-    def round(self, project_id: int, round_: int) -> _Round:
-        return _Round(self.root)
+    def round(self, project_id: int, round_: int) -> RoundWithRoot:
+        return RoundWithRoot(self.root)
 
     def rulings(self, project_id: int) -> list[DisputeRuling]:
         return [DisputeRuling(project_id, 0, 0, DisputeStatus.UPHELD, self.reason, self.root, 20)]
 
 
 def test_a_correction_is_claimed_from_the_rulings_record_and_a_wrong_one_is_refused_in_one_line(tmp_path: Path) -> None:
-    wrong, right = _record(1, 0, {T: ETHER // 4, U: 3 * ETHER // 4}), _record(1, 0, {T: 3 * ETHER // 4, U: ETHER // 4})
+    wrong, right = record_paying(1, 0, {T: ETHER // 4, U: 3 * ETHER // 4}), record_paying(1, 0, {T: 3 * ETHER // 4, U: ETHER // 4})
     root = bytes.fromhex(right.rewards_root[2:])
     f = Finalized(1, 0, "QmModel", "QmWrong", bytes.fromhex(wrong.rewards_root[2:]), ETHER, 10)
     blobs = {"QmWrong": wrong.to_bytes(), "QmRight": right.to_bytes(),
-             "QmOther": _record(1, 1, {T: 3 * ETHER // 4, U: ETHER // 4}).to_bytes(), "QmJunk": b"{}"}
+             "QmOther": record_paying(1, 1, {T: 3 * ETHER // 4, U: ETHER // 4}).to_bytes(), "QmJunk": b"{}"}
     for reason, error, words in (
         ("QmMissing", ContentNotFound, "cannot be read: no provider for QmMissing"),  # transient: retry later
         ("QmJunk", StaleReceipt, "malformed round record"),
@@ -91,15 +66,15 @@ def test_a_correction_is_claimed_from_the_rulings_record_and_a_wrong_one_is_refu
         ("QmWrong", StaleReceipt, "not round 0's corrected record"),
     ):
         with pytest.raises(error) as e:
-            Receipts(tmp_path / reason).obtain(_Store(blobs), _Client(root, reason), f, T)  # type: ignore[arg-type]
+            Receipts(tmp_path / reason).obtain(BlobStore(blobs), _Client(root, reason), f, T)  # type: ignore[arg-type]
         assert "\n" not in str(e.value) and words in str(e.value), str(e.value)
         assert "does not match the round's rewards root on chain" in str(e.value)
     receipts = Receipts(tmp_path / "ok")
-    kept = receipts.obtain(_Store(blobs), _Client(root, "QmRight"), f, T)  # type: ignore[arg-type]
+    kept = receipts.obtain(BlobStore(blobs), _Client(root, "QmRight"), f, T)  # type: ignore[arg-type]
     assert (kept.cumulative, kept.record_cid, kept.rewards_root) == (3 * ETHER // 4, "QmRight", right.rewards_root)
     assert kept.proves(root) and receipts.kept_record(1, 0) == right.to_bytes()
     # kept for the corrected root: answered offline from then on
-    assert receipts.obtain(_Store({}), _Client(root, "QmRight"), f, T) == kept  # type: ignore[arg-type]
+    assert receipts.obtain(BlobStore({}), _Client(root, "QmRight"), f, T) == kept  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- integration: anvil + js-ipfs

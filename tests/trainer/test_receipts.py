@@ -19,10 +19,10 @@ from market.chain import Finalized, MarketClient, ProjectParams
 from market.chain.accounts import dev_account
 from market.chain.deployment import Deployment
 from market.errors import ContentNotFound, StorageError
-from market.protocol.documents import RoundRecord
 from market.protocol.merkle import RewardTree
 from market.storage import IpfsStore
 from tests.conftest import needs_jsipfs
+from tests.trainer.support import BlobStore, RoundWithRoot, record_paying
 from trainer.errors import StaleReceipt
 from trainer.participant import Participant
 from trainer.receipts import Receipts
@@ -32,60 +32,35 @@ OWNER, AGG, ARB = dev_account(0), dev_account(1), dev_account(2)
 T, U, RESCUE = dev_account(12), dev_account(13), dev_account(14)
 
 
-def _record(pid: int, market_address: str, tree: RewardTree) -> RoundRecord:
-    return RoundRecord(
-        project_id=pid, round=0, chain_id=31337, contract=market_address, code_version="test", seed=0,
-        base_model_cid="QmBase", model_cid="QmModel", model_digest="0x" + "00" * 32, validation_cid="QmVal",
-        rule="mean", filters={}, scorer="none", hyperparams={}, inputs=[], verdicts=[],
-        scores={}, cumulative_scores={}, rewards=dict(tree.amounts), cumulative_rewards=dict(tree.amounts),
-        allocation=ETHER, rewards_root="0x" + tree.root.hex(), proofs=tree.proofs_hex(), metrics={},
-    )
-
-
 # ---------------------------------------------------------------------- unit: no chain, no IPFS
-
-
-class _Store:
-    def __init__(self, blobs: dict[str, bytes]):
-        self.blobs = blobs
-
-    def cat(self, cid: str, *, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
-        if cid not in self.blobs:
-            raise ContentNotFound(f"no provider for {cid} within 1 s: pin it somewhere")
-        return self.blobs[cid]
-
-
-class _Round:
-    def __init__(self, root: bytes):
-        self.rewards_root = "0x" + root.hex()
 
 
 class _Client:
     def __init__(self, root: bytes):
         self.root = root
 
-    def round(self, project_id: int, round_: int) -> _Round:
-        return _Round(self.root)
+    def round(self, project_id: int, round_: int) -> RoundWithRoot:
+        return RoundWithRoot(self.root)
 
 
 def test_a_kept_proof_answers_when_the_store_does_not_and_a_tampered_one_is_refused(tmp_path: Path) -> None:
     tree = RewardTree.build({T.address: 3 * ETHER // 4, U.address: ETHER // 4})
-    data = _record(1, OWNER.address, tree).to_bytes()
+    data = record_paying(1, 0, dict(tree.amounts), OWNER.address).to_bytes()
     f = Finalized(1, 0, "QmModel", "QmRecord", tree.root, ETHER, 10)
     receipts = Receipts(tmp_path)
     client: Any = _Client(tree.root)
     with pytest.raises(ContentNotFound, match="no copy of round 0's record is kept"):
-        receipts.obtain(_Store({}), client, f, T.address)
-    fetched = receipts.obtain(_Store({"QmRecord": data}), client, f, T.address)
+        receipts.obtain(BlobStore({}), client, f, T.address)
+    fetched = receipts.obtain(BlobStore({"QmRecord": data}), client, f, T.address)
     assert receipts.kept_record(1, 0) == data
-    offline = receipts.obtain(_Store({}), client, f, T.address.lower())
+    offline = receipts.obtain(BlobStore({}), client, f, T.address.lower())
     assert offline == fetched and offline.cumulative == 3 * ETHER // 4 and offline.proves(tree.root)
     assert offline.proof_bytes == tree.proof(T.address)
     path = receipts.proof_path(1, 0, T.address)
     body = json.loads(path.read_text())
     path.write_text(json.dumps(body | {"cumulative": ETHER}))  # claims more than the tree gives
     with pytest.raises(StaleReceipt) as e:
-        receipts.obtain(_Store({}), client, f, T.address)
+        receipts.obtain(BlobStore({}), client, f, T.address)
     assert "\n" not in str(e.value) and "does not match the round's rewards root" in str(e.value)
 
 
@@ -113,7 +88,7 @@ def _settled_round(market: MarketClient, anvil: Anvil, store: IpfsStore, *, corr
         market.with_account(a).reveal(pid, 0, *secrets[a.address])
     anvil.mine(info.reveal_deadline - market.block_number + 1)
     tree = RewardTree.build({T.address: 3 * ETHER // 4, U.address: ETHER // 4})
-    record_cid = store.add(_record(pid, market.address, tree).to_bytes())
+    record_cid = store.add(record_paying(pid, 0, dict(tree.amounts), market.address).to_bytes())
     market.with_account(AGG).finalize_round(pid, 0, "QmModel", record_cid, tree.root)
     if corrected:
         market.with_account(U).dispute(pid, 0, "QmEvidence")
