@@ -1,12 +1,12 @@
 """What every trainer command opens: the chain (with retries), the deployment's client, the
 content store, and who the trainer is (a keystore account, an anvil dev account, or an address
-for read-only views)."""
+for read-only views), and the keys that open a project's sealed global models."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -15,7 +15,7 @@ from market.chain import MarketClient, ProjectInfo, checksum, connect
 from market.chain.accounts import Keystore, dev_account
 from market.chain.deployment import Deployment
 from market.chain.profiles import ChainProfile
-from market.cli.kit import pick_account
+from market.cli.kit import pick_account, read_password
 from market.errors import ConfigError as MarketConfigError
 from market.errors import NodeUnreachable
 from market.storage import open_store
@@ -23,7 +23,12 @@ from trainer.config import TrainerSettings
 from trainer.errors import ConfigError, UnknownProject
 from trainer.participant import Participant, own_privacy
 
-__all__ = ["Session", "connect_with_retry", "open_session", "store_for"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from market.protocol.documents import ProjectSpec
+
+__all__ = ["Session", "connect_with_retry", "load_model_keys", "open_session", "store_for"]
 
 
 def connect_with_retry(rpc: str, retries: int, backoff: float = 0.5, profile: ChainProfile | None = None) -> Web3:
@@ -54,8 +59,11 @@ class Session:
     client: MarketClient
     account: LocalAccount | None
     who: tuple[str | None, int | None, str | None] = (None, None, None)
+    #: the keystore account the trainer acts as (None: a dev account or a bare --address)
+    account_name: str | None = None
     _address: str | None = None
     _store: Any = None
+    _model_keys: list[X25519PrivateKey] | None = None
 
     @property
     def address(self) -> str:
@@ -95,6 +103,16 @@ class Session:
             )
         return self.client.project(project_id)
 
+    def model_keys(self, spec: ProjectSpec, project_id: int, model_round: int) -> list[X25519PrivateKey]:
+        """What opens round `model_round`'s global model: nothing for public models and the owner's
+        initial weights (round -1), else this account's encryption keys, current and retired (a
+        rotation must not lock the trainer out of models sealed before it), decrypted once."""
+        if not spec.encrypts_models or model_round < 0:
+            return []
+        if self._model_keys is None:
+            self._model_keys = load_model_keys(self.settings, self.account_name, project_id)
+        return self._model_keys
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -121,6 +139,19 @@ def resolve_address(settings: TrainerSettings, account: str | None, dev: int | N
     raise ConfigError(f"no account named {name!r} in {settings.keystore}: create it with `trainer account new {name}`")
 
 
+def load_model_keys(settings: TrainerSettings, name: str | None, project_id: int) -> list[X25519PrivateKey]:
+    """Keystore account `name`'s encryption keys, or one line on how to get one listed."""
+    keystore = Keystore(settings.keystore)
+    if name is None or not keystore.has_encryption_key(name):
+        who = f"account {name!r}" if name else "this account (a dev account or --address has no keystore entry)"
+        raise ConfigError(
+            f"project {project_id} seals its models for its readers; {who} has no encryption key: create one with"
+            f" `trainer account new-key {name or 'NAME'}` and ask the owner to list its public key in the project's"
+            " model_readers"
+        )
+    return keystore.encryption_keys(name, read_password(f"Password for the encryption key of {name}"))
+
+
 def open_session(
     settings: TrainerSettings, *, account: str | None = None, dev: int | None = None, address: str | None = None,
     sign: bool = False,
@@ -131,7 +162,8 @@ def open_session(
     if sign:
         if address is not None:
             raise ConfigError("--address is for read-only commands; this one signs: pass --account or --dev-account")
-        acct = pick_account(account or (settings.account if dev is None else None), dev, settings.keystore,
-                            int(w3.eth.chain_id), deployment.chain_profile)
-        return Session(settings, deployment.client(w3, acct), acct)
-    return Session(settings, deployment.client(w3), None, (account, dev, address))
+        name = account or (settings.account if dev is None else None)
+        acct = pick_account(name, dev, settings.keystore, int(w3.eth.chain_id), deployment.chain_profile)
+        return Session(settings, deployment.client(w3, acct), acct, account_name=name)
+    name = account or (settings.account if dev is None and address is None else None)
+    return Session(settings, deployment.client(w3), None, (account, dev, address), account_name=name)

@@ -134,7 +134,8 @@ def chain_sources(session: Session, spec: ProjectSpec, project_id: int, round_: 
         if round_ == 0:
             return None
         return fetch_global_model(
-            session.client, session.store, spec, project_id, round_ - 1, allow_model_code=s.allow_model_code
+            session.client, session.store, spec, project_id, round_ - 1, allow_model_code=s.allow_model_code,
+            model_keys=session.model_keys(spec, project_id, round_ - 2),
         ).state
 
     def previous_delta() -> dict[str, torch.Tensor] | None:
@@ -164,7 +165,8 @@ def train_round(
     r = info.current_round
     template = model_template(spec, allow_model_code=s.allow_model_code)
     dataset = load_trainer_data(s, spec)  # data problems surface before any download
-    model = fetch_global_model(session.client, session.store, spec, project_id, r, allow_model_code=s.allow_model_code)
+    model = fetch_global_model(session.client, session.store, spec, project_id, r, allow_model_code=s.allow_model_code,
+                               model_keys=session.model_keys(spec, project_id, r - 1))
     guard = window_guard(session, info)  # a closed window, or one too short to train in, stops here
     hooks.line(f"round {r}: global model {model.cid} checked; training on {len(dataset)} samples ({dataset.name})")
     with hooks.training() as on_step:

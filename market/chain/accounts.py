@@ -125,6 +125,10 @@ class Keystore:
     def _encryption_path(self, name: str) -> Path:
         return self._path(name).with_name(f"{name}{_ENC_SUFFIX}.pem")
 
+    def has_encryption_key(self, name: str) -> bool:
+        """Whether account `name` has a current encryption key (no password needed)."""
+        return self._encryption_path(name).exists()
+
     def new_encryption_key(self, name: str, password: str) -> str:
         """Create the X25519 encryption key of account `name`; returns its public key hex (what
         the project spec lists). Refuses to overwrite one: use `rotate_encryption_key`."""

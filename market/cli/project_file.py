@@ -50,6 +50,11 @@ key = "account:agg"              #   any auditors, the arbiter; key: 64 hex digi
 role = "arbiter"                 #   NAME (`Keystore.new_encryption_key`; its password is asked for)
 key = "3b6a27bc..."
 
+[model_readers.owner]            # optional: every round's model is sealed for the recipients and these
+key = "account:owner"            #   readers (ProjectSpec.model_readers); list every admitted trainer's
+[model_readers.alice]            #   key too, or it cannot train. key: as in [recipients]
+key = "9f3c01de..."
+
 [privacy]                        # optional: client-level DP every trainer applies (market.protocol.privacy.DpPolicy)
 max_epsilon = 8.0
 delta = 1e-5
@@ -64,6 +69,7 @@ lr = 0.05
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -143,6 +149,15 @@ class RecipientEntry(BaseModel):
     key: str
 
 
+class ModelReaderEntry(BaseModel):
+    """One `[model_readers.NAME]` table: who a sealed global model is wrapped for, next to the recipients."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: as in `RecipientEntry.key`
+    key: str
+
+
 #: `password(account_name)`: the keystore password of an account named by `account:NAME`.
 PasswordFor = Callable[[str], str]
 
@@ -173,6 +188,7 @@ class ProjectFile(BaseModel):
     validation: dict[str, Any] = Field(default_factory=dict)
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     recipients: dict[str, RecipientEntry] = Field(default_factory=dict)
+    model_readers: dict[str, ModelReaderEntry] = Field(default_factory=dict)
     privacy: DpPolicy | None = None
     spec_cid: str | None = None
     _path: Path | None = PrivateAttr(default=None)
@@ -251,6 +267,13 @@ class ProjectFile(BaseModel):
             for name, entry in self.recipients.items()
         }
 
+    def model_reader_keys(self, keystore: Path | None = None, password: PasswordFor | None = None) -> dict[str, str]:
+        """`[model_readers]` with every `account:NAME` resolved from `keystore`."""
+        return {
+            name: resolve_recipient_key(entry.key, f"[model_readers.{name}].key", keystore, password)
+            for name, entry in self.model_readers.items()
+        }
+
     def spec(self, store: Any, *, keystore: Path | None = None, password: PasswordFor | None = None) -> ProjectSpec:
         """The project spec; initial weights drawn from `[model].seed` and uploaded when the file
         names no `initial_weights_cid`. Weights files of initial models carry project id 0.
@@ -277,11 +300,15 @@ class ProjectFile(BaseModel):
             blob = encode_model(net.state_dict(), ModelHeader(project_id=0, round=0, architecture=model.architecture))
             model = model.model_copy(update={"initial_weights_cid": store.add(blob)})
         recipients = self.recipient_keys(keystore, password)
+        readers = self.model_reader_keys(keystore, password)
         try:
             return ProjectSpec(model=model, validation=policy, hyperparams=self.hyperparams, validation_data=commitment,
-                               recipients=recipients, privacy=self.privacy)
+                               recipients=recipients, model_readers=readers, privacy=self.privacy)
         except ValidationError as exc:
-            raise ConfigError(f"[recipients]: {exc.errors()[0]['msg']}") from None
+            msg = exc.errors()[0]["msg"]
+            # both tables meet in one spec validator: name the one the message is about
+            where = "model_readers" if re.search(r"model[ _]reader", msg) else "recipients"
+            raise ConfigError(f"[{where}]: {msg}") from None
 
     @classmethod
     def load(cls, path: Path) -> ProjectFile:

@@ -1,4 +1,5 @@
-"""`trainer account new | import | list`: encrypted keystore accounts."""
+"""`trainer account new | import | list | new-key | rotate-key`: encrypted keystore accounts and their
+X25519 encryption keys (what opens a project's sealed global models)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import typer
 from rich.table import Table
 
 from market.chain.accounts import PASSWORD_ENV, Keystore
-from market.cli.kit import JsonOpt, console, emit_json, handle_errors
+from market.cli.kit import JsonOpt, console, emit_json, handle_errors, read_password
+from market.protocol.envelope import fingerprint
 from trainer.cli._options import ConfigOpt, KeystoreOpt, settings
 from trainer.errors import ConfigError
 
@@ -87,3 +89,45 @@ def account_list(keystore: Path = KeystoreOpt, config: Path = ConfigOpt, as_json
     for e in entries:
         t.add_row(e.name, e.address, str(e.path))
     console.print(t)
+
+
+def _show_key(name: str, public_key: str, what: str, as_json: bool) -> None:
+    fp = fingerprint(bytes.fromhex(public_key))
+    if as_json:
+        emit_json({"name": name, "public_key": public_key, "fingerprint": fp})
+        return
+    console.print(f"{what} encryption key of account [bold]{name}[/]: public key {public_key} (fingerprint {fp})",
+                  highlight=False, soft_wrap=True)
+    console.print("give the public key to the project's owner to be listed in model_readers", highlight=False, soft_wrap=True)
+
+
+@account_app.command("new-key")
+@handle_errors
+def account_new_key(
+    name: str = typer.Argument(..., help="The keystore account the key belongs to."),
+    keystore: Path = KeystoreOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create the account's X25519 encryption key (encrypted with the account's password); prints its public key."""
+    s = settings(config, keystore=keystore)
+    store = Keystore(s.keystore)
+    password = read_password(f"Password for {name}")
+    store.load(name, password)  # the key file is encrypted with the account's own password: check it first
+    _show_key(name, store.new_encryption_key(name, password), "new", as_json)
+
+
+@account_app.command("rotate-key")
+@handle_errors
+def account_rotate_key(
+    name: str = typer.Argument(..., help="The keystore account whose encryption key is replaced."),
+    keystore: Path = KeystoreOpt,
+    config: Path = ConfigOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replace the account's encryption key, keeping the old one so models sealed for it still open."""
+    s = settings(config, keystore=keystore)
+    store = Keystore(s.keystore)
+    password = read_password(f"Password for {name}")
+    store.load(name, password)
+    _show_key(name, store.rotate_encryption_key(name, password), "rotated", as_json)
