@@ -101,6 +101,14 @@ def _show_key(name: str, public_key: str, what: str, as_json: bool) -> None:
     console.print("give the public key to the project's owner to be listed in model_readers", highlight=False, soft_wrap=True)
 
 
+def _unlocked(name: str, config: Path, keystore: Path) -> tuple[Keystore, str]:
+    """The keystore and `name`'s password, checked first: the key file is encrypted with it."""
+    store = Keystore(settings(config, keystore=keystore).keystore)
+    password = read_password(f"Password for {name}")
+    store.load(name, password)
+    return store, password
+
+
 @account_app.command("new-key")
 @handle_errors
 def account_new_key(
@@ -110,10 +118,7 @@ def account_new_key(
     as_json: bool = JsonOpt,
 ) -> None:
     """Create the account's X25519 encryption key (encrypted with the account's password); prints its public key."""
-    s = settings(config, keystore=keystore)
-    store = Keystore(s.keystore)
-    password = read_password(f"Password for {name}")
-    store.load(name, password)  # the key file is encrypted with the account's own password: check it first
+    store, password = _unlocked(name, config, keystore)
     _show_key(name, store.new_encryption_key(name, password), "new", as_json)
 
 
@@ -126,8 +131,5 @@ def account_rotate_key(
     as_json: bool = JsonOpt,
 ) -> None:
     """Replace the account's encryption key, keeping the old one so models sealed for it still open."""
-    s = settings(config, keystore=keystore)
-    store = Keystore(s.keystore)
-    password = read_password(f"Password for {name}")
-    store.load(name, password)
+    store, password = _unlocked(name, config, keystore)
     _show_key(name, store.rotate_encryption_key(name, password), "rotated", as_json)
