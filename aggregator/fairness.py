@@ -52,7 +52,7 @@ def stretch_neutral(scores: Mapping[str, float], trainers: Sequence[str], deltas
 
 
 def pay_weights(scores: Mapping[str, float], claimed: Mapping[str, int], data_share: float,
-                noise: float = 0.0) -> dict[str, float]:
+                noise: float = 0.0, claim_cap: bool = False) -> dict[str, float]:
     """What the round's allocation is split by. Eligible: the scored (accepted) trainers whose
     score is above `-noise` (a score within the noise of 0 is no negative contribution; `noise`
     is the round's noise floor, a fraction of the base model's validation loss). Each eligible
@@ -61,14 +61,19 @@ def pay_weights(scores: Mapping[str, float], claimed: Mapping[str, int], data_sh
     trainer 0. The data part damps the noise of one round's
     Shapley values between trainers with statistically equal data and is additive over
     identities (splitting data over k identities splits the claim too), so it pays no Sybil.
-    `claimed` are the capped sample counts the aggregate weighs with. `data_share` 0 gives the
-    plain positive-part split."""
+    `claimed` are the capped sample counts the aggregate weighs with; with `claim_cap` each is
+    also capped at the lower median claim of the eligible trainers: nobody can verify a claim, so
+    claiming more than a typical trainer must not raise the data part (a trainer with more data
+    than most is paid for it by its score). `data_share` 0 gives the plain positive-part split."""
     if data_share <= 0:
         return {t: max(s, 0.0) for t, s in scores.items()}
     eligible = {t: s for t, s in scores.items() if s > -noise}
     out = {t: 0.0 for t in scores}
     total = math.fsum(max(s, 0.0) for s in eligible.values())
     samples = {t: max(int(claimed.get(t, 0)), 0) for t in eligible}
+    if claim_cap and samples:
+        bound = sorted(samples.values())[(len(samples) - 1) // 2]
+        samples = {t: min(v, bound) for t, v in samples.items()}
     n_total = sum(samples.values())
     # without a positive score the data part is everything, without claims the score part
     score_part = 0.0 if total <= 0 else (1.0 - data_share if n_total else 1.0)

@@ -159,7 +159,10 @@ def record_deviations(record: RoundRecord, policy: DefencePolicy,
         declared = dataclasses.asdict(FilterConfig.from_record(record.filters))
     except (TypeError, MarketError):
         declared = dict(record.filters)
+    stated = policy.filters.model_fields_set
     for key in sorted(set(fixed) | set(declared)):
+        if key not in stated and key not in record.filters and key in type(policy.filters).model_fields:
+            continue  # a threshold newer than both the spec and the record: neither chose it
         if declared.get(key) != fixed.get(key):
             out.append(Deviation(f"filter {key}", declared.get(key), fixed.get(key)))
     accepted = sum(1 for v in record.verdicts if v.accepted)

@@ -144,7 +144,7 @@ class FilterConfig:
 
     outlier_sigmas: float = 3.0
     outlier_min_updates: int = 5
-    outlier_sigma_floor: float = 0.05
+    outlier_sigma_floor: float = 0.15
     zero_abs_norm: float = 1e-12
     zero_rel_norm: float = 1e-2
     stale_cosine: float = 0.9999
@@ -159,13 +159,16 @@ class FilterConfig:
     pay_norm_bound: bool = True
     #: the part of each round's allocation split by (capped) claimed samples among the trainers
     #: with a positive score, the rest by score (`aggregator.fairness.pay_weights`)
-    pay_data_share: float = 0.5
+    pay_data_share: float = 0.75
+    #: count no claim above the eligible trainers' lower median claim in the data part
+    pay_claim_cap: bool = True
 
     @classmethod
     def from_record(cls, filters: Mapping[str, Any]) -> FilterConfig:
         """The config a round record's `filters` field states. Records written before the gate
         existed do not name it: their rounds ran without it, and so does their replay."""
-        return cls(**{"validation_gate": False, "pay_norm_bound": False, "pay_data_share": 0.0, **filters})
+        return cls(**{"validation_gate": False, "pay_norm_bound": False, "pay_data_share": 0.0, "pay_claim_cap": False,
+                      **filters})
 
     def __post_init__(self) -> None:
         # the pay_* keys belong to no filter: the score and reward stages read them

@@ -464,7 +464,7 @@ def reward(state: RoundState) -> None:
     claimed = {c.input.trainer: min(int(c.claimed_samples or 0), cap) for c in state.accepted}
     filters = state.config.filters
     noise = filters.gate_floor * abs(state.evaluation.get("loss_before", 0.0))
-    weights = pay_weights(state.scores, claimed, filters.pay_data_share, noise)
+    weights = pay_weights(state.scores, claimed, filters.pay_data_share, noise, filters.pay_claim_cap)
     state.rewards = allocate_rewards(state.candidates, weights, state.ctx.available, state.ctx.cumulative_rewards)
 
 

@@ -52,7 +52,7 @@ class FilterThresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     outlier_sigmas: float = Field(default=3.0, gt=0)
-    outlier_sigma_floor: float = Field(default=0.05, ge=0)
+    outlier_sigma_floor: float = Field(default=0.15, ge=0)
     zero_abs_norm: float = Field(default=1e-12, ge=0)
     zero_rel_norm: float = Field(default=1e-2, ge=0, lt=1)
     stale_cosine: float = Field(default=0.9999, gt=0, le=1)
@@ -63,7 +63,8 @@ class FilterThresholds(BaseModel):
     gate_floor: float = Field(default=0.02, ge=0)
     gate_exact_max: int = Field(default=8, ge=1)
     pay_norm_bound: bool = True
-    pay_data_share: float = Field(default=0.5, ge=0, lt=1)
+    pay_data_share: float = Field(default=0.75, ge=0, lt=1)
+    pay_claim_cap: bool = True
 
 
 class AdaptSchedule(BaseModel):

@@ -61,3 +61,18 @@ def test_a_round_without_positive_scores_pays_by_data_within_the_noise() -> None
     w = pay_weights({A: -0.0001, B: -0.0002}, {A: 300, B: 100}, 0.5, noise=0.001)
     assert w == {A: 0.75, B: 0.25}
     assert pay_weights({A: -0.1}, {A: 300}, 0.5, noise=0.001) == {A: 0.0}
+
+
+def test_a_claim_above_the_median_does_not_raise_the_data_part() -> None:
+    honest = pay_weights({A: 0.1, B: 0.1, C: 0.1}, {A: 200, B: 200, C: 200}, 0.75, claim_cap=True)
+    liar = pay_weights({A: 0.1, B: 0.1, C: 0.1}, {A: 200, B: 200, C: 2_000}, 0.75, claim_cap=True)
+    assert liar == honest
+    # uncapped, the same lie buys most of the data part
+    assert pay_weights({A: 0.1, B: 0.1, C: 0.1}, {A: 200, B: 200, C: 2_000}, 0.75)[C] > 0.6
+    # claiming less still lowers it: the cap is an upper bound only
+    small = pay_weights({A: 0.1, B: 0.1, C: 0.1}, {A: 200, B: 200, C: 50}, 0.75, claim_cap=True)
+    assert small[C] < small[A] == small[B]
+    # the median is the eligible trainers': an excluded (negative) trainer's claim does not move it
+    w = pay_weights({A: 0.1, B: 0.1, C: -1.0, D: 0.1}, {A: 100, B: 100, C: 10**6, D: 10**6}, 0.75,
+                    noise=0.01, claim_cap=True)
+    assert w[C] == 0.0 and w[D] == pytest.approx(w[A])

@@ -176,6 +176,21 @@ def test_each_choice_a_record_makes_against_the_policy_is_named() -> None:
     assert record_deviations(later, DefencePolicy(), {"state_out": {"server_lr": 3.0}}) == []
 
 
+
+def test_a_threshold_newer_than_both_spec_and_record_is_no_deviation() -> None:
+    """A project created before `pay_claim_cap` existed: its spec and its records name no value
+    (they ran without the cap); new rounds of it run with the cap and say so."""
+    old = {k: v for k, v in dataclasses.asdict(FilterConfig()).items() if k != "pay_claim_cap"}
+    stated = {k: v for k, v in DefencePolicy().filters.model_dump().items() if k != "pay_claim_cap"}
+    policy = DefencePolicy().model_copy(update={"filters": type(DefencePolicy().filters)(**stated)})
+    assert record_deviations(_record(filters=old), policy) == []
+    assert record_deviations(_record(), policy) == []  # a new round of the old project
+    # a spec that states the cap fixes it: a record without it departs from it
+    assert [x.field for x in record_deviations(_record(filters=old), DefencePolicy().model_copy(
+        update={"filters": type(DefencePolicy().filters)(**DefencePolicy().filters.model_dump())}))] == \
+        ["filter pay_claim_cap"]
+
+
 # ---------------------------------------------------------------------------------- on the stack
 
 
