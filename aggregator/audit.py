@@ -329,11 +329,17 @@ def _unverifiable(record: RoundRecord, spec: ProjectSpec, allow_user_models: boo
     return None
 
 
+def _coalition(record: RoundRecord, members: tuple[int, ...]) -> str:
+    names = [record.verdicts[i].trainer if 0 <= i < len(record.verdicts) else f"#{i}" for i in members]
+    return "coalition {" + ", ".join(names) + "}" if names else "the empty coalition (base model)"
+
+
 def _members(record: RoundRecord, e: RecordedEvaluation) -> str:
+    if e.subject == "paired":
+        return f"{_coalition(record, e.members)} against {_coalition(record, e.baseline or ())}"
     if e.subject != "coalition":
         return f"the {'base' if e.subject == 'base' else 'new' if e.subject == 'model' else e.subject} model"
-    names = [record.verdicts[i].trainer if 0 <= i < len(record.verdicts) else f"#{i}" for i in e.members]
-    return "coalition {" + ", ".join(names) + "}" if names else "the empty coalition (base model)"
+    return _coalition(record, e.members)
 
 
 def _check_evaluations(out: RoundAudit, record: RoundRecord, ledger: EvaluationLedger) -> None:

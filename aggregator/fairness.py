@@ -52,10 +52,11 @@ def stretch_neutral(scores: Mapping[str, float], trainers: Sequence[str], deltas
 
 
 def pay_weights(scores: Mapping[str, float], claimed: Mapping[str, int], data_share: float,
-                noise: float = 0.0, claim_cap: bool = False) -> dict[str, float]:
+                noise: float | Mapping[str, float] = 0.0, claim_cap: bool = False) -> dict[str, float]:
     """What the round's allocation is split by. Eligible: the scored (accepted) trainers whose
     score is above `-noise` (a score within the noise of 0 is no negative contribution; `noise`
-    is the round's noise floor, a fraction of the base model's validation loss). Each eligible
+    is the round's noise, one figure or one per trainer: `aggregator.round.stages.pay_noise`,
+    a fraction of the base model's validation loss or the paired standard error). Each eligible
     trainer gets `(1 - data_share) x max(score_i, 0) / sum(max(scores, 0)) + data_share x
     claimed_i / sum(claimed)` (the data part alone when no score is positive); every other
     trainer 0. The data part damps the noise of one round's
@@ -67,7 +68,8 @@ def pay_weights(scores: Mapping[str, float], claimed: Mapping[str, int], data_sh
     than most is paid for it by its score). `data_share` 0 gives the plain positive-part split."""
     if data_share <= 0:
         return {t: max(s, 0.0) for t, s in scores.items()}
-    eligible = {t: s for t, s in scores.items() if s > -noise}
+    limit = noise if isinstance(noise, Mapping) else dict.fromkeys(scores, noise)
+    eligible = {t: s for t, s in scores.items() if s > -limit.get(t, 0.0)}
     out = {t: 0.0 for t in scores}
     total = math.fsum(max(s, 0.0) for s in eligible.values())
     samples = {t: max(int(claimed.get(t, 0)), 0) for t in eligible}

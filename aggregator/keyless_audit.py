@@ -37,6 +37,7 @@ from aggregator.round.stages import Candidate, RewardOutcome, RoundState, reward
 from market.chain import Finalized, MarketClient
 from market.errors import MarketError, UpdateRejected
 from market.protocol.documents import ProjectSpec, RoundRecord, ValidationPolicy
+from market.protocol.evaluations import RecordedEvaluation
 from market.storage import Store, same_multihash
 
 if TYPE_CHECKING:
@@ -54,6 +55,21 @@ _ENVELOPE_REASONS = frozenset({"malformed_envelope", "not_recipient"})
 _CONSISTENT = ("project_id", "round", "chain_id", "contract", "seed", "base_model_cid", "inputs")
 
 
+class _RecordedPaired:
+    """The paired standard errors a record carries, in the place of the coalition utility the
+    reward stage measures its pay noise with (a keyless auditor cannot evaluate a model)."""
+
+    def __init__(self, evaluations: list[RecordedEvaluation]):
+        self._se = {(e.members, e.baseline): e.value for e in evaluations
+                    if e.subject == "paired" and e.metric == "loss_se" and e.baseline is not None}
+
+    def __call__(self, coalition: frozenset[int]) -> float:
+        raise TypeError("a keyless audit reads recorded paired errors only")
+
+    def paired_se(self, coalition: frozenset[int], baseline: frozenset[int]) -> float | None:
+        return self._se.get((tuple(sorted(coalition)), tuple(sorted(baseline))))
+
+
 @dataclass
 class _Recorded:
     """The part of a `RoundState` the reward stage reads, filled from a record instead of a rebuild
@@ -64,6 +80,7 @@ class _Recorded:
     candidates: list[Candidate]
     scores: dict[str, float]
     evaluation: dict[str, Any]
+    score_utility: _RecordedPaired | None = None
     rewards: RewardOutcome | None = None
 
     @property
@@ -146,7 +163,8 @@ def audit_without_keys(
     except MarketError as exc:
         out.fail("record", str(exc))
         return
-    recorded = _Recorded(ctx, config, cands, dict(record.scores), dict(record.metrics))
+    recorded = _Recorded(ctx, config, cands, dict(record.scores), dict(record.metrics),
+                         _RecordedPaired(record.evaluations))
     reward(cast(RoundState, recorded))  # the service's own reward stage, on the recorded values
     rewards = recorded.rewards
     assert rewards is not None

@@ -23,6 +23,12 @@ exact Shapley and leave-one-out, one depth of every permutation of a GTG sweep a
 prefixes a permutation needs depends only on values already known). The scorer then runs exactly
 as without it, in the same order, on the same values: only where they were computed changes.
 
+Paired noise: a `CoalitionUtility` given per-sample losses (`losses_fn`) also measures
+`paired_se(a, b)`, the standard error of the mean per-sample loss difference between two
+coalitions' models on the validation set: the smallest utility gap the validation sample can tell
+from chance for that pair (the validation gate's slack and the pay threshold use it;
+`paired_noise(utility, a, b)` is None for a utility that cannot).
+
 Every random choice comes from a SHA-256 counter-mode stream seeded by `rng_seed` (see `_rng`),
 and every sum is `math.fsum` (exactly rounded), so an auditor with the same utilities gets the
 same scores bit for bit, whatever the platform. The utilities themselves are forward passes,
@@ -58,6 +64,8 @@ __all__ = [
     "Utility",
     "make_scorer",
     "make_utility",
+    "paired_noise",
+    "paired_standard_error",
     "prefetch",
     "restrict",
 ]
@@ -84,6 +92,21 @@ def prefetch(utility: Utility, coalitions: Sequence[frozenset[int]]) -> list[flo
     return None
 
 
+def paired_noise(utility: Utility, coalition: frozenset[int], baseline: frozenset[int]) -> float | None:
+    """`utility.paired_se(coalition, baseline)` for a utility that measures it; None otherwise."""
+    fn = getattr(utility, "paired_se", None)
+    return None if fn is None else fn(coalition, baseline)
+
+
+def paired_standard_error(losses: torch.Tensor, baseline: torch.Tensor) -> float:
+    """The standard error of the mean of `losses - baseline` (per-sample losses of two models on
+    the same samples): sample standard deviation of the differences over sqrt(count)."""
+    if losses.shape != baseline.shape or losses.dim() != 1 or losses.numel() < 2:
+        raise ScoringError("paired losses need two [m] tensors over the same m >= 2 samples")
+    d = losses.double() - baseline.double()
+    return float(d.std(correction=1)) / math.sqrt(d.numel())
+
+
 class _Restricted:
     """`utility` over positions 0..k-1 that stand for `members[0..k-1]` of the full game."""
 
@@ -100,6 +123,9 @@ class _Restricted:
     def prefetch(self, coalitions: Sequence[frozenset[int]]) -> list[float]:
         out = prefetch(self.utility, [self._full(c) for c in coalitions])
         return out if out is not None else [self(c) for c in coalitions]
+
+    def paired_se(self, coalition: frozenset[int], baseline: frozenset[int]) -> float | None:
+        return paired_noise(self.utility, self._full(coalition), self._full(baseline))
 
 
 def restrict(utility: Utility, members: Sequence[int]) -> Utility:
@@ -380,7 +406,12 @@ class CoalitionUtility:
     record `measure()` or replace it by a recorded value (see `aggregator.round.ledger`).
 
     `executor`, when given, measures what `prefetch` is asked for on its workers; each value is
-    then used (and goes through the ledger) when the scorer asks for it, as if measured here."""
+    then used (and goes through the ledger) when the scorer asks for it, as if measured here.
+
+    `losses_fn` (model vector -> per-sample validation losses `[m]`), when given, lets
+    `paired_se(a, b)` measure the standard error of two coalitions' loss difference, through
+    `paired_ledger(a, b, measure)` when that is given (here, not on the executor: two forward
+    passes)."""
 
     def __init__(
         self,
@@ -391,6 +422,8 @@ class CoalitionUtility:
         weights: torch.Tensor | None = None,
         ledger: Callable[[frozenset[int], Callable[[], float]], float] | None = None,
         executor: CoalitionExecutor | None = None,
+        losses_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        paired_ledger: Callable[[frozenset[int], frozenset[int], Callable[[], float]], float] | None = None,
     ):
         if updates.dim() != 2 or global_vector.dim() != 1:
             raise ScoringError("updates must be [n, d] and global_vector [d]; flatten them first")
@@ -406,7 +439,10 @@ class CoalitionUtility:
         self.weights = weights
         self.ledger = ledger
         self.executor = executor
+        self.losses_fn = losses_fn
+        self.paired_ledger = paired_ledger
         self.cache: dict[frozenset[int], float] = {}
+        self.paired: dict[tuple[frozenset[int], frozenset[int]], float] = {}
         #: measured by the executor, not used yet
         self.measured: dict[frozenset[int], float] = {}
 
@@ -452,6 +488,22 @@ class CoalitionUtility:
     def _measure(self, key: frozenset[int]) -> float:
         return float(self.evaluate_fn(self.model(key)))
 
+    def paired_se(self, coalition: frozenset[int], baseline: frozenset[int]) -> float | None:
+        """The standard error of the mean per-sample validation loss difference between the
+        models of `coalition` and `baseline` (memoised); None without `losses_fn`."""
+        losses = self.losses_fn
+        if losses is None:
+            return None
+        key = (frozenset(coalition), frozenset(baseline))
+        v = self.paired.get(key)
+        if v is None:
+            def measure() -> float:
+                return paired_standard_error(losses(self.model(key[0])), losses(self.model(key[1])))
+
+            v = measure() if self.paired_ledger is None else float(self.paired_ledger(key[0], key[1], measure))
+            self.paired[key] = v
+        return v
+
     def __call__(self, coalition: frozenset[int]) -> float:
         key = frozenset(coalition)
         v = self.cache.get(key)
@@ -473,11 +525,15 @@ def make_utility(
     weights: torch.Tensor | None = None,
     ledger: Callable[[frozenset[int], Callable[[], float]], float] | None = None,
     executor: CoalitionExecutor | None = None,
+    losses_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    paired_ledger: Callable[[frozenset[int], frozenset[int], Callable[[], float]], float] | None = None,
 ) -> CoalitionUtility:
     """A memoised coalition utility: the model of coalition S is `global + aggregate_fn(updates[S])`
     (`aggregate_fn(updates[S], weights[S])` when weights are given; every rule in `rules` fits),
-    scored by `evaluate_fn(model_vector) -> float` (e.g. validation accuracy)."""
-    return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights, ledger, executor)
+    scored by `evaluate_fn(model_vector) -> float` (e.g. validation accuracy); `losses_fn` and
+    `paired_ledger` as for `CoalitionUtility`."""
+    return CoalitionUtility(aggregate_fn, evaluate_fn, updates, global_vector, weights, ledger, executor,
+                            losses_fn, paired_ledger)
 
 
 #: Every scorer by name (and alias): `SCORERS.get("gtg")` is the class.

@@ -2,6 +2,7 @@
 
 Run: .venv/bin/python benchmarks/robust_rounds.py [--smoke] [--full] [--dataset mnist5k|digits] [--seeds 3]
      [--workers CPUS] [--rounds 5] [--out reports/benchmarks/robust_rounds.json]
+     [--n 4 --partition iid --attack none ...] [--filter gate_noise_z=0 ...]
 
 Every run is `lab.inprocess.simulate`: the trainers' code (`train_local`, then the scripted
 `trainer.behaviours` behaviour) and the aggregator's one round computation
@@ -17,7 +18,9 @@ Cells: n x partition x fraction x attack x seed. Default: n in {4, 10}, IID and 
 the validation gate's CNN evaluations; `--dataset digits` takes ~3 min). `--full`: n in {4, 10,
 30}, IID, Dirichlet 0.5 and 0.3, 20/30/40 %, every attack, digits and mnist5k (hours: `--backend
 ray --address ...` spreads it over a cluster). `--smoke`:
-n = 4, IID, 2 rounds, three attacks and the Sybil split, 1 seed, digits (seconds).
+n = 4, IID, 2 rounds, three attacks and the Sybil split, 1 seed, digits (seconds). `--n`,
+`--partition` and `--attack` (each repeatable; `none` for the attack-free cells only) narrow the
+default grid; `--filter KEY=VALUE` runs it with a different `[aggregator.filters]` threshold.
 
 Per cell (mean and worst over seeds) and the issue's targets, unmet marked `x`:
 - acc: final test accuracy; `d_clean` = acc - the same defence without attack (target >= -3
@@ -83,9 +86,15 @@ class Job:
     attack: str
     seed: int
     rounds: int
+    #: `[aggregator.filters]` thresholds to run with instead of the defaults
+    filters: tuple[tuple[str, Any], ...] = ()
+
+    def config(self) -> Any:
+        config = service_config(score=True)
+        return dataclasses.replace(config, filters=dataclasses.replace(config.filters, **dict(self.filters)))
 
     def spec(self, n: int | None = None) -> RunSpec:
-        config = service_config(score=True)
+        config = self.config()
         return RunSpec(rule=config.rule, attack=self.attack, fraction=self.fraction, partition=self.partition,
                        dataset=self.dataset, n=n or self.n, rounds=self.rounds, epochs=2, lr=0.05, batch_size=32,
                        seed=self.seed, score=True)
@@ -114,7 +123,7 @@ def run(job: Job) -> dict[str, Any]:
     torch.set_num_threads(1)
     started = time.perf_counter()
     kept: list[LocalProject] = []
-    config = service_config(score=True)
+    config = job.config()
     parts: list[list[int]] | None = None
     spec = job.spec()
     if job.kind == "fedavg":
@@ -167,12 +176,15 @@ def jobs(args: argparse.Namespace) -> list[Job]:
                                                         (0.2, 0.3, 0.4), ATTACKS, ("digits", "mnist5k"))
     else:
         ns, partitions, fractions, attacks, datasets = (4, 10), (IID, "dirichlet:0.3"), (0.4,), ATTACKS, (args.dataset,)
+    ns, partitions = args.n or ns, args.partition or partitions
+    attacks = [a for a in attacks if not args.attack or a in args.attack or a.split(":")[0] in args.attack]
+    overrides = tuple(args.filter)
     out = []
     for ds in datasets:
         for seed in range(args.seeds):
             for n in ns:
                 for part in partitions:
-                    base = Job("clean", ds, n, part, 0.0, "none", seed, args.rounds)
+                    base = Job("clean", ds, n, part, 0.0, "none", seed, args.rounds, overrides)
                     out += [base, dataclasses.replace(base, kind="fedavg"),
                             dataclasses.replace(base, kind="sybil_split")]
                     for f in fractions:
@@ -277,6 +289,21 @@ def report(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "unmet": len(unmet)}
 
 
+def _threshold(text: str) -> tuple[str, Any]:
+    from aggregator.filters import FilterConfig
+
+    key, sep, value = text.partition("=")
+    known = {f.name for f in dataclasses.fields(FilterConfig)}
+    if not sep or key not in known:
+        raise argparse.ArgumentTypeError(f"{text!r}: give KEY=VALUE with KEY one of {', '.join(sorted(known))}")
+    try:
+        default = getattr(FilterConfig(), key)
+        parsed = (value.lower() in ("1", "true", "yes")) if isinstance(default, bool) else type(default)(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {key} takes a {type(getattr(FilterConfig(), key)).__name__}") from None
+    return key, parsed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="n = 4, IID, 2 rounds, 3 attacks + Sybil, 1 seed")
@@ -289,6 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--backend", default="local", choices=BACKENDS,
                     help="local processes, or Ray tasks (a private loopback instance, or --address ADDR)")
     ap.add_argument("--address", default=None, help="a Ray cluster to run on (with --backend ray)")
+    ap.add_argument("--n", type=int, action="append", help="trainers per project (repeatable; default 4 and 10)")
+    ap.add_argument("--partition", action="append", help="iid or dirichlet:ALPHA (repeatable)")
+    ap.add_argument("--attack", action="append", help="an attack of the grid (repeatable; `none`: no attacked cell)")
+    ap.add_argument("--filter", type=_threshold, action="append", default=[], metavar="KEY=VALUE",
+                    help="an [aggregator.filters] threshold to run with (repeatable)")
     ap.add_argument("--out", type=Path, default=None,
                     help="JSON output (default reports/benchmarks/robust_rounds.json, .smoke.json with --smoke)")
     args = ap.parse_args(argv)
@@ -298,8 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.rounds = args.rounds or (2 if args.smoke else 5)
     todo = jobs(args)
     started = time.perf_counter()
-    print(f"{len(todo)} runs on {args.workers} {args.backend} worker(s): default defence = {service_config().rule} + validation gate",
-          flush=True)
+    print(f"{len(todo)} runs on {args.workers} {args.backend} worker(s): default defence = {service_config().rule} + validation gate"
+          + (f" with {', '.join(f'{k}={v}' for k, v in args.filter)}" if args.filter else ""), flush=True)
     results: list[dict[str, Any]] = []
     with open_backend(args.backend, address=args.address, workers=args.workers) as backend:
         step = 16 * max(args.workers, 1)  # chunks, for progress on stderr; each chunk runs in parallel

@@ -189,9 +189,11 @@ class LocalProject:
         )
 
     def inputs(self, ctx: RoundContext, valset: ValidationSet, validation_cid: str) -> RoundInputs:
-        """What `gather_inputs` fetches for `ctx`: every byte is here, so nothing is missing."""
+        """What `gather_inputs` fetches for `ctx` (the open round's, or a finalized round's for a
+        replay): every byte is here, so nothing is missing."""
         trainers = {u.trainer.lower() for u in ctx.inputs}
-        previous = tuple(f for f in (self.updates[-1] if self.updates else ()) if f.input.trainer.lower() in trainers)
+        last = self.updates[ctx.round - 1] if 0 < ctx.round <= len(self.updates) else ()
+        previous = tuple(f for f in last if f.input.trainer.lower() in trainers)
         before = self.blobs[ctx.previous_base_model_cid] if ctx.previous_base_model_cid else None
         return RoundInputs(
             context=ctx, updates=tuple(Fetched(u, self.blobs[u.cid]) for u in ctx.inputs),

@@ -155,6 +155,7 @@ class FilterConfig:
     gate_tolerance: float = 0.3
     gate_floor: float = 0.02
     gate_exact_max: int = 8
+    gate_noise_z: float = 3.0
     #: pay stretched updates as if their norm were the lower median (`aggregator.fairness`)
     pay_norm_bound: bool = True
     #: the part of each round's allocation split by (capped) claimed samples among the trainers
@@ -168,7 +169,7 @@ class FilterConfig:
         """The config a round record's `filters` field states. Records written before the gate
         existed do not name it: their rounds ran without it, and so does their replay."""
         return cls(**{"validation_gate": False, "pay_norm_bound": False, "pay_data_share": 0.0, "pay_claim_cap": False,
-                      **filters})
+                      "gate_noise_z": 0.0, **filters})
 
     def __post_init__(self) -> None:
         # the pay_* keys belong to no filter: the score and reward stages read them

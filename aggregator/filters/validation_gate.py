@@ -8,7 +8,7 @@ stage shares one memo between the gate and the scorer, and every value is a reco
 The rule (docs/robustness.md has the measurements behind it): with v_best the best utility of
 the candidate coalitions of the live rows and v(empty) the base model's,
 
-    tau = max(gate_tolerance x |v_best - v(empty)|, gate_floor x |v(empty)|)
+    tau = max(gate_tolerance x |v_best - v(empty)|, gate_floor x |v(empty)|, gate_noise_z x se)
 
 the gate keeps the **largest candidate coalition whose utility is >= v_best - tau** (ties: the
 higher utility, then the one listing earlier rows); every live row outside it is `harmful`. Only
@@ -17,6 +17,19 @@ is every live row `harmful` (the round keeps its base model). A best coalition s
 than the base is still taken: at random initialisation, honest updates trained on two classes
 each raise a balanced validation loss (overconfident predictions) while they do learn, and
 keeping the base would stall the project until the server learning rate adapts.
+
+`se` is the round's own noise: the standard error of the mean per-sample validation loss
+difference that one update of the best coalition makes (the best coalition against itself without
+its last-committed row; `Batch.utility.paired_se`, two recorded forward passes, measured only when
+the coalition of all live rows is outside the other slacks). It is measured inside the best
+coalition, not against the rows outside it: an attacker's own update would make the difference it
+is judged by noisier (measured: all live rows against the best let sign flippers through at
+random initialisation, where their per-sample effect varies in sign). The best of 2^n
+coalitions beats the whole round by chance whenever the updates are equally good: late in a
+project every honest update moves the loss by less than the validation sample can resolve, and a
+fixed fraction of the base loss (the floor) cut honest updates at random (measured on mnist5k:
+docs/robustness.md). With `gate_noise_z` standard errors, a row is cut only when the validation
+sample can tell that the round is better without it; a gross attack is many standard errors out.
 
 - Up to `gate_exact_max` live rows every coalition is a candidate (2^n utilities: exactly what
   exact Shapley scoring evaluates, so with the default scorer the gate costs nothing extra).
@@ -52,7 +65,7 @@ import numpy as np
 
 from aggregator.errors import RuleConfigError
 from aggregator.filters.base import HARMFUL, Batch, FilterBase, ScreenReport, Verdict
-from aggregator.scoring import prefetch, restrict
+from aggregator.scoring import paired_noise, prefetch, restrict
 
 __all__ = ["GateConfig", "GateDecision", "ValidationGate", "select_coalition"]
 
@@ -69,10 +82,13 @@ class GateConfig:
     gate_floor: float = 0.02
     #: up to this many live rows every coalition is a candidate; above, the greedy removal path
     gate_exact_max: int = 8
+    #: slack of at least this many paired standard errors of all live rows against the best (0: off)
+    gate_noise_z: float = 3.0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.gate_tolerance < 1 or self.gate_floor < 0 or self.gate_exact_max < 1:
-            raise RuleConfigError("validation gate: need 0 <= gate_tolerance < 1, gate_floor >= 0, gate_exact_max >= 1")
+        if not 0 <= self.gate_tolerance < 1 or self.gate_floor < 0 or self.gate_exact_max < 1 or self.gate_noise_z < 0:
+            raise RuleConfigError("validation gate: need 0 <= gate_tolerance < 1, gate_floor >= 0, gate_exact_max >= 1"
+                                  ", gate_noise_z >= 0")
 
 
 @dataclass(frozen=True)
@@ -86,11 +102,13 @@ class GateDecision:
     tau: float
     method: str  # exact | path | aggregate
     candidates: int
+    #: the paired standard error of all live rows against the best coalition (0: not measured)
+    se: float = 0.0
 
     @property
     def stats(self) -> dict[str, float]:
         return {"empty": self.empty, "best": self.best, "chosen": self.chosen, "tau": self.tau,
-                "exact": 1.0 if self.method == "exact" else 0.0, "candidates": float(self.candidates)}
+                "exact": 1.0 if self.method == "exact" else 0.0, "candidates": float(self.candidates), "se": self.se}
 
 
 def _path(n: int, utility: Utility) -> dict[frozenset[int], float]:
@@ -133,9 +151,16 @@ def select_coalition(
     tau = max(cfg.gate_tolerance * abs(best - empty), cfg.gate_floor * abs(empty))
     if best < empty - cfg.gate_tolerance * abs(empty):
         return GateDecision(frozenset(), empty, best, empty, tau, method, len(values))
+    everyone = frozenset(range(n))
+    se = 0.0
+    if cfg.gate_noise_z > 0 and values[everyone] < best - tau:
+        # the smallest, earliest-listed best coalition (the same on every machine: recorded values)
+        top = min((c for c, v in values.items() if v == best), key=lambda c: (len(c), tuple(sorted(c))))
+        se = paired_noise(utility, top, top - {max(top)}) or 0.0
+        tau = max(tau, cfg.gate_noise_z * se)
     ok = [c for c, v in values.items() if v >= best - tau]
     kept = max(ok, key=lambda c: (len(c), values[c], tuple(-i for i in sorted(c))))
-    return GateDecision(kept, empty, best, values[kept], tau, method, len(values))
+    return GateDecision(kept, empty, best, values[kept], tau, method, len(values), se)
 
 
 @dataclass(frozen=True)

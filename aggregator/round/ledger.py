@@ -18,7 +18,7 @@ from market.protocol.evaluations import EvaluationCheck, RecordedEvaluation, che
 
 __all__ = ["EvaluationLedger", "LedgerCheck"]
 
-_Key = tuple[str, tuple[int, ...], str]
+_Key = tuple[str, tuple[int, ...], str, tuple[int, ...] | None]
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,19 @@ class EvaluationLedger:
     missing: list[RecordedEvaluation] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._recorded = {(e.subject, tuple(e.members), e.metric): e for e in self.recorded or ()}
+        self._recorded = {(e.subject, tuple(e.members), e.metric, e.baseline): e for e in self.recorded or ()}
 
     @property
     def replaying(self) -> bool:
         return self.recorded is not None
 
     def values(self, subject: str, members: Sequence[int], metrics: Sequence[str],
-               measure: Callable[[], Sequence[float]]) -> list[float]:
-        """The values of `metrics` for `subject`/`members`: measured once (by `measure`, which
-        returns them in `metrics` order); when replaying, the recorded ones, each checked."""
-        keys = [(subject, tuple(sorted(int(m) for m in members)), metric) for metric in metrics]
+               measure: Callable[[], Sequence[float]], baseline: Sequence[int] | None = None) -> list[float]:
+        """The values of `metrics` for `subject`/`members` (against `baseline`, for a paired
+        evaluation): measured once (by `measure`, which returns them in `metrics` order); when
+        replaying, the recorded ones, each checked."""
+        against = None if baseline is None else tuple(sorted(int(m) for m in baseline))
+        keys: list[_Key] = [(subject, tuple(sorted(int(m) for m in members)), metric, against) for metric in metrics]
         if all(k in self.used for k in keys):
             return [self.used[k] for k in keys]
         measured = [float(v) for v in measure()]
@@ -62,7 +64,8 @@ class EvaluationLedger:
             if self.replaying:
                 rec = self._recorded.get(key)
                 if rec is None:
-                    self.missing.append(RecordedEvaluation(subject=key[0], members=key[1], metric=key[2], value=value))
+                    self.missing.append(RecordedEvaluation(subject=key[0], members=key[1], metric=key[2], value=value,
+                                                           baseline=key[3]))
                 else:
                     self.checks.append(LedgerCheck(rec, check_evaluation(rec.value, value, tolerance_for(key[2]))))
                     value = rec.value
@@ -70,12 +73,14 @@ class EvaluationLedger:
             out.append(value)
         return out
 
-    def value(self, subject: str, members: Sequence[int], metric: str, measure: Callable[[], float]) -> float:
-        return self.values(subject, members, [metric], lambda: [measure()])[0]
+    def value(self, subject: str, members: Sequence[int], metric: str, measure: Callable[[], float],
+              baseline: Sequence[int] | None = None) -> float:
+        return self.values(subject, members, [metric], lambda: [measure()], baseline)[0]
 
     def records(self) -> list[RecordedEvaluation]:
         """What the round record publishes: every value used, in first-use order."""
-        return [RecordedEvaluation(subject=s, members=m, metric=k, value=v) for (s, m, k), v in self.used.items()]
+        return [RecordedEvaluation(subject=s, members=m, metric=k, value=v, baseline=b)
+                for (s, m, k, b), v in self.used.items()]
 
     def unused(self) -> list[RecordedEvaluation]:
         """Recorded evaluations the replayed round never needed."""

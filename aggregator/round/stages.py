@@ -27,9 +27,17 @@ from aggregator.round.context import RoundContext
 from aggregator.round.inputs import Fetched, RoundInputs, digest_of
 from aggregator.round.ledger import EvaluationLedger
 from aggregator.rules import FedAvg, Rule
-from aggregator.scoring import CoalitionExecutor, CoalitionUtility, make_scorer, make_utility, restrict
+from aggregator.scoring import (
+    CoalitionExecutor,
+    CoalitionUtility,
+    Utility,
+    make_scorer,
+    make_utility,
+    paired_noise,
+    restrict,
+)
 from aggregator.valset import ValidationSet
-from market.models import evaluate, flatten, unflatten
+from market.models import evaluate, flatten, sample_losses, unflatten
 from market.protocol import numerics
 from market.protocol.codec import ModelHeader, encode_model
 from market.protocol.documents import RecordedVerdict, UpdateInput, ValidationPolicy
@@ -51,6 +59,7 @@ __all__ = [
     "allocate_rewards",
     "filter_",
     "filter_updates",
+    "pay_noise",
     "reward",
     "score",
     "score_contributions",
@@ -109,6 +118,11 @@ class Evaluator:
     def neg_loss(self, vector: torch.Tensor) -> float:
         return -self.both(vector)[1]
 
+    def losses(self, vector: torch.Tensor) -> torch.Tensor:
+        """Every validation sample's loss (float64 `[m]`), for paired comparisons."""
+        self.model.load_state_dict(unflatten(vector, self.like))
+        return sample_losses(self.model, self.valset.x, self.valset.y)
+
 
 @dataclass(frozen=True)
 class RewardOutcome:
@@ -152,6 +166,8 @@ class RoundState:
     # score
     evaluation: dict[str, float] = field(default_factory=dict)
     scorer: str = ""
+    #: the coalition utility the scores came from, over the accepted (the pay threshold reads it)
+    score_utility: Utility | None = None
     scores: dict[str, float] = field(default_factory=dict)
     evaluations: int = 0
     score_details: dict[str, Any] = field(default_factory=dict)
@@ -357,7 +373,8 @@ def coalition_utility(
     """The scorer's utility over `cands`: minus the validation loss of base + server_lr *
     FedAvg(a coalition's deltas), sample counts capped (memoised). With a `ledger`, every value
     goes through it as a "coalition" evaluation whose members are `rows` (the candidates'
-    positions in the round's verdicts; default 0..n-1)."""
+    positions in the round's verdicts; default 0..n-1), and every paired standard error as a
+    "paired" one."""
     rule = utility_rule(max_claimed_samples)
 
     def aggregate_fn(sub: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
@@ -365,7 +382,7 @@ def coalition_utility(
 
     stack = torch.stack([c.delta for c in cands])  # type: ignore[misc]
     weights = claimed_weights(cands, max_claimed_samples)
-    record = None
+    record = paired = None
     if ledger is not None:
         index = list(range(len(cands))) if rows is None else [int(r) for r in rows]
         book = ledger
@@ -373,7 +390,12 @@ def coalition_utility(
         def record(coalition: frozenset[int], measure: Callable[[], float]) -> float:
             return book.value("coalition", [index[k] for k in coalition], "neg_loss", measure)
 
-    return make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, weights, record, executor)
+        def paired(coalition: frozenset[int], baseline: frozenset[int], measure: Callable[[], float]) -> float:
+            return book.value("paired", [index[k] for k in coalition], "loss_se", measure,
+                              baseline=[index[k] for k in baseline])
+
+    return make_utility(aggregate_fn, evaluator.neg_loss, stack, base_vector, weights, record, executor,
+                        evaluator.losses, paired)
 
 
 def score_contributions(
@@ -425,6 +447,7 @@ def score(state: RoundState) -> None:
                                    rows=[i for i, c in enumerate(state.candidates) if c.accepted],
                                    executor=coalition_executor(state.config))
 
+    state.score_utility = shared
     state.scores, state.evaluations, state.score_details = score_contributions(
         accepted, state.base_vector, evaluator, state.server_lr, state.scorer, state.ctx.seed,
         state.policy.max_claimed_samples, shared,
@@ -459,11 +482,35 @@ def allocate_rewards(
     return RewardOutcome(rr.increments, rr.cumulative, int(available), rr.root, rr.proofs)
 
 
+def pay_noise(scores: Mapping[str, float], trainers: Sequence[str], utility: Utility | None, floor: float,
+              z: float) -> dict[str, float]:
+    """How far below 0 each accepted trainer's score may be and still be no negative contribution:
+    `floor`, or for a score below `-floor`, `z` paired standard errors of what one update makes
+    in this round, if that is larger. The error is measured on the best-scored trainer (ties: the
+    earliest): the accepted trainers' coalition against it without that one (one measurement a
+    round, only when some score is below `-floor`). The noise is an honest update's, not the
+    low scorer's own: a harmful update with a noisy effect must not widen its own band.
+    `trainers` are the positions of `utility` (the scores' coalition utility); without one, or
+    with `z` 0, `floor` for all."""
+    out = {t: floor for t in scores}
+    low = [t for t in trainers if scores.get(t, 0.0) <= -floor]
+    if z <= 0 or utility is None or not low:
+        return out
+    best = max(range(len(trainers)), key=lambda k: (scores.get(trainers[k], 0.0), -k))
+    everyone = frozenset(range(len(trainers)))
+    se = paired_noise(utility, everyone, everyone - {best})
+    if se is not None:
+        out.update({t: max(floor, z * se) for t in low})
+    return out
+
+
 def reward(state: RoundState) -> None:
     cap = state.policy.max_claimed_samples
     claimed = {c.input.trainer: min(int(c.claimed_samples or 0), cap) for c in state.accepted}
     filters = state.config.filters
-    noise = filters.gate_floor * abs(state.evaluation.get("loss_before", 0.0))
+    floor = filters.gate_floor * abs(state.evaluation.get("loss_before", 0.0))
+    noise = pay_noise(state.scores, [c.input.trainer for c in state.accepted], state.score_utility, floor,
+                      filters.gate_noise_z)
     weights = pay_weights(state.scores, claimed, filters.pay_data_share, noise, filters.pay_claim_cap)
     state.rewards = allocate_rewards(state.candidates, weights, state.ctx.available, state.ctx.cumulative_rewards)
 

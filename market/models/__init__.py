@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from market.models.evaluate import evaluate
+from market.models.evaluate import evaluate, sample_losses
 from market.models.tensors import (
     TensorSpec,
     apply_delta,
@@ -36,6 +36,7 @@ __all__ = [
     "load_factory",
     "model_names",
     "register_model",
+    "sample_losses",
     "stack_updates",
     "state_delta",
     "tensor_spec",

@@ -8,7 +8,7 @@ from torch import nn
 
 from market.errors import ConfigError
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "sample_losses"]
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
@@ -34,3 +34,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     finally:
         model.train(was_training)
     return correct.item() / n, loss.item() / n
+
+
+def sample_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The cross-entropy of every sample of `(x, y)` under `model` (float64 `[n]`), in eval mode
+    without gradients: what a paired comparison of two models on the same samples needs."""
+    n = int(y.shape[0])
+    if n == 0 or x.shape[0] != n:
+        raise ConfigError(f"cannot evaluate on x with {x.shape[0]} rows and y with {n} labels; "
+                          "pass a non-empty dataset with one label per row")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            parts = [F.cross_entropy(model(x[s:s + batch_size]), y[s:s + batch_size], reduction="none").double()
+                     for s in range(0, n, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(parts)

@@ -235,6 +235,9 @@ class RoundRecord(BaseModel):
         dumped = self.model_dump(mode="json")
         if not self.evaluations:
             del dumped["evaluations"]
+        for e in dumped.get("evaluations", ()):
+            if e["baseline"] is None:
+                del e["baseline"]
         return canonical_json(dumped)
 
     @classmethod

@@ -23,6 +23,10 @@ Subjects (`RecordedEvaluation.subject`):
                  members are positions in the round's accepted trainers, in verdict order
     "base"       the round's base model (the previous global model)
     "model"      the round's new global model
+    "paired"     the standard error of the mean per-sample validation loss difference between
+                 the coalition `members` and the coalition `baseline` (both as for "coalition"):
+                 how far apart two coalitions' losses must be to tell them apart on this
+                 validation sample (`aggregator.scoring.CoalitionUtility.paired_se`)
     other names  later gates and filters (e.g. "candidate"), with `members` naming their inputs
 """
 
@@ -58,8 +62,11 @@ class RecordedEvaluation(BaseModel):
     subject: str
     #: positions in the round's accepted trainers (verdict order), sorted; empty for base/model
     members: tuple[int, ...] = ()
-    metric: str  # neg_loss | loss | accuracy
+    metric: str  # neg_loss | loss | accuracy | loss_se
     value: float = Field(allow_inf_nan=False)
+    #: the second coalition of a "paired" evaluation; None for every other subject (and then left
+    #: out of the record's bytes, so records without paired evaluations keep their bytes)
+    baseline: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,10 @@ TOLERANCES: dict[str, Tolerance] = {
     "neg_loss": Tolerance(rel=1e-5, abs=1e-6),
     "loss": Tolerance(rel=1e-5, abs=1e-6),
     "accuracy": Tolerance(rel=0.0, abs=0.007),
+    # a standard error over per-sample loss differences: the float32 error of each loss (~1e-7
+    # relative) hardly moves it, but a late round's differences are small, so 1e-3 relative. It
+    # scales a gate's slack and a pay threshold: a lie inside it moves them by 0.1 %.
+    "loss_se": Tolerance(rel=1e-3, abs=1e-7),
 }
 
 

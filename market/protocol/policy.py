@@ -62,6 +62,7 @@ class FilterThresholds(BaseModel):
     gate_tolerance: float = Field(default=0.3, ge=0)
     gate_floor: float = Field(default=0.02, ge=0)
     gate_exact_max: int = Field(default=8, ge=1)
+    gate_noise_z: float = Field(default=3.0, ge=0)
     pay_norm_bound: bool = True
     pay_data_share: float = Field(default=0.75, ge=0, lt=1)
     pay_claim_cap: bool = True

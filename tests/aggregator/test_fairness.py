@@ -7,6 +7,7 @@ import torch
 
 from aggregator.fairness import norm_factors, pay_weights, stretch_neutral
 from aggregator.rewards import split_reward
+from aggregator.round.stages import pay_noise
 
 A, B, C, D = (f"0x{i:040x}" for i in (1, 2, 3, 4))
 
@@ -76,3 +77,53 @@ def test_a_claim_above_the_median_does_not_raise_the_data_part() -> None:
     w = pay_weights({A: 0.1, B: 0.1, C: -1.0, D: 0.1}, {A: 100, B: 100, C: 10**6, D: 10**6}, 0.75,
                     noise=0.01, claim_cap=True)
     assert w[C] == 0.0 and w[D] == pytest.approx(w[A])
+
+
+def test_a_negative_score_within_its_own_paired_noise_is_no_negative_contribution() -> None:
+    scores = {"a": 0.01, "b": 0.01, "c": -0.004}
+    claimed = {"a": 100, "b": 100, "c": 100}
+    assert pay_weights(scores, claimed, 0.75, noise=0.003)["c"] == 0.0
+    w = pay_weights(scores, claimed, 0.75, noise={"a": 0.003, "b": 0.003, "c": 0.006})
+    assert w["c"] == pytest.approx(0.25) and w["a"] == w["b"]
+
+
+class _Pairs:
+    def __init__(self, se: float):
+        self.se, self.asked = se, []
+
+    def __call__(self, c: frozenset[int]) -> float:
+        return 0.0
+
+    def paired_se(self, a: frozenset[int], b: frozenset[int]) -> float:
+        self.asked.append((a, b))
+        return self.se
+
+
+def test_pay_noise_measures_an_honest_update_once_and_only_for_scores_below_the_floor() -> None:
+    u = _Pairs(0.002)
+    noise = pay_noise({"a": 0.01, "b": -0.001, "c": -0.004, "d": -0.005}, ["a", "b", "c", "d"], u, floor=0.003,
+                      z=3.0)
+    assert noise == {"a": 0.003, "b": 0.003, "c": pytest.approx(0.006), "d": pytest.approx(0.006)}
+    # one measurement: the best scorer's update (an honest effect), not the low scorers' own
+    assert u.asked == [(frozenset({0, 1, 2, 3}), frozenset({1, 2, 3}))]
+    assert pay_noise({"c": -0.004}, ["c"], _Pairs(0.0001), floor=0.003, z=3.0) == {"c": 0.003}
+    untouched = _Pairs(1.0)
+    assert pay_noise({"a": 0.01, "b": -0.001}, ["a", "b"], untouched, floor=0.003, z=3.0) == {"a": 0.003, "b": 0.003}
+    assert untouched.asked == []
+    assert pay_noise({"c": -0.004}, ["c"], u, floor=0.003, z=0.0) == {"c": 0.003}
+    assert pay_noise({"c": -0.004}, ["c"], None, floor=0.003, z=3.0) == {"c": 0.003}
+
+
+def test_a_keyless_audit_pays_with_the_recorded_paired_error() -> None:
+    from aggregator.keyless_audit import _RecordedPaired
+    from market.protocol.evaluations import RecordedEvaluation
+
+    recorded = _RecordedPaired([
+        RecordedEvaluation(subject="paired", members=(0, 1, 2), baseline=(0, 2), metric="loss_se", value=0.01),
+        RecordedEvaluation(subject="coalition", members=(0, 1, 2), metric="neg_loss", value=-0.3),
+    ])
+    scores = {"a": 0.1, "b": 0.3, "c": -0.02}
+    noise = pay_noise(scores, ["a", "b", "c"], recorded, 0.001, 3.0)  # type: ignore[arg-type]
+    assert noise == {"a": 0.001, "b": 0.001, "c": pytest.approx(0.03)}
+    # without the recorded error the floor is all it can use, so the rewards it derives differ
+    assert pay_noise(scores, ["a", "c", "b"], recorded, 0.001, 3.0)["c"] == 0.001  # type: ignore[arg-type]

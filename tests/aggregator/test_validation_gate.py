@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from aggregator.filters import (
@@ -121,3 +122,54 @@ def test_records_from_before_the_gate_replay_without_it() -> None:
     assert FilterConfig.from_record({"outlier_sigmas": 3.0}).validation_gate is False
     assert FilterConfig.from_record({"validation_gate": True}).validation_gate is True
     assert FilterConfig().validation_gate is True
+
+
+class Paired(Counting):
+    """A utility that also reports a paired standard error per pair, and which pairs it was asked."""
+
+    def __init__(self, fn, se: float):  # type: ignore[no-untyped-def]
+        super().__init__(fn)
+        self.se = se
+        self.pairs: list[tuple[frozenset[int], frozenset[int]]] = []
+
+    def paired_se(self, a: frozenset[int], b: frozenset[int]) -> float:
+        self.pairs.append((a, b))
+        return self.se
+
+
+# late round: base loss 0.15, every update moves it by a hair; the best subset beats all four by 0.004
+LATE = {0: 0.001, 1: 0.001, 2: -0.004, 3: 0.001}
+
+
+def test_a_gap_the_validation_sample_cannot_resolve_cuts_no_one() -> None:
+    # floor 0.02 x 0.15 = 0.003 < 0.004: without the paired noise, trainer 2 is cut
+    assert select_coalition(4, additive(LATE, base=-0.15), GateConfig(gate_noise_z=0)).kept == frozenset({0, 1, 3})
+    noisy = Paired(additive(LATE, base=-0.15).fn, se=0.002)  # 3 x 0.002 = 0.006 > 0.004
+    d = select_coalition(4, noisy, CFG)
+    assert d.kept == frozenset(range(4)) and d.se == 0.002 and d.tau == pytest.approx(0.006)
+    # one update of the best coalition: the best against itself without its last-committed row
+    assert noisy.pairs == [(frozenset({0, 1, 3}), frozenset({0, 1}))]
+
+
+def test_a_gap_beyond_the_paired_noise_is_still_cut() -> None:
+    sharp = Paired(additive(LATE, base=-0.15).fn, se=0.0005)  # 3 x 0.0005 = 0.0015: the floor decides
+    d = select_coalition(4, sharp, CFG)
+    assert d.kept == frozenset({0, 1, 3}) and d.tau == 0.02 * 0.15
+    # a gross attack is many standard errors out, whatever the noise of the late round
+    gross = Paired(additive({0: 0.001, 1: 0.001, 2: -0.1, 3: 0.001}, base=-0.15).fn, se=0.002)
+    assert select_coalition(4, gross, CFG).kept == frozenset({0, 1, 3})
+
+
+def test_the_paired_noise_is_measured_only_when_it_can_change_the_verdict() -> None:
+    kept_anyway = Paired(additive({0: 0.3, 1: 0.3, 2: 0.3, 3: -0.2}).fn, se=1.0)
+    assert select_coalition(4, kept_anyway, CFG).kept == frozenset(range(4))
+    assert kept_anyway.pairs == []
+    # above exact max, the greedy path's best against all of them
+    path = Paired(additive({i: (0.001 if i != 5 else -0.004) for i in range(10)}, base=-0.15).fn, se=0.002)
+    d = select_coalition(10, path, CFG)
+    assert d.method == "path" and d.kept == frozenset(range(10)) and len(path.pairs) == 1
+
+
+def test_records_from_before_the_paired_noise_replay_without_it() -> None:
+    assert FilterConfig.from_record({"validation_gate": True}).gate_noise_z == 0.0
+    assert FilterConfig().gate_noise_z == GateConfig().gate_noise_z > 0

@@ -36,7 +36,7 @@ def test_check_evaluation_is_relative_plus_absolute() -> None:
     out = check_evaluation(-0.5 - 1e-5, -0.5, tol)
     assert not out.ok and out.difference == pytest.approx(1e-5) and out.relative == pytest.approx(2e-5)
     assert check_evaluation(0.0, 0.0, tol).relative == 0.0
-    assert set(TOLERANCES) == {"neg_loss", "loss", "accuracy"}
+    assert set(TOLERANCES) == {"neg_loss", "loss", "accuracy", "loss_se"}
     with pytest.raises(KeyError, match="known: accuracy"):
         tolerance_for("f1")
 
